@@ -1,0 +1,170 @@
+"""Configuration: one `coexist.toml`, validated by pydantic, overridden by `COEXIST_...` variables.
+
+Lookup order for the file: `--config FILE`, then `COEXIST_CONFIG`, then `./coexist.toml`.
+With no file at all, the sources are the local sandbox's databases (see `coexist.sandbox`).
+Secrets never live in the file: a source names the environment variable that holds its password.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "COEXIST_CONFIG"
+DEFAULT_CONFIG_NAME = "coexist.toml"
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who wrote the file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class _DatabaseSource(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    database: str
+    user: str
+    password_env: str | None = Field(
+        default=None, description="name of the environment variable holding the password"
+    )
+    # Set only by the sandbox, from its private state file; a user's file must use password_env.
+    password: str | None = Field(default=None, exclude=True, repr=False)
+    tables: list[str] | None = Field(default=None, description="tables to capture; all when absent")
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password
+        if self.password_env is None:
+            return None
+        secret = os.environ.get(self.password_env)
+        if secret is None:
+            raise ConfigError(
+                f"password_env names {self.password_env!r}, but that environment variable is not set"
+            )
+        return secret
+
+
+class PostgresSource(_DatabaseSource):
+    kind: Literal["postgres"]
+    schema_name: str = Field(default="public", alias="schema")
+    slot_name: str = "coexist"
+    publication: str = "coexist_pub"
+
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+class MariaDBSource(_DatabaseSource):
+    kind: Literal["mariadb", "mysql"]
+    server_id: int = Field(default=5401, ge=1, le=4294967295, description="unique among binlog clients")
+
+    def url(self) -> str:
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+Source = Annotated[PostgresSource | MariaDBSource, Field(discriminator="kind")]
+
+
+class CdcSettings(_Strict):
+    batch_size: int = Field(default=5000, ge=1)
+    idle_seconds: float = Field(default=3.0, gt=0, description="--until-idle stops after this quiet spell")
+    jvm_heap_mb: int = Field(default=256, ge=64)
+    poll_seconds: float = Field(default=0.5, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="COEXIST_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
+    )
+
+    data_dir: Path = Path("coexist-data")
+    warehouse: Path | None = None
+    sources: dict[str, Source] = Field(default_factory=dict)
+    cdc: CdcSettings = Field(default_factory=CdcSettings)
+    config_file: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file, which arrives as init kwargs.
+        return (env_settings, init_settings)
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.warehouse if self.warehouse is not None else self.data_dir / "warehouse.duckdb"
+
+    @property
+    def sandbox_dir(self) -> Path:
+        return self.data_dir / "sandbox"
+
+
+def find_config_file(explicit: Path | None = None) -> Path | None:
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    from_env = os.environ.get(CONFIG_ENV)
+    if from_env:
+        path = Path(from_env)
+        if not path.is_file():
+            raise ConfigError(f"{CONFIG_ENV}={from_env} does not point at a file")
+        return path
+    local = Path.cwd() / DEFAULT_CONFIG_NAME
+    return local if local.is_file() else None
+
+
+def _format_errors(origin: str, error: ValidationError) -> str:
+    lines = [f"{origin}: {error.error_count()} problem(s)"]
+    for item in error.errors():
+        loc = ".".join(str(part) for part in item["loc"] if not str(part).startswith("function-"))
+        given = item.get("input")
+        shown = "" if isinstance(given, dict | list) or given is None else f" (got {given!r})"
+        lines.append(f"  {loc or '<top>'}: {item['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read, validate and return the settings; any problem becomes a ConfigError naming the key."""
+    path = find_config_file(config_file)
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        bad = [key for key in _walk_keys(data) if key.endswith(".password")]
+        if bad:
+            raise ConfigError(
+                f"{path}: {bad[0]}: passwords are not read from the file; "
+                "set password_env to the name of an environment variable"
+            )
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(str(path or "environment"), exc)) from None
+    settings.config_file = path
+    return settings
+
+
+def _walk_keys(data: Any, prefix: str = "") -> list[str]:
+    keys: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            keys.append(dotted)
+            keys.extend(_walk_keys(value, dotted))
+    return keys
