@@ -15,7 +15,7 @@ from coexist.config import ConfigError, Settings, load_settings
 from coexist.sandbox import SandboxError
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 app = typer.Typer(
     help="coexist keeps a legacy ERP and a PSA in step: CDC into DuckDB, master data, reconciliation.\n\n"
@@ -159,6 +159,19 @@ def seed(
     for key, value in summary.items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     console.print(table)
+
+
+@app.command("demo")
+def demo(
+    scale: Annotated[str, typer.Option(help="generator scale for the demo firm")] = "small",
+) -> None:
+    """The main job on the local sandbox, end to end: sandbox, seed, capture, and what it found.
+
+    Example: coexist demo
+    """
+    from coexist import demo as demo_module
+
+    demo_module.run(settings(), scale=scale, console=console)
 
 
 def main() -> None:

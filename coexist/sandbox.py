@@ -162,6 +162,30 @@ def stop_pid(pid: int | None, needle: str, sig: int = signal.SIGTERM, timeout: f
     return True
 
 
+def orphans_in(data_dir: str) -> list[int]:
+    """Pids whose working directory is `data_dir`: PostgreSQL backends left behind by a killed postmaster."""
+    target = os.path.realpath(data_dir)
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.readlink(f"/proc/{entry}/cwd") == target:
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def reap_orphans(data_dir: str) -> None:
+    for pid in orphans_in(data_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while orphans_in(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 def _pg_bindir() -> Path:
     with contextlib.suppress(FileNotFoundError, subprocess.CalledProcessError):
         out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True)
@@ -221,11 +245,15 @@ def _pg_start(state: ServerState) -> None:
         "-c wal_level=logical -c max_wal_senders=10 -c max_replication_slots=10 "
         "-c shared_buffers=128MB -c fsync=on -c max_connections=60"
     )
-    _run(
-        _as_user("postgres", [str(bindir / "pg_ctl"), "-D", str(data), "-l", state.log_file, "-o", opts,
-                              "-w", "-t", "60", "start"]),
-        "pg_ctl start",
-    )
+    try:
+        _run(
+            _as_user("postgres", [str(bindir / "pg_ctl"), "-D", str(data), "-l", state.log_file, "-o", opts,
+                                  "-w", "-t", "60", "start"]),
+            "pg_ctl start",
+        )
+    except SandboxError as exc:
+        tail = "\n".join(Path(state.log_file).read_text(errors="replace").splitlines()[-8:])
+        raise SandboxError(f"{exc}\nlog tail ({state.log_file}):\n{tail}") from None
     pid_file = data / "postmaster.pid"
     state.pid = int(pid_file.read_text().splitlines()[0])
 
@@ -397,6 +425,11 @@ def up(settings: Settings) -> SandboxState:
         state.save()
     pg_alive, my_alive = _servers_alive(state)
     if not pg_alive:
+        reap_orphans(state.postgres.data_dir)
+        # A killed postmaster can linger as a zombie, which PostgreSQL takes for a live server.
+        (Path(state.postgres.data_dir) / "postmaster.pid").unlink(missing_ok=True)
+        for stale in Path(state.postgres.socket_dir).glob(".s.PGSQL.*"):
+            stale.unlink(missing_ok=True)
         if not port_is_free(state.postgres.port):
             state.postgres.port = free_port()
         _pg_start(state.postgres)
@@ -425,6 +458,7 @@ def down(settings: Settings) -> dict[str, bool]:
         "postgres": stop_pid(state.postgres.pid, "postgres", signal.SIGINT),
         "mariadb": stop_pid(state.mariadb.pid, "mariadbd", signal.SIGTERM),
     }
+    reap_orphans(state.postgres.data_dir)
     state.postgres.pid = None
     state.mariadb.pid = None
     state.save()

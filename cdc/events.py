@@ -1,0 +1,302 @@
+"""The canonical change event (the Debezium envelope) and a decoder for real Debezium JSON.
+
+Every reader (embedded Debezium, the MariaDB/MySQL binlog reader, Kafka) produces
+`ChangeEvent`s; the DuckDB sink consumes nothing else. The decoder accepts Debezium JSON with
+and without schemas and turns Debezium's logical types into Python values.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+UNAVAILABLE = "__debezium_unavailable_value"
+"""PostgreSQL's placeholder for an unchanged TOASTed value: the sink keeps the previous value."""
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+EPOCH_DATE = dt.date(1970, 1, 1)
+
+
+class DecodeError(ValueError):
+    """An event that cannot be decoded; it goes to `cdc.dead_letter` with this message."""
+
+
+@dataclass(slots=True)
+class ChangeEvent:
+    """One row change, in Debezium's envelope.
+
+    `position` orders events of one (source, partition): a replay of an event at or below the
+    last committed position is a duplicate. Snapshot events (`op == "r"`) are idempotent upserts
+    and are not position-checked; `snapshot == "first"` opens a new snapshot of the source.
+    `columns` maps each column to its DuckDB type, as the reader learnt it from the source.
+    """
+
+    source: str
+    table: str
+    op: str
+    key: dict[str, Any]
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    position: str
+    ts_ms: int
+    partition: str = ""
+    snapshot: str | None = None
+    source_info: dict[str, Any] = field(default_factory=dict)
+    transaction: dict[str, Any] | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    resume: dict[str, Any] | None = None
+
+    @property
+    def row(self) -> dict[str, Any] | None:
+        return self.before if self.op == "d" else self.after
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    source: str
+    table: str | None
+    reason: str
+    raw: str
+    position: str | None = None
+    partition: str = ""
+
+
+def position_key(*parts: int) -> str:
+    """A sortable text form of a tuple of non-negative integers."""
+    return "/".join(f"{part:020d}" for part in parts)
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, dt.timedelta):
+        return value.total_seconds()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def dumps(value: Any) -> str:
+    return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+# ---------------------------------------------------------------- Debezium logical types
+
+_CONNECT_TYPES = {
+    "int8": "SMALLINT", "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT",
+    "float32": "FLOAT", "float64": "DOUBLE", "float": "DOUBLE", "double": "DOUBLE",
+    "boolean": "BOOLEAN", "string": "VARCHAR", "bytes": "BLOB",
+}
+_LOGICAL_TYPES = {
+    "io.debezium.time.Date": "DATE", "org.apache.kafka.connect.data.Date": "DATE",
+    "io.debezium.time.Time": "TIME", "io.debezium.time.MicroTime": "TIME", "io.debezium.time.NanoTime": "TIME",
+    "org.apache.kafka.connect.data.Time": "TIME",
+    "io.debezium.time.Timestamp": "TIMESTAMP", "io.debezium.time.MicroTimestamp": "TIMESTAMP",
+    "io.debezium.time.NanoTimestamp": "TIMESTAMP", "org.apache.kafka.connect.data.Timestamp": "TIMESTAMP",
+    "io.debezium.time.ZonedTimestamp": "TIMESTAMPTZ", "io.debezium.time.ZonedTime": "VARCHAR",
+    "io.debezium.data.Json": "JSON", "io.debezium.data.Enum": "VARCHAR", "io.debezium.data.EnumSet": "VARCHAR",
+    "io.debezium.data.Uuid": "UUID", "io.debezium.data.VariableScaleDecimal": "DECIMAL(38,10)",
+    "io.debezium.time.Year": "INTEGER", "io.debezium.data.Xml": "VARCHAR", "io.debezium.data.Bits": "BLOB",
+}
+
+
+def duckdb_type(field_schema: dict[str, Any]) -> str:
+    """The DuckDB column type for one field of a Kafka Connect schema."""
+    name = field_schema.get("name")
+    if name == "org.apache.kafka.connect.data.Decimal":
+        params = field_schema.get("parameters") or {}
+        scale = int(params.get("scale", 0))
+        precision = int(params.get("connect.decimal.precision", 38))
+        if precision > 38 or scale > precision:
+            return "DECIMAL(38,10)"
+        return f"DECIMAL({precision},{scale})"
+    if name in _LOGICAL_TYPES:
+        return _LOGICAL_TYPES[name]
+    kind = field_schema.get("type", "string")
+    if kind == "array":
+        return "JSON"
+    return _CONNECT_TYPES.get(kind, "VARCHAR")
+
+
+def _decimal_from_bytes(raw: str, scale: int) -> decimal.Decimal:
+    unscaled = int.from_bytes(base64.b64decode(raw), "big", signed=True)
+    return decimal.Decimal(unscaled).scaleb(-scale)
+
+
+def _converter(field_schema: dict[str, Any]) -> Any:
+    """A function turning one JSON value of this field into a Python value (None passes through)."""
+    name = field_schema.get("name")
+    kind = field_schema.get("type")
+    if name == "org.apache.kafka.connect.data.Decimal":
+        scale = int((field_schema.get("parameters") or {}).get("scale", 0))
+
+        def to_decimal(value: Any) -> Any:
+            if isinstance(value, str):
+                try:
+                    return _decimal_from_bytes(value, scale)
+                except (ValueError, TypeError):
+                    return decimal.Decimal(value)
+            return decimal.Decimal(str(value))
+
+        return to_decimal
+    if name == "io.debezium.data.VariableScaleDecimal":
+        return lambda v: _decimal_from_bytes(v["value"], int(v["scale"])) if isinstance(v, dict) else v
+    if name in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
+        return lambda v: EPOCH_DATE + dt.timedelta(days=int(v))
+    if name in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
+        return lambda v: (dt.datetime.min + dt.timedelta(milliseconds=int(v))).time()
+    if name == "io.debezium.time.MicroTime":
+        return lambda v: (dt.datetime.min + dt.timedelta(microseconds=int(v))).time()
+    if name == "io.debezium.time.NanoTime":
+        return lambda v: (dt.datetime.min + dt.timedelta(microseconds=int(v) // 1000)).time()
+    if name in ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp"):
+        return lambda v: (EPOCH + dt.timedelta(milliseconds=int(v))).replace(tzinfo=None)
+    if name == "io.debezium.time.MicroTimestamp":
+        return lambda v: (EPOCH + dt.timedelta(microseconds=int(v))).replace(tzinfo=None)
+    if name == "io.debezium.time.NanoTimestamp":
+        return lambda v: (EPOCH + dt.timedelta(microseconds=int(v) // 1000)).replace(tzinfo=None)
+    if name == "io.debezium.time.ZonedTimestamp":
+        return lambda v: dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
+    if kind == "bytes" and name is None:
+        return lambda v: base64.b64decode(v) if isinstance(v, str) else v
+    if kind in ("array", "map", "struct"):
+        return dumps
+    return None
+
+
+@dataclass(slots=True)
+class _StructPlan:
+    columns: dict[str, str]
+    converters: dict[str, Any]
+
+
+class DebeziumDecoder:
+    """Turns Debezium key/value JSON into ChangeEvents; caches one plan per distinct schema."""
+
+    def __init__(self, source: str, position_of: Any = None) -> None:
+        self.source = source
+        self._plans: dict[str, _StructPlan] = {}
+        self._position_of = position_of or debezium_position
+
+    def _plan(self, struct_schema: dict[str, Any]) -> _StructPlan:
+        cache_key = dumps(struct_schema)
+        plan = self._plans.get(cache_key)
+        if plan is None:
+            fields = struct_schema.get("fields", [])
+            plan = _StructPlan(
+                columns={f["field"]: duckdb_type(f) for f in fields},
+                converters={f["field"]: c for f in fields if (c := _converter(f)) is not None},
+            )
+            self._plans[cache_key] = plan
+        return plan
+
+    @staticmethod
+    def _apply(plan: _StructPlan | None, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None or plan is None:
+            return row
+        out = dict(row)
+        for name, convert in plan.converters.items():
+            value = out.get(name)
+            if value is not None and value != UNAVAILABLE:
+                out[name] = convert(value)
+        return out
+
+    def decode(self, key_json: str | bytes | None, value_json: str | bytes | None,
+               partition: str = "", extra_source: dict[str, Any] | None = None) -> ChangeEvent | None:
+        """One event, or None for a tombstone (Debezium's follow-up to a delete; nothing to apply)."""
+        if value_json is None or value_json in ("", b"", "null", b"null"):
+            return None
+        try:
+            value = orjson.loads(value_json)
+            key_doc = orjson.loads(key_json) if key_json not in (None, "", b"") else None
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError(f"not JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise DecodeError("event value is not a JSON object")
+        payload = value.get("payload", value) if "schema" in value else value
+        schema = value.get("schema") if "schema" in value else None
+        if not isinstance(payload, dict):
+            raise DecodeError("event payload is not a JSON object")
+        op = payload.get("op")
+        if op not in ("c", "u", "d", "r", "t"):
+            raise DecodeError(f"unknown op {op!r}")
+        source_info = payload.get("source")
+        if not isinstance(source_info, dict) or not source_info.get("table"):
+            raise DecodeError("event has no source block naming its table")
+        if op == "t":
+            raise DecodeError("truncate events are not applied; resnapshot the table")
+
+        row_plan: _StructPlan | None = None
+        if schema is not None:
+            for part in schema.get("fields", []):
+                if part.get("field") in ("after", "before") and part.get("type") == "struct":
+                    row_plan = self._plan(part)
+                    break
+        before = self._apply(row_plan, payload.get("before"))
+        after = self._apply(row_plan, payload.get("after"))
+        if op == "d" and before is None:
+            raise DecodeError("delete without a before image (set REPLICA IDENTITY FULL or a primary key)")
+        if op != "d" and after is None:
+            raise DecodeError(f"{op} event without an after image")
+
+        key_payload = key_doc.get("payload", key_doc) if isinstance(key_doc, dict) and "schema" in key_doc \
+            else key_doc
+        if not isinstance(key_payload, dict) or not key_payload:
+            raise DecodeError("event has no primary key (tables without keys cannot be replicated)")
+        key_plan = self._plan(key_doc["schema"]) if isinstance(key_doc, dict) and "schema" in key_doc else None
+        key = self._apply(key_plan, key_payload) or {}
+
+        schema_name = source_info.get("schema")
+        table = str(source_info["table"])
+        if schema_name and schema_name not in ("public", "dbo"):
+            table = f"{schema_name}_{table}"
+        if extra_source:
+            source_info = source_info | extra_source
+        snapshot = source_info.get("snapshot")
+        snapshot_flag = None if snapshot in (None, "false", False) else str(snapshot)
+        return ChangeEvent(
+            source=self.source, table=table, op=op, key=key, before=before, after=after,
+            position=self._position_of(source_info, partition), ts_ms=int(payload.get("ts_ms") or
+                                                                           source_info.get("ts_ms") or 0),
+            partition=partition, snapshot=snapshot_flag if op == "r" else None, source_info=source_info,
+            transaction=payload.get("transaction"),
+            columns=row_plan.columns if row_plan is not None else {},
+        )
+
+
+def debezium_position(source_info: dict[str, Any], partition: str = "") -> str:
+    """A sortable position from a Debezium source block.
+
+    PostgreSQL: (last commit LSN, LSN) from `sequence`, the order Debezium delivers in (LSNs alone
+    interleave across concurrent transactions). MySQL/MariaDB: (binlog file number, pos, row).
+    SQL Server: (commit_lsn, change_lsn) as hex. Kafka adds topic offsets of its own elsewhere.
+    """
+    if "kafka_offset" in source_info:
+        return position_key(int(source_info["kafka_offset"]))
+    if "lsn" in source_info and source_info.get("connector") == "postgresql":
+        sequence = source_info.get("sequence")
+        last_commit = 0
+        if sequence:
+            try:
+                parts = orjson.loads(sequence)
+                last_commit = int(parts[0]) if parts and parts[0] is not None else 0
+            except (orjson.JSONDecodeError, ValueError, TypeError):
+                last_commit = 0
+        return position_key(last_commit, int(source_info.get("lsn") or 0))
+    if "file" in source_info and "pos" in source_info:
+        file_name = str(source_info.get("file") or "")
+        digits = "".join(ch for ch in file_name.rsplit(".", 1)[-1] if ch.isdigit()) or "0"
+        return position_key(int(digits), int(source_info.get("pos") or 0), int(source_info.get("row") or 0))
+    if "commit_lsn" in source_info:
+        commit = str(source_info.get("commit_lsn") or "0").replace(":", "")
+        change = str(source_info.get("change_lsn") or "0").replace(":", "")
+        return position_key(int(commit or "0", 16), int(change or "0", 16))
+    if "scn" in source_info:
+        return position_key(int(source_info.get("commit_scn") or source_info["scn"] or 0),
+                            int(source_info["scn"] or 0))
+    return position_key(int(source_info.get("ts_ms") or 0))

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coexist.config import ConfigError, MariaDBSource, PostgresSource, load_settings
+from tests.conftest import cli, make_data_dir
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "coexist.toml"
+    path.write_text(text)
+    return path
+
+
+def test_valid_file_with_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, """
+data_dir = "x"
+[sources.psa]
+kind = "postgres"
+port = 5433
+database = "psa"
+user = "cdc"
+password_env = "PSA_PW"
+[sources.erp]
+kind = "mariadb"
+port = 3307
+database = "erp"
+user = "cdc"
+[cdc]
+batch_size = 100
+""")
+    monkeypatch.setenv("COEXIST_CDC__BATCH_SIZE", "42")
+    monkeypatch.setenv("PSA_PW", "s3cret")
+    settings = load_settings(path)
+    assert settings.cdc.batch_size == 42
+    assert isinstance(settings.sources["psa"], PostgresSource)
+    assert isinstance(settings.sources["erp"], MariaDBSource)
+    assert settings.sources["psa"].resolved_password() == "s3cret"
+    assert "s3cret" not in repr(settings)
+    assert settings.warehouse_path == Path("x/warehouse.duckdb")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[sources.psa]\nkind='postgres'\nport='abc'\ndatabase='p'\nuser='u'\n", "sources.psa.postgres.port"),
+        ("[sources.psa]\nkind='oracle9'\nport=1\ndatabase='p'\nuser='u'\n", "sources.psa"),
+        ("[cdc]\nbatch_sise = 5\n", "cdc.batch_sise: Extra inputs are not permitted"),
+        ("[cdc]\nbatch_size = 0\n", "cdc.batch_size: Input should be greater than or equal to 1"),
+        ("[sources.erp]\nkind='mariadb'\nport=99999\ndatabase='e'\nuser='u'\n", "sources.erp.mariadb.port"),
+        ("[sources.erp]\nkind='mariadb'\nport=3306\ndatabase='e'\nuser='u'\npassword='x'\n",
+         "sources.erp.password: passwords are not read from the file"),
+        ("data_dir = [unclosed\n", "not valid TOML"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(write(tmp_path, text))
+    assert expected in str(info.value)
+
+
+def test_missing_password_variable_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NOPE_PW", raising=False)
+    settings = load_settings(write(tmp_path, "[sources.psa]\nkind='postgres'\nport=5\ndatabase='p'\n"
+                                              "user='u'\npassword_env='NOPE_PW'\n"))
+    with pytest.raises(ConfigError, match="NOPE_PW"):
+        settings.sources["psa"].resolved_password()
+
+
+def test_cli_prints_error_without_traceback() -> None:
+    data_dir = make_data_dir()
+    (data_dir / "coexist.toml").write_text("[cdc]\nbatch_size = 'lots'\n")
+    proc = cli(data_dir, "sandbox", "status", check=False)
+    assert proc.returncode == 2
+    assert "cdc.batch_size" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_config_flag_and_env_variable(tmp_path: Path) -> None:
+    data_dir = make_data_dir()
+    other = tmp_path / "elsewhere.toml"
+    other.write_text("[cdc]\nidle_seconds = -1\n")
+    proc = cli(data_dir, "--config", str(other), "sandbox", "status", check=False)
+    assert proc.returncode == 2 and "cdc.idle_seconds" in proc.stderr
+    proc = cli(data_dir, "sandbox", "status", check=False, env={"COEXIST_CONFIG": str(other)})
+    assert proc.returncode == 2 and "cdc.idle_seconds" in proc.stderr
+    proc = cli(data_dir, "--config", str(tmp_path / "missing.toml"), "sandbox", "status", check=False)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr
