@@ -1,0 +1,107 @@
+"""Wires readers to the one DuckDB sink: each reader in its own thread, applies serialised.
+
+A reader is anything with `name` and `run(apply, stored, stop, idle_seconds)`; it calls
+`apply(batch)` for each batch and returns when `stop` is set or, with `idle_seconds`, when its
+source has been quiet that long. `apply` commits the batch (data + positions) before returning,
+so a reader acknowledges its source only after the warehouse has committed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from cdc.sink import ApplyStats, Batch, DuckDBSink
+
+log = logging.getLogger("coexist.cdc")
+
+Apply = Callable[[Batch], ApplyStats]
+Stored = Callable[[str, str], "dict[str, Any] | None"]
+
+
+class Reader(Protocol):
+    name: str
+
+    def run(self, apply: Apply, stored: Stored, stop: threading.Event, idle_seconds: float | None) -> None: ...
+
+
+@dataclass
+class SourceProgress:
+    batches: int = 0
+    received: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    error: str | None = None
+    finished: bool = False
+    last_lag_ms: list[int] = field(default_factory=list)
+
+
+class Capture:
+    """Runs readers against one warehouse until stopped or idle."""
+
+    def __init__(self, warehouse: Path, readers: list[Reader],
+                 on_batch: Callable[[str, ApplyStats], None] | None = None) -> None:
+        self.sink = DuckDBSink(warehouse)
+        self.readers = readers
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.progress = {r.name: SourceProgress() for r in readers}
+        self.on_batch = on_batch
+
+    def _apply_for(self, name: str) -> Apply:
+        def apply(batch: Batch) -> ApplyStats:
+            with self.lock:
+                stats = self.sink.apply(batch)
+            progress = self.progress[name]
+            progress.batches += 1
+            progress.received += stats.received
+            progress.applied += stats.applied
+            progress.duplicates += stats.duplicates
+            progress.dead_letters += stats.dead_letters
+            if self.on_batch:
+                self.on_batch(name, stats)
+            return stats
+
+        return apply
+
+    def _stored(self, source: str, partition: str = "") -> dict[str, Any] | None:
+        with self.lock:
+            return self.sink.offset(source, partition)
+
+    def _run_one(self, reader: Reader, idle_seconds: float | None) -> None:
+        try:
+            reader.run(self._apply_for(reader.name), self._stored, self.stop, idle_seconds)
+        except Exception as exc:  # surfaced to the caller, which decides the exit code
+            log.exception("reader %s failed", reader.name)
+            self.progress[reader.name].error = f"{type(exc).__name__}: {exc}"
+            self.stop.set()
+        finally:
+            self.progress[reader.name].finished = True
+
+    def run(self, idle_seconds: float | None = None, install_signals: bool = True) -> dict[str, SourceProgress]:
+        threads = [threading.Thread(target=self._run_one, args=(r, idle_seconds), name=f"cdc-{r.name}",
+                                    daemon=True) for r in self.readers]
+        previous: dict[int, Any] = {}
+        if install_signals and threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous[sig] = signal.signal(sig, lambda *_: self.stop.set())
+        try:
+            for thread in threads:
+                thread.start()
+            while any(t.is_alive() for t in threads):
+                time.sleep(0.1)
+        finally:
+            self.stop.set()
+            for thread in threads:
+                thread.join(timeout=30)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.sink.close()
+        return self.progress
