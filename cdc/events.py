@@ -261,7 +261,7 @@ class DebeziumDecoder:
         snapshot_flag = None if snapshot in (None, "false", False) else str(snapshot)
         return ChangeEvent(
             source=self.source, table=table, op=op, key=key, before=before, after=after,
-            position=self._position_of(source_info, partition), ts_ms=int(payload.get("ts_ms") or
+            position=self._position_of(source_info | {"_op": op}, partition), ts_ms=int(payload.get("ts_ms") or
                                                                            source_info.get("ts_ms") or 0),
             partition=partition, snapshot=snapshot_flag if op == "r" else None, source_info=source_info,
             transaction=payload.get("transaction"),
@@ -287,7 +287,10 @@ def debezium_position(source_info: dict[str, Any], partition: str = "") -> str:
                 last_commit = int(parts[0]) if parts and parts[0] is not None else 0
             except (orjson.JSONDecodeError, ValueError, TypeError):
                 last_commit = 0
-        return position_key(last_commit, int(source_info.get("lsn") or 0))
+        # A primary-key update is one WAL record that Debezium emits as a delete and a create at the
+        # same LSN: the third part keeps the pair apart (delete first).
+        rank = 0 if source_info.get("_op") == "d" else 1
+        return position_key(last_commit, int(source_info.get("lsn") or 0), rank)
     if "file" in source_info and "pos" in source_info:
         file_name = str(source_info.get("file") or "")
         digits = "".join(ch for ch in file_name.rsplit(".", 1)[-1] if ch.isdigit()) or "0"

@@ -51,6 +51,9 @@ _ARROW_TYPES: dict[str, pa.DataType] = {
     "FLOAT": pa.float32(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "JSON": pa.string(),
     "UUID": pa.string(), "BLOB": pa.binary(), "DATE": pa.date32(), "TIME": pa.time64("us"),
     "TIMESTAMP": pa.timestamp("us"), "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    # information_schema spells some types out
+    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"), "TIMESTAMP_NS": pa.timestamp("ns"),
+    "UTINYINT": pa.uint8(), "USMALLINT": pa.uint16(),
 }
 
 

@@ -131,6 +131,9 @@ class _SourceSide:
             rows = self._my("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
                             "AND table_type = 'BASE TABLE' ORDER BY 1", (self.config.database,))
         names = [r[0] for r in rows]
+        if not names:
+            raise RuntimeError(f"source {self.name!r}: no tables visible to user {self.config.user!r} "
+                               "(missing SELECT grants?)")
         return [n for n in names if not self.config.tables or n in self.config.tables]
 
     def columns(self, table: str) -> tuple[list[_Column], list[str]]:
@@ -194,6 +197,7 @@ def verify_source(con: duckdb.DuckDBPyConnection, name: str, config: PostgresSou
     for table in side.tables():
         cols, key_names = side.columns(table)
         if not key_names:
+            out.append(TableDiff(name, table, 0, 0, note="no primary key: not captured, not compared"))
             continue
         key = [c for c in cols if c.name in key_names]
         src = side.hashes(table, cols, key)

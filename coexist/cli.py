@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -172,6 +173,208 @@ def demo(
     from coexist import demo as demo_module
 
     demo_module.run(settings(), scale=scale, console=console)
+
+
+# ---------------------------------------------------------------- cdc
+
+
+def _open_warehouse(read_only: bool = False) -> Any:
+    import duckdb
+
+    from cdc.sink import DuckDBSink
+
+    path = settings().warehouse_path
+    try:
+        if read_only:
+            if not path.exists():
+                raise UserError(f"no warehouse at {path}: run `coexist cdc run` first")
+            return duckdb.connect(str(path), read_only=True)
+        return DuckDBSink(path)
+    except duckdb.IOException as exc:
+        raise UserError(f"the warehouse {path} is in use by another process (DuckDB has one writer): {exc}") from None
+
+
+@cdc_app.command("run")
+def cdc_run(
+    source: Annotated[list[str] | None, typer.Option("--source", "-s", help="only this source (repeatable)")] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="stop once every source is quiet")] = False,
+    idle_seconds: Annotated[float | None, typer.Option(help="quiet spell that counts as idle")] = None,
+) -> None:
+    """Capture changes from the sources into the warehouse until Ctrl-C (or idle).
+
+    Example: coexist cdc run --until-idle
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from cdc.runner import Capture
+    from coexist import sources as sources_module
+
+    cfg = settings()
+    readers = sources_module.readers(cfg, source)
+    try:
+        capture = Capture(cfg.warehouse_path, readers)
+    except Exception as exc:
+        raise UserError(f"cannot open the warehouse {cfg.warehouse_path}: {exc}") from None
+    idle = (idle_seconds or cfg.cdc.idle_seconds) if until_idle else None
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
+                  transient=True) as progress:
+        tasks = {r.name: progress.add_task(f"{r.name}: starting", total=None) for r in readers}
+
+        def on_batch(name: str, stats: Any) -> None:
+            p = capture.progress[name]
+            progress.update(tasks[name], description=f"{name}: {p.applied:,} applied, {p.duplicates:,} duplicates, "
+                                                     f"{p.dead_letters:,} dead letters")
+
+        capture.on_batch = on_batch
+        result = capture.run(idle_seconds=idle)
+    failed = False
+    for name, p in result.items():
+        line = f"{name}: {p.applied:,} events applied in {p.batches:,} batches, {p.duplicates:,} duplicates skipped, " \
+               f"{p.dead_letters:,} dead letters"
+        if p.error:
+            failed = True
+            err_console.print(f"[red]{name} stopped:[/] {p.error}")
+        console.print(line)
+    _exit_jvm(2 if failed else 0)
+
+
+def _exit_jvm(code: int) -> None:
+    """A started JVM keeps the process alive at exit; leave without waiting for it."""
+    import jpype
+
+    if jpype.isJVMStarted():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        raise typer.Exit(code)
+
+
+@cdc_app.command("status")
+def cdc_status(as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False) -> None:
+    """Per source: position, lag, events and dead letters per table.
+
+    Example: coexist cdc status --json
+    """
+    from cdc.status import capture_status
+    from coexist import sources as sources_module
+
+    con = _open_warehouse(read_only=True)
+    try:
+        report = capture_status(con, sources_module.configured_sources(settings()))
+    finally:
+        con.close()
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    for entry in report:
+        state = entry["source_state"]
+        behind = state.get("behind_bytes")
+        console.print(f"[bold]{entry['source']}[/] ({entry['kind']}) {entry['url']}  snapshot "
+                      f"{'done' if entry['snapshot_done'] else 'not finished'}  events {entry['events']:,}  "
+                      f"dead letters {entry['dead_letters']:,}  lag p50/p95 {entry['lag_p50_s']}/{entry['lag_p95_s']} s"
+                      f"  behind {behind if behind is not None else '?'} bytes")
+        table = Table(show_header=True)
+        table.add_column("table")
+        table.add_column("events", justify="right")
+        table.add_column("dead letters", justify="right")
+        for name, counts in entry["tables"].items():
+            table.add_row(name, f"{counts['events']:,}", f"{counts['dead_letters']:,}")
+        console.print(table)
+
+
+@cdc_app.command("verify")
+def cdc_verify(
+    source: Annotated[list[str] | None, typer.Option("--source", "-s", help="only this source")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Compare every replica table with its live source: counts, then a per-key hash diff.
+
+    Exits 1 when any table differs.
+
+    Example: coexist cdc verify
+    """
+    from dataclasses import asdict
+
+    from cdc.verify import verify_source
+    from coexist import sources as sources_module
+
+    configured = sources_module.configured_sources(settings())
+    con = _open_warehouse(read_only=True)
+    diffs = []
+    try:
+        for name, config in configured.items():
+            if source and name not in source:
+                continue
+            diffs.extend(verify_source(con, name, config))
+    finally:
+        con.close()
+    if as_json:
+        print(json.dumps([asdict(d) | {"equal": d.equal} for d in diffs], indent=2))
+    else:
+        table = Table(title="replica vs source")
+        for col in ("source", "table", "source rows", "replica rows", "missing", "extra", "different", "ok"):
+            table.add_column(col)
+        for d in diffs:
+            table.add_row(d.source, d.table, f"{d.source_rows:,}", f"{d.replica_rows:,}", str(d.n_missing),
+                          str(d.n_extra), str(d.n_different), "[green]yes[/]" if d.equal else f"[red]no[/] {d.note or ''}")
+        console.print(table)
+        for d in diffs:
+            for kind in ("missing", "extra", "different"):
+                keys = getattr(d, kind)
+                if keys:
+                    console.print(f"{d.source}.{d.table} {kind}: {', '.join(keys)}")
+    if not all(d.equal for d in diffs):
+        raise typer.Exit(1)
+
+
+@cdc_app.command("resnapshot")
+def cdc_resnapshot(
+    table: Annotated[list[str] | None, typer.Argument(help="table(s) to reload; all when omitted")] = None,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="source holding the table")] = None,
+) -> None:
+    """Reload tables from a fresh consistent snapshot of the source (capture keeps its position).
+
+    Run it while `coexist cdc run` is stopped (DuckDB has one writer).
+
+    Example: coexist cdc resnapshot customers --source erp
+    """
+    from cdc.binlog import BinlogReader
+    from cdc.pgsnapshot import pg_snapshot
+    from coexist import sources as sources_module
+    from coexist.config import MariaDBSource
+
+    cfg = settings()
+    configured = sources_module.configured_sources(cfg)
+    names = [source] if source else list(configured)
+    sink = _open_warehouse()
+    total = 0
+    try:
+        for name in names:
+            if name not in configured:
+                raise UserError(f"unknown source {name!r}; configured: {', '.join(configured)}")
+            config = configured[name]
+            if isinstance(config, MariaDBSource):
+                reader = BinlogReader(name, config, batch_size=cfg.cdc.batch_size)
+                conn = reader.connect()
+                available = reader.list_tables(conn)
+                conn.close()
+            else:
+                available = sorted(sink.replica_tables(name)) or list(config.tables or [])
+            wanted = [t for t in (table or available) if t in available]
+            if table and not wanted:
+                continue
+            batches = reader.snapshot(wanted) if isinstance(config, MariaDBSource) else \
+                pg_snapshot(name, config, wanted, cfg.cdc.batch_size)
+            with console.status(f"resnapshot {name}: {', '.join(wanted)}"):
+                for batch in batches:
+                    total += sink.apply(batch).applied
+            console.print(f"{name}: reloaded {', '.join(wanted)}")
+    finally:
+        sink.close()
+    if table and total == 0 and not names:
+        raise UserError(f"no source has table(s) {', '.join(table)}")
+    console.print(f"{total:,} rows reloaded")
 
 
 def main() -> None:

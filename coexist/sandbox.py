@@ -296,6 +296,9 @@ def _pg_provision(state: ServerState) -> None:
         conn.execute(f"ALTER DEFAULT PRIVILEGES FOR ROLE {APP_USER} IN SCHEMA public GRANT SELECT ON TABLES TO {CDC_USER}")
         conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {CDC_USER}")
         conn.execute(f"ALTER SCHEMA public OWNER TO {APP_USER}")
+        # FOR ALL TABLES needs a superuser; Debezium then runs with publication.autocreate.mode=disabled.
+        if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = 'coexist_pub'").fetchone():
+            conn.execute("CREATE PUBLICATION coexist_pub FOR ALL TABLES")
 
 
 # ---------------------------------------------------------------- MariaDB
@@ -530,15 +533,16 @@ def apply_schemas(state: SandboxState) -> None:
         if cur.fetchone() is None:
             for statement in _split_sql((SQL_DIR / "erp_schema.sql").read_text()):
                 cur.execute(statement)
+    with _pg_connect(state.postgres, PSA_DB) as conn:
+        conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {CDC_USER}")
 
 
 def reset_data(state: SandboxState) -> None:
     """Drop and recreate both schemas (used by `seed --reset`)."""
     with pg_app_connect(state) as conn:
         conn.execute("DROP SCHEMA public CASCADE; CREATE SCHEMA public;")
-    with _pg_connect(state.postgres, PSA_DB) as conn:
-        conn.execute(f"ALTER SCHEMA public OWNER TO {APP_USER}")
-        conn.execute(f"GRANT USAGE ON SCHEMA public TO {CDC_USER}")
+    # The new schema lost the default privileges that let the capture user read new tables.
+    _pg_provision(state.postgres)
     with my_app_connect(state) as conn, conn.cursor() as cur:
         cur.execute("SET FOREIGN_KEY_CHECKS = 0")
         cur.execute("SHOW TABLES")

