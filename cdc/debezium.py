@@ -179,9 +179,13 @@ class DebeziumPostgresReader:
 
         class Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 (Debezium's name)
-                batch = reader._to_batch(records, state)
-                if batch.events or batch.dead_letters or batch.offsets:
-                    apply(batch)
+                try:
+                    batch = reader._to_batch(records, state)
+                    if batch.events or batch.dead_letters or batch.offsets:
+                        apply(batch)
+                except BaseException as exc:
+                    state["error"] = exc  # re-raised as itself after the engine stops: not a connector fault
+                    raise
                 state["last_event"] = time.monotonic()
 
         @jpype.JImplements("io.debezium.engine.DebeziumEngine$CompletionCallback")
@@ -211,6 +215,8 @@ class DebeziumPostgresReader:
         finally:
             engine.close()
             worker.join(timeout=60)
+        if state["error"] is not None:
+            raise state["error"]
         if engine.error is not None:
             raise ConnectorFailed(f"source {self.name!r}: {engine.error}")
         done = state["done"]

@@ -17,12 +17,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import duckdb
+import psycopg
+import pymysql
+
+from cdc.binlog import SourceUnavailable
+from cdc.debezium import ConnectorFailed
 from cdc.sink import ApplyStats, Batch, DuckDBSink
 
 log = logging.getLogger("coexist.cdc")
 
 Apply = Callable[[Batch], ApplyStats]
 Stored = Callable[[str, str], "dict[str, Any] | None"]
+
+
+TRANSIENT = (SourceUnavailable, ConnectorFailed, psycopg.OperationalError, pymysql.err.OperationalError,
+             pymysql.err.InterfaceError, ConnectionError, OSError)
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse could not be written (disk full, file damaged); capture stops."""
 
 
 class Reader(Protocol):
@@ -39,6 +53,7 @@ class SourceProgress:
     duplicates: int = 0
     dead_letters: int = 0
     error: str | None = None
+    retries: int = 0
     finished: bool = False
     last_lag_ms: list[int] = field(default_factory=list)
 
@@ -47,7 +62,8 @@ class Capture:
     """Runs readers against one warehouse until stopped or idle."""
 
     def __init__(self, warehouse: Path, readers: list[Reader],
-                 on_batch: Callable[[str, ApplyStats], None] | None = None) -> None:
+                 on_batch: Callable[[str, ApplyStats], None] | None = None, retry_seconds: float = 120.0) -> None:
+        self.retry_seconds = retry_seconds
         self.sink = DuckDBSink(warehouse)
         self.readers = readers
         self.lock = threading.Lock()
@@ -76,10 +92,28 @@ class Capture:
             return self.sink.offset(source, partition)
 
     def _run_one(self, reader: Reader, idle_seconds: float | None) -> None:
+        """Run a reader; a source that goes away (restart, network) is retried with backoff for a while."""
+        delay = 1.0
+        deadline = time.monotonic() + self.retry_seconds
         try:
-            reader.run(self._apply_for(reader.name), self._stored, self.stop, idle_seconds)
+            while True:
+                try:
+                    reader.run(self._apply_for(reader.name), self._stored, self.stop, idle_seconds)
+                    return
+                except duckdb.Error as exc:
+                    raise WarehouseError(
+                        f"cannot write the warehouse {self.sink.path}: {exc}. Nothing was half-applied; "
+                        "free disk space (or fix the file) and run again to resume from the last commit.") from exc
+                except TRANSIENT as exc:
+                    if self.stop.is_set() or time.monotonic() + delay > deadline:
+                        raise
+                    log.warning("source %s unavailable (%s); retrying in %.0f s", reader.name, exc, delay)
+                    self.progress[reader.name].retries += 1
+                    if self.stop.wait(delay):
+                        return
+                    delay = min(delay * 2, 15.0)
         except Exception as exc:  # surfaced to the caller, which decides the exit code
-            log.exception("reader %s failed", reader.name)
+            log.error("reader %s failed: %s", reader.name, exc)
             self.progress[reader.name].error = f"{type(exc).__name__}: {exc}"
             self.stop.set()
         finally:

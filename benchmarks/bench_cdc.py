@@ -1,0 +1,230 @@
+"""CDC throughput, lag and memory, per reader, against a private sandbox.
+
+Run: .venv/bin/python benchmarks/bench_cdc.py [--rows 100000] [--sink-events 1000000] [--lag-seconds 20]
+
+Prints, for each reader (embedded Debezium for PostgreSQL, the MariaDB binlog reader):
+- reader alone: events/s for one 100k-row transaction, decoded but not applied;
+- end to end: events/s for the same transaction through the DuckDB sink (and its share of the reader rate);
+- lag from source commit to replica commit at a steady 1k events/s (p50, p95);
+and the sink alone applying 1M synthetic events, and the process's peak RSS.
+Targets (issue #3): sink >= 100k events/s; end to end >= 80% of the reader alone; p95 lag < 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import decimal
+import os
+import resource
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+from cdc.binlog import BinlogReader
+from cdc.debezium import DebeziumPostgresReader
+from cdc.events import ChangeEvent, position_key
+from cdc.runner import Capture
+from cdc.sink import ApplyStats, Batch, DuckDBSink, Offset
+from coexist import sandbox
+from coexist.config import Settings
+
+console = Console()
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def sink_only(path: Path, n: int, batch_size: int = 20_000) -> float:
+    cols = {"id": "BIGINT", "customer": "VARCHAR", "hours": "DECIMAL(8,2)", "amount": "DECIMAL(14,2)",
+            "work_date": "DATE", "status": "VARCHAR", "updated_at": "TIMESTAMPTZ"}
+    now = dt.datetime.now(dt.UTC)
+    batches = []
+    for start in range(0, n, batch_size):
+        events = []
+        for i in range(start, min(n, start + batch_size)):
+            key = i % (n // 2)  # half the events update rows written earlier
+            row = {"id": key, "customer": f"C{key % 9973:06d}", "hours": decimal.Decimal("7.50"),
+                   "amount": decimal.Decimal("1125.00"), "work_date": dt.date(2026, 1, 1 + key % 28),
+                   "status": "approved", "updated_at": now}
+            events.append(ChangeEvent("bench", "time_entries", "c" if i < n // 2 else "u", {"id": key},
+                                      None, row, position_key(1, i), i, columns=cols))
+        batches.append(Batch(events=events, offsets=[Offset("bench", "", events[-1].position)]))
+    with DuckDBSink(path) as sink:
+        started = time.perf_counter()
+        for batch in batches:
+            sink.apply(batch)
+        return n / (time.perf_counter() - started)
+
+
+def create_bench_tables(state: sandbox.SandboxState) -> None:
+    with sandbox.pg_app_connect(state) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_events (id bigint PRIMARY KEY, payload text, "
+                     "created_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+        conn.execute("ALTER TABLE bench_events REPLICA IDENTITY FULL")
+    with sandbox.my_app_connect(state) as conn, conn.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS bench_events (id BIGINT PRIMARY KEY, payload VARCHAR(64), "
+                    "created_at DATETIME(6) NOT NULL DEFAULT NOW(6))")
+
+
+def bulk_insert(state: sandbox.SandboxState, source: str, first: int, n: int) -> None:
+    if source == "psa":
+        with sandbox.pg_app_connect(state) as conn:
+            conn.execute("INSERT INTO bench_events (id, payload) SELECT g, md5(g::text) FROM generate_series(%s, %s) g",
+                         (first, first + n - 1))
+    else:
+        with sandbox.my_app_connect(state) as conn, conn.cursor() as cur:
+            cur.execute(f"INSERT INTO bench_events (id, payload) SELECT seq, MD5(seq) FROM seq_{first}_to_{first + n - 1}")
+
+
+def wait_for(predicate: Any, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError("benchmark step timed out")
+        time.sleep(0.02)
+
+
+class Counter:
+    """A stand-in for the sink: counts decoded events, commits nothing (the reader alone)."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.stored: dict[str, Any] = {}
+
+    def apply(self, batch: Batch) -> ApplyStats:
+        self.events += sum(1 for e in batch.events if e.table == "bench_events")
+        for offset in batch.offsets:
+            self.stored[offset.source] = {"position": offset.position, "resume": offset.resume,
+                                          "snapshot_done": offset.snapshot_done}
+        return ApplyStats(received=len(batch.events), applied=len(batch.events))
+
+
+def reader_alone(state: sandbox.SandboxState, settings: Settings, source: str, first: int, n: int) -> float:
+    srcs = sandbox.sandbox_sources(state)
+    counter = Counter()
+    stop = threading.Event()
+    if source == "psa":
+        cfg = srcs["psa"].model_copy(update={"slot_name": "coexist_bench"})
+        reader: Any = DebeziumPostgresReader("psa_alone", cfg, settings.data_dir / "cdc-bench")
+        # Streaming only: skip Debezium's snapshot, the bench transaction is what we time.
+        reader.extra_properties = {"snapshot.mode": "no_data"}
+    else:
+        reader = BinlogReader("erp_alone", srcs["erp"])
+        conn = reader.connect()
+        with conn.cursor() as cur:
+            cur.execute("SHOW MASTER STATUS")
+            head = cur.fetchone()
+        conn.close()
+        counter.stored["erp_alone"] = {"resume": {"file": head[0], "pos": int(head[1])}, "snapshot_done": True}
+    thread = threading.Thread(target=reader.run, args=(counter.apply, lambda s, p: counter.stored.get(s), stop, None),
+                              daemon=True)
+    thread.start()
+    time.sleep(8 if source == "psa" else 1)  # JVM start and streaming start
+    started = time.perf_counter()
+    bulk_insert(state, source, first, n)
+    wait_for(lambda: counter.events >= n)
+    rate = n / (time.perf_counter() - started)
+    stop.set()
+    thread.join(timeout=60)
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--sink-events", type=int, default=1_000_000)
+    parser.add_argument("--lag-seconds", type=float, default=20.0)
+    args = parser.parse_args()
+    data_dir = Path(tempfile.mkdtemp(prefix="cx-bench-cdc-", dir="/tmp"))
+    os.chmod(data_dir, 0o755)
+    settings = Settings(data_dir=data_dir)
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        with console.status("sink alone"):
+            sink_rate = sink_only(data_dir / "sink.duckdb", args.sink_events)
+        state = sandbox.up(settings)
+        create_bench_tables(state)
+        srcs = sandbox.sandbox_sources(state)
+        next_id = 1
+        for source in ("psa", "erp"):
+            with console.status(f"{source}: reader alone"):
+                alone = reader_alone(state, settings, source, next_id, args.rows)
+            next_id += args.rows
+            results[source] = {"alone": alone}
+
+        readers: list[Any] = [DebeziumPostgresReader("psa", srcs["psa"], data_dir / "cdc", batch_size=5000),
+                              BinlogReader("erp", srcs["erp"], batch_size=5000, poll_seconds=0.1)]
+        capture = Capture(settings.warehouse_path, readers)
+        thread = threading.Thread(target=capture.run, kwargs={"install_signals": False}, daemon=True)
+        thread.start()
+        with console.status("initial snapshot"):
+            time.sleep(10)
+            wait_for(lambda: all(p.batches > 0 for p in capture.progress.values()))
+            time.sleep(3)
+        for source in ("psa", "erp"):
+            with console.status(f"{source}: end to end"):
+                before = capture.progress[source].applied
+                started = time.perf_counter()
+                bulk_insert(state, source, next_id, args.rows)
+                wait_for(lambda s=source, b=before: capture.progress[s].applied - b >= args.rows)
+                results[source]["e2e"] = args.rows / (time.perf_counter() - started)
+                next_id += args.rows
+
+        with console.status(f"steady 1k events/s per source for {args.lag_seconds:.0f} s"):
+            lag_start = dt.datetime.now(dt.UTC)
+            stop_at = time.monotonic() + args.lag_seconds
+            tick = 0
+            while time.monotonic() < stop_at:
+                t0 = time.monotonic()
+                for source in ("psa", "erp"):
+                    bulk_insert(state, source, next_id, 100)
+                    next_id += 100
+                tick += 1
+                time.sleep(max(0.0, 0.1 - (time.monotonic() - t0)))
+            time.sleep(5)
+        capture.stop.set()
+        thread.join(timeout=60)
+        con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+        for source in ("psa", "erp"):
+            lags = [r[0] for r in con.execute(
+                "SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS TIMESTAMPTZ)) FROM cdc.changelog "
+                "WHERE source = ? AND table_name = 'bench_events' AND applied_at >= ?",
+                [source, lag_start]).fetchall()] if source == "psa" else [r[0] for r in con.execute(
+                "SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS TIMESTAMP)) "
+                "FROM cdc.changelog WHERE source = ? AND table_name = 'bench_events' AND applied_at >= ?",
+                [source, lag_start]).fetchall()]
+            lags.sort()
+            results[source]["lag_p50"] = statistics.median(lags) / 1000 if lags else float("nan")
+            results[source]["lag_p95"] = lags[int(len(lags) * 0.95)] / 1000 if lags else float("nan")
+            results[source]["lag_events"] = len(lags)
+        con.close()
+    finally:
+        sandbox.down(settings)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    table = Table(title=f"CDC, {args.rows:,}-row transaction, steady 1k events/s per source")
+    for col in ("reader", "reader alone ev/s", "end to end ev/s", "e2e / alone", "lag p50 s", "lag p95 s",
+                "lag events"):
+        table.add_column(col, justify="right")
+    names = {"psa": "PostgreSQL (embedded Debezium)", "erp": "MariaDB (binlog)"}
+    for source, r in results.items():
+        table.add_row(names[source], f"{r['alone']:,.0f}", f"{r['e2e']:,.0f}", f"{r['e2e'] / r['alone']:.0%}",
+                      f"{r['lag_p50']:.3f}", f"{r['lag_p95']:.3f}", f"{r['lag_events']:,}")
+    console.print(table)
+    console.print(f"sink alone: {sink_rate:,.0f} events/s applying {args.sink_events:,} synthetic events "
+                  f"(half inserts, half updates)")
+    console.print(f"peak RSS of this process (Python + JVM): {peak_mb():,.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
