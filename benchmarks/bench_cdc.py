@@ -182,6 +182,7 @@ def main() -> None:
 
         with console.status(f"steady 1k events/s per source for {args.lag_seconds:.0f} s"):
             lag_start = dt.datetime.now(dt.UTC)
+            lag_first_id = next_id
             stop_at = time.monotonic() + args.lag_seconds
             tick = 0
             while time.monotonic() < stop_at:
@@ -198,11 +199,11 @@ def main() -> None:
         for source in ("psa", "erp"):
             lags = [r[0] for r in con.execute(
                 "SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS TIMESTAMPTZ)) FROM cdc.changelog "
-                "WHERE source = ? AND table_name = 'bench_events' AND applied_at >= ?",
-                [source, lag_start]).fetchall()] if source == "psa" else [r[0] for r in con.execute(
+                "WHERE source = ? AND table_name = 'bench_events' AND CAST(after->>'id' AS BIGINT) >= ?",
+                [source, lag_first_id]).fetchall()] if source == "psa" else [r[0] for r in con.execute(
                 "SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS TIMESTAMP)) "
-                "FROM cdc.changelog WHERE source = ? AND table_name = 'bench_events' AND applied_at >= ?",
-                [source, lag_start]).fetchall()]
+                "FROM cdc.changelog WHERE source = ? AND table_name = 'bench_events' AND CAST(after->>'id' AS BIGINT) >= ?",
+                [source, lag_first_id]).fetchall()]
             lags.sort()
             results[source]["lag_p50"] = statistics.median(lags) / 1000 if lags else float("nan")
             results[source]["lag_p95"] = lags[int(len(lags) * 0.95)] / 1000 if lags else float("nan")

@@ -10,9 +10,11 @@ Events look like Debezium's MariaDB connector's (see `../shared/fixtures/debeziu
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Iterator
@@ -85,6 +87,26 @@ def _plain(value: Any) -> Any:
     if isinstance(value, dict | list):
         return dumps(value)
     return value
+
+
+class _Either:
+    """Set when either the capture's stop event or a local one is set."""
+
+    def __init__(self, outer: threading.Event) -> None:
+        self.outer = outer
+        self.local = threading.Event()
+
+    def is_set(self) -> bool:
+        return self.outer.is_set() or self.local.is_set()
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self.local.wait(min(remaining, 0.05))
+        return True
 
 
 class _Table:
@@ -410,8 +432,33 @@ class BinlogReader:
         yield from self.stream(resume, stop, idle_seconds)
 
     def run(self, apply: Any, stored: Any, stop: threading.Event, idle_seconds: float | None) -> None:
-        for batch in self.batches(stored(self.name, ""), stop, idle_seconds):
-            apply(batch)
+        """Read in one thread and apply in this one, so decoding overlaps the warehouse commit."""
+        handoff: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=2)
+        halt = _Either(stop)
+
+        def produce() -> None:
+            try:
+                for batch in self.batches(stored(self.name, ""), halt, idle_seconds):  # type: ignore[arg-type]
+                    handoff.put(batch)
+                handoff.put(None)
+            except BaseException as exc:
+                handoff.put(exc)
+
+        producer = threading.Thread(target=produce, name=f"binlog-{self.name}", daemon=True)
+        producer.start()
+        try:
+            while True:
+                item = handoff.get()
+                if item is None:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                apply(item)
+        finally:
+            halt.local.set()
+            while producer.is_alive():
+                with contextlib.suppress(queue.Empty):
+                    handoff.get(timeout=0.1)
 
     def resnapshot(self, apply: Any, tables: list[str]) -> None:
         """Reload `tables` from a fresh consistent snapshot while the stream position stays put.

@@ -449,7 +449,8 @@ def build_time(spec: Scale, projects: pl.DataFrame, resources: pl.DataFrame, emp
         pl.col("posting_id").cast(pl.Int64), psa_entry_ref=pl.col("entry_id"), proj_no=pl.col("proj_no"),
         emp_no=pl.col("emp_no"), company_code=pl.col("company_code"), work_date=pl.col("work_date"),
         fiscal_period=pl.col("fiscal_period"), hours=pl.col("post_hours"), rate=pl.col("bill_rate"),
-        amount=pl.col("post_amount"), currency=pl.col("currency"),
+        amount=pl.col("post_amount"), cost_amount=(pl.col("post_hours") * pl.col("cost_rate")).round(2),
+        currency=pl.col("currency"),
         posted_at=pl.col("approved_at") + pl.duration(hours=2),
     ).with_columns(posted_at=pl.col("posted_at").fill_null(pl.lit(dt.datetime(2026, 10, 31, 23, 0))))
 
@@ -600,16 +601,13 @@ def build_invoices(spec: Scale, time: pl.DataFrame, projects: pl.DataFrame, clie
     return (time_with_invoice, psa_invoices, ar_invoices, lines, payments, memos, manifest)
 
 
-def build_gl(postings: pl.DataFrame, ar_invoices: pl.DataFrame, employees: pl.DataFrame,
-             erp_projects: pl.DataFrame, rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
+def build_gl(postings: pl.DataFrame, ar_invoices: pl.DataFrame, erp_projects: pl.DataFrame,
+             rng: np.random.Generator) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Revenue from receivables and labour cost from postings, by project and period; plus manual journals."""
     revenue = ar_invoices.group_by("company_code", "proj_no", "fiscal_period", "currency").agg(
         amount=pl.col("net_amount").sum().round(2)).with_columns(account=pl.lit("400000"), doc_type=pl.lit("RV"))
-    cost_rate = employees.select("emp_no", "cost_rate")
-    cost = postings.join(cost_rate, on="emp_no", how="left").with_columns(
-        cost=(pl.col("hours") * pl.col("cost_rate").fill_null(0)).round(2)
-    ).group_by("company_code", "proj_no", "fiscal_period", "currency").agg(
-        amount=pl.col("cost").sum().round(2)).with_columns(account=pl.lit("500000"), doc_type=pl.lit("LC"))
+    cost = postings.group_by("company_code", "proj_no", "fiscal_period", "currency").agg(
+        amount=pl.col("cost_amount").sum().round(2)).with_columns(account=pl.lit("500000"), doc_type=pl.lit("LC"))
     base = pl.concat([revenue, cost]).sort("proj_no", "fiscal_period", "account")
     # Manual journal entries on a few project-periods: margin differs with no PSA cause.
     picks = _pick_disjoint(rng, np.arange(revenue.height), {"journal": 0.01})["journal"]
@@ -695,7 +693,7 @@ def seed(state: SandboxState, spec: Scale, manifest_dir: Path, reset: bool = Tru
             spec, time, projects, clients, erp_projects, rng)
         progress.advance(task)
         step("ledger")
-        gl, gl_manifest = build_gl(postings, ar_invoices, employees, erp_projects, rng)
+        gl, gl_manifest = build_gl(postings, ar_invoices, erp_projects, rng)
         fx = build_fx(spec, rng)
         rate_cards = projects.join(resources.select("labor_category").unique(), how="cross").filter(
             pl.col("project_id") % 3 == 0).with_row_index("rate_card_id", offset=1).select(

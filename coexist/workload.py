@@ -128,10 +128,11 @@ class ErpWorkload:
                         hours = rng.choice([1, 2, 4, 8])
                         cur.execute(
                             "INSERT INTO labor_postings (posting_id, psa_entry_ref, proj_no, emp_no, company_code, "
-                            "work_date, fiscal_period, hours, rate, amount, currency, posted_at) VALUES "
+                            "work_date, fiscal_period, hours, rate, amount, cost_amount, currency, posted_at) VALUES "
                             "(%s, NULL, %s, %s, '1000', CURDATE(), DATE_FORMAT(CURDATE(), '%%Y-%%m'), %s, 150, %s, "
-                            "'USD', NOW(6))",
-                            (self.next_id, rng.choice(self.projects), rng.choice(self.employees), hours, hours * 150))
+                            "%s, 'USD', NOW(6))",
+                            (self.next_id, rng.choice(self.projects), rng.choice(self.employees), hours, hours * 150,
+                             hours * 80))
                     elif kind < 0.7:
                         cur.execute("UPDATE labor_postings SET hours = hours + 1, amount = amount + 150 "
                                     "WHERE posting_id = (SELECT posting_id FROM (SELECT posting_id FROM labor_postings "

@@ -56,6 +56,7 @@ CREATE TABLE labor_postings (
     hours          DECIMAL(8,2) NOT NULL,
     rate           DECIMAL(10,2) NOT NULL,
     amount         DECIMAL(14,2) NOT NULL,
+    cost_amount    DECIMAL(14,2) NOT NULL,
     currency       CHAR(3) NOT NULL,
     posted_at      DATETIME(6) NOT NULL,
     KEY labor_postings_ref (psa_entry_ref),

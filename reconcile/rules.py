@@ -1,0 +1,147 @@
+"""Reconciliation rules: what to compare, by which keys, within which tolerances.
+
+A rule is configuration, validated here; `reconcile.engine` turns it into DuckDB SQL.
+The same shape compares two arbitrary tables the way datacompy compares two dataframes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Dataset(_Strict):
+    """Exactly one of `table`, `sql`, `sql_file` or `path` (Parquet or CSV); `where` filters it."""
+
+    table: str | None = None
+    sql: str | None = None
+    sql_file: str | None = Field(default=None, description="SQL file, relative to the project's sql/ directory")
+    path: str | None = Field(default=None, description="Parquet or CSV file (globs allowed)")
+    where: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Dataset:
+        given = [x for x in (self.table, self.sql, self.sql_file, self.path) if x]
+        if len(given) != 1:
+            raise ValueError("give exactly one of table, sql, sql_file or path")
+        return self
+
+    def relation(self, sql_dir: Path) -> str:
+        """A FROM-able SQL relation for this dataset."""
+        if self.table:
+            base = self.table
+        elif self.sql:
+            base = f"({self.sql})"
+        elif self.sql_file:
+            base = f"({(sql_dir / self.sql_file).read_text().strip().rstrip(';')})"
+        else:
+            assert self.path is not None
+            reader = "read_csv_auto" if self.path.lower().endswith((".csv", ".csv.gz")) else "read_parquet"
+            base = f"{reader}('{self.path}')"
+        if self.where:
+            return f"(SELECT * FROM {base} AS src WHERE {self.where})"
+        return f"(SELECT * FROM {base} AS src)"
+
+
+class Measure(_Strict):
+    """A numeric column compared within tolerances; `break_type` names a difference."""
+
+    left: str
+    right: str
+    abs_tol: float = 0.0
+    rel_tol: float = 0.0
+    break_type: str = "amount_mismatch"
+    name: str | None = None
+    currency: tuple[str, str] | None = Field(
+        default=None, description="(left currency column, right currency column): convert both to the "
+                                  "reporting currency through the rule's fx table before comparing")
+    fx_date: tuple[str, str] | None = Field(default=None, description="(left date, right date) for the rate")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.left
+
+
+class Attribute(_Strict):
+    """A non-numeric column that must be equal (after an optional value map on the left)."""
+
+    left: str
+    right: str
+    break_type: str
+    name: str | None = None
+    map: dict[str, str] | None = Field(default=None, description="left value -> expected right value")
+
+    @property
+    def label(self) -> str:
+        return self.name or self.left
+
+
+class Fx(_Strict):
+    table: str
+    date: str = "rate_date"
+    from_ccy: str = "from_ccy"
+    to_ccy: str = "to_ccy"
+    rate: str = "rate"
+    reporting_currency: str = "USD"
+
+
+class Context(_Strict):
+    """Columns (SQL expressions per side) that describe a break for the people who act on it."""
+
+    project: tuple[str, str] | None = None
+    period: tuple[str, str] | None = None
+    legal_entity: tuple[str, str] | None = None
+
+
+class Rule(_Strict):
+    left: Dataset
+    right: Dataset
+    keys: list[tuple[str, str]] = Field(min_length=1)
+    fallback_keys: list[tuple[str, str]] | None = Field(
+        default=None, description="for rows unmatched by `keys` whose key is missing: match on these instead, "
+                                  "when every measure agrees too")
+    grain: Literal["line"] | list[tuple[str, str]] = "line"
+    measures: list[Measure] = Field(default_factory=list)
+    attributes: list[Attribute] = Field(default_factory=list)
+    check_order: list[str] | None = Field(
+        default=None, description="break types in priority order; a pair of rows gets the first that applies")
+    fx: Fx | None = None
+    context: Context = Field(default_factory=Context)
+    left_name: str = "left"
+    right_name: str = "right"
+    duplicates: bool = Field(default=True, description="report keys posted more than once on the right")
+    duplicate_type: str = "duplicate_posting"
+    row_id: tuple[str, str] | None = Field(
+        default=None, description="(left, right) expressions naming a row, e.g. a document number; "
+                                  "defaults to the key")
+    schedule: str | None = Field(default=None, description="cron expression (5 fields) for the scheduler")
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _measures_need_fx(self) -> Rule:
+        for measure in self.measures:
+            if measure.currency and self.fx is None:
+                raise ValueError(f"measure {measure.label!r} converts currency but the rule has no fx table")
+        if self.schedule is not None and len(self.schedule.split()) != 5:
+            raise ValueError(f"schedule {self.schedule!r} is not a 5-field cron expression")
+        return self
+
+    @property
+    def missing_left_type(self) -> str:
+        return f"missing_in_{self.left_name.lower()}"
+
+    @property
+    def missing_right_type(self) -> str:
+        return f"missing_in_{self.right_name.lower()}"
+
+    def version(self) -> str:
+        """A hash of the rule's content: runs record which rule version produced them."""
+        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
