@@ -27,8 +27,13 @@ app = typer.Typer(
 sandbox_app = typer.Typer(help="The local sandbox: a private PostgreSQL (PSA) and MariaDB (ERP).",
                           no_args_is_help=True)
 cdc_app = typer.Typer(help="Change data capture into the DuckDB warehouse.", no_args_is_help=True)
+recon_app = typer.Typer(help="Reconciliations between the PSA and the ERP (or any two datasets).",
+                        no_args_is_help=True)
+schedule_app = typer.Typer(help="The job schedule (reconciliations on cron triggers).", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(cdc_app, name="cdc")
+app.add_typer(recon_app, name="reconcile")
+app.add_typer(schedule_app, name="schedule")
 
 _state: dict[str, Any] = {"config": None}
 
@@ -375,6 +380,132 @@ def cdc_resnapshot(
     if table and total == 0 and not names:
         raise UserError(f"no source has table(s) {', '.join(table)}")
     console.print(f"{total:,} rows reloaded")
+
+
+# ---------------------------------------------------------------- reconcile
+
+
+@recon_app.command("run")
+def reconcile_run(
+    name: Annotated[list[str] | None, typer.Argument(help="reconciliation(s) to run; all when omitted")] = None,
+) -> None:
+    """Run reconciliations now and record their breaks and history.
+
+    Example: coexist reconcile run time invoices
+    """
+    import duckdb
+
+    from reconcile.engine import Engine
+
+    rules = settings().all_reconciliations()
+    chosen = name or list(rules)
+    unknown = [n for n in chosen if n not in rules]
+    if unknown:
+        raise UserError(f"unknown reconciliation {unknown[0]!r}; configured: {', '.join(rules)}")
+    path = settings().warehouse_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        raise UserError(f"the warehouse {path} is in use by another process: {exc}") from None
+    table = Table(title="reconciliation runs")
+    for col in ("recon", "left rows", "right rows", "matched", "breaks", "new", "resolved", "seconds", "by type"):
+        table.add_column(col)
+    try:
+        engine = Engine(con)
+        from rich.progress import Progress
+
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("reconciling", total=len(chosen))
+            for recon in chosen:
+                progress.update(task, description=f"reconciling {recon}")
+                try:
+                    result = engine.run(recon, rules[recon])
+                except duckdb.Error as exc:
+                    raise UserError(f"reconciliation {recon!r} failed: {exc}") from None
+                table.add_row(recon, f"{result.left_rows:,}", f"{result.right_rows:,}", f"{result.matched:,}",
+                              f"{result.breaks:,}", f"{result.new_breaks:,}", f"{result.resolved_breaks:,}",
+                              f"{result.seconds:.2f}",
+                              ", ".join(f"{k} {v}" for k, v in sorted(result.counts_by_type.items())))
+                progress.advance(task)
+    finally:
+        con.close()
+    console.print(table)
+
+
+@recon_app.command("runs")
+def reconcile_runs(limit: Annotated[int, typer.Option(help="how many recent runs")] = 20) -> None:
+    """List recent reconciliation runs with their counts.
+
+    Example: coexist reconcile runs --limit 5
+    """
+    con = _open_warehouse(read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT run_id, recon, rule_version, started_at, round(seconds, 2), left_rows, right_rows, breaks, "
+            "new_breaks, resolved_breaks, trigger FROM recon.runs ORDER BY started_at DESC LIMIT ?", [limit]
+        ).fetchall()
+    except Exception as exc:
+        raise UserError(f"no reconciliation has run yet ({exc})") from None
+    finally:
+        con.close()
+    table = Table(title="runs")
+    for col in ("run", "recon", "rule version", "started", "s", "left", "right", "breaks", "new", "resolved",
+                "trigger"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[str(v) for v in row])
+    console.print(table)
+
+
+@recon_app.command("breaks")
+def reconcile_breaks(
+    open_only: Annotated[bool, typer.Option("--open/--all", help="only open breaks")] = True,
+    break_type: Annotated[str | None, typer.Option("--type", help="only this break type")] = None,
+    recon: Annotated[str | None, typer.Option("--recon", help="only this reconciliation")] = None,
+    limit: Annotated[int, typer.Option(help="rows to show")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Show breaks with both sides, the delta, project, period and legal entity.
+
+    Example: coexist reconcile breaks --open --type duplicate_posting
+    """
+    from reconcile.engine import open_breaks
+
+    con = _open_warehouse(read_only=True)
+    try:
+        rows = open_breaks(con, recon, break_type, open_only)
+    except Exception as exc:
+        raise UserError(f"no reconciliation has run yet ({exc})") from None
+    finally:
+        con.close()
+    cols = ("recon", "break_type", "key", "left_id", "right_id", "delta", "project", "period", "legal_entity",
+            "status", "first_seen_run", "details")
+    if as_json:
+        print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, indent=2))
+        return
+    table = Table(title=f"{len(rows):,} breaks" + (f" (first {limit})" if len(rows) > limit else ""))
+    for col in cols[:-1]:
+        table.add_column(col)
+    for row in rows[:limit]:
+        table.add_row(*["" if v is None else (f"{v:,.2f}" if isinstance(v, float) else str(v)) for v in row[:-1]])
+    console.print(table)
+
+
+@schedule_app.command("list")
+def schedule_list() -> None:
+    """List scheduled jobs with their cron triggers and next run times.
+
+    Example: coexist schedule list
+    """
+    from coexist.scheduler import list_jobs
+
+    table = Table(title="schedule")
+    for col in ("job", "trigger", "next run"):
+        table.add_column(col)
+    for job in list_jobs(settings()):
+        table.add_row(job["id"], job["trigger"], job["next_run"] or "-")
+    console.print(table)
 
 
 def main() -> None:

@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from reconcile.rules import Rule
+
 CONFIG_ENV = "COEXIST_CONFIG"
 DEFAULT_CONFIG_NAME = "coexist.toml"
 
@@ -80,6 +82,12 @@ class CdcSettings(_Strict):
     poll_seconds: float = Field(default=0.5, gt=0)
 
 
+class SchedulerSettings(_Strict):
+    enabled: bool = True
+    timezone: str = "UTC"
+    misfire_grace_seconds: int = Field(default=300, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COEXIST_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
@@ -89,6 +97,9 @@ class Settings(BaseSettings):
     warehouse: Path | None = None
     sources: dict[str, Source] = Field(default_factory=dict)
     cdc: CdcSettings = Field(default_factory=CdcSettings)
+    reconciliations: dict[str, Rule] = Field(default_factory=dict)
+    builtin_reconciliations: bool = True
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     config_file: Path | None = Field(default=None, exclude=True)
 
     @classmethod
@@ -110,6 +121,15 @@ class Settings(BaseSettings):
     @property
     def sandbox_dir(self) -> Path:
         return self.data_dir / "sandbox"
+
+    def all_reconciliations(self) -> dict[str, Rule]:
+        """Built-in rules (unless switched off), overridden and extended by the file's."""
+        rules: dict[str, Rule] = {}
+        if self.builtin_reconciliations:
+            raw = tomllib.loads((Path(__file__).with_name("reconciliations.toml")).read_text())
+            rules = {name: Rule.model_validate(body) for name, body in raw.items()}
+        rules.update(self.reconciliations)
+        return rules
 
 
 def find_config_file(explicit: Path | None = None) -> Path | None:

@@ -230,11 +230,12 @@ class Engine:
                    r.ctx_legal_entity
             FROM _cx_right r WHERE NOT ({has_key.replace('k', 'r.k')}) AND r._id NOT IN (SELECT r_id FROM _cx_fallback)
         """)
-        con.execute("""
+        key_text = f"concat_ws('|', {', '.join(keys)})"
+        con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _cx_breaks AS
-            SELECT *, md5(concat_ws('|', ?, break_type, coalesce(concat_ws('|', COLUMNS('^k[0-9]+$')), ''),
+            SELECT *, md5(concat_ws('|', ?, break_type, coalesce({key_text}, ''),
                                     CASE WHEN l_n IS NULL THEN coalesce(right_id, '') ELSE '' END)) AS break_id,
-                   concat_ws('|', COLUMNS('^k[0-9]+$')) AS key
+                   nullif({key_text}, '') AS key
             FROM _cx_pairs WHERE break_type IS NOT NULL
         """, [name])
         matched = con.execute("SELECT count(*) FROM _cx_pairs WHERE break_type IS NULL").fetchall()[0][0]
