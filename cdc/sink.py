@@ -187,14 +187,10 @@ class DuckDBSink:
         """Apply one batch in one transaction; returns what happened."""
         started = time.perf_counter()
         stats = ApplyStats(received=len(batch.events))
-        fresh: list[ChangeEvent] = []
-        for event in batch.events:
-            if event.op != "r":
-                last = self._positions.get((event.source, event.partition))
-                if last is not None and event.position <= last:
-                    stats.duplicates += 1
-                    continue
-            fresh.append(event)
+        positions = self._positions
+        fresh = [e for e in batch.events
+                 if e.op == "r" or (last := positions.get((e.source, e.partition))) is None or e.position > last]
+        stats.duplicates = len(batch.events) - len(fresh)
         dead = list(batch.dead_letters)
         batch_id = uuid.uuid4().hex[:16]
         now = dt.datetime.now(dt.UTC)
@@ -240,19 +236,29 @@ class DuckDBSink:
             raise
         for offset in batch.offsets:
             self._positions[(offset.source, offset.partition)] = offset.position
+        highest: dict[tuple[str, str], str] = {}
         for event in applied:
-            key = (event.source, event.partition)
-            if event.op != "r" and event.position > self._positions.get(key, ""):
-                self._positions[key] = event.position
+            if event.op != "r":
+                key = (event.source, event.partition)
+                if event.position > highest.get(key, ""):
+                    highest[key] = event.position
+        for key, position in highest.items():
+            if position > self._positions.get(key, ""):
+                self._positions[key] = position
         return stats
 
     def _ensure_table(self, source: str, table: str, events: list[ChangeEvent]) -> dict[str, str]:
         wanted: dict[str, str] = {}
+        seen: set[int] = set()
+        schemaless = []
         for event in events:
-            if event.columns:
+            if not event.columns:
+                schemaless.append(event)
+            elif id(event.columns) not in seen:  # readers share one dict per table schema
+                seen.add(id(event.columns))
                 for name, kind in event.columns.items():
                     wanted.setdefault(name, kind)
-        for event in events:
+        for event in schemaless:
             row = event.row or {}
             for name, value in row.items():
                 if name not in wanted and value is not None and value != UNAVAILABLE:
@@ -323,7 +329,7 @@ class DuckDBSink:
         """Unchanged TOAST values keep their previous value: from the before image, else the replica."""
         missing: dict[tuple[Any, ...], list[str]] = {}
         for key, event in final.items():
-            if event.op == "d" or event.after is None:
+            if event.op == "d" or event.after is None or UNAVAILABLE not in event.after.values():
                 continue
             gaps = [c for c, v in event.after.items() if v == UNAVAILABLE]
             if not gaps:
