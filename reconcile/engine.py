@@ -11,6 +11,7 @@ failing check is listed in `details`, so nothing is hidden by the priority.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -90,10 +91,11 @@ class Engine:
         else:
             key_exprs = [pair[side] for pair in rule.grain]
         for i, expr in enumerate(key_exprs):
-            cols.append(f"CAST({expr} AS VARCHAR) AS k{i}")
-        id_expr = "concat_ws('|', " + ", ".join(f"CAST({e} AS VARCHAR)" for e in key_exprs) + ")"
+            cols.append(f"{expr} AS k{i}")
         ident = rule.row_id[side] if rule.row_id else None
-        cols.append(f"CAST({ident} AS VARCHAR) AS _id" if ident else f"{id_expr} AS _id")
+        id_expr = ident if ident else ("concat_ws('|', " + ", ".join(key_exprs) + ")" if len(key_exprs) > 1
+                                       else key_exprs[0])
+        cols.append(f"{id_expr} AS _id")
         if rule.fx is not None:
             currency_measure = next((m for m in rule.measures if m.currency), None)
             if currency_measure is not None and currency_measure.currency and currency_measure.fx_date:
@@ -140,37 +142,46 @@ class Engine:
     # ------------------------------------------------------------ run
 
     def run(self, name: str, rule: Rule, trigger: str = "manual") -> RunResult:
+        """Compare, classify, record. Only break rows are materialised with their values and details."""
         con = self.con
         run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
         started_at = dt.datetime.now(dt.UTC)
         t0 = time.perf_counter()
-        n_keys = len(rule.keys) if rule.grain == "line" else len(rule.grain)
+        line = rule.grain == "line"
+        n_keys = len(rule.keys) if line else len(rule.grain)
         keys = [f"k{i}" for i in range(n_keys)]
         nm, na, nf = len(rule.measures), len(rule.attributes), len(rule.fallback_keys or [])
-        line = rule.grain == "line"
-
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _cx_left AS {self._side(rule, 0)}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE _cx_right AS {self._side(rule, 1)}")
-        left_rows = con.execute("SELECT count(*) FROM _cx_left").fetchall()[0][0]
-        right_rows = con.execute("SELECT count(*) FROM _cx_right").fetchall()[0][0]
-
         has_key = " AND ".join(f"{k} IS NOT NULL" for k in keys)
-        agg_m = ", ".join(f"{'sum' if not line else 'any_value'}(m{i}) AS m{i}" for i in range(nm))
-        agg_a = ", ".join(f"any_value(a{i}) AS a{i}" for i in range(na))
-        agg_f = ", ".join(f"any_value(f{i}) AS f{i}" for i in range(nf))
-        agg_ctx = "any_value(ctx_project) AS ctx_project, any_value(ctx_period) AS ctx_period, " \
-                  "any_value(ctx_legal_entity) AS ctx_legal_entity"
-        extra = ", ".join(x for x in (agg_m, agg_a, agg_f) if x)
-        for side in ("left", "right"):
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _cx_{side}_agg AS
-                SELECT {', '.join(keys)}, count(*) AS _n, string_agg(_id, ',' ORDER BY _id) AS _id
-                       {', ' + extra if extra else ''}, {agg_ctx}
-                FROM _cx_{side} WHERE {has_key} GROUP BY ALL""".replace("GROUP BY ALL", f"GROUP BY {', '.join(keys)}"))
 
-        # Rows whose key is missing on one side may still be the same thing: match them on the
+        for stale in ("_cx_left", "_cx_right", "_cx_left_agg"):
+            con.execute(f"DROP VIEW IF EXISTS {stale}")
+            con.execute(f"DROP TABLE IF EXISTS {stale}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left AS {self._side(rule, 0)}")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_right AS {self._side(rule, 1)}")
+
+        value_cols = [f"m{i}" for i in range(nm)] + [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)]
+        ctx_cols = ["ctx_project", "ctx_period", "ctx_legal_entity"]
+        first = ", ".join(f"any_value({c}) AS {c}" for c in [f"a{i}" for i in range(na)]
+                          + [f"f{i}" for i in range(nf)] + ctx_cols)
+        summed = ", ".join(f"{'sum' if not line else 'any_value'}(m{i}) AS m{i}" for i in range(nm))
+        aggregates = ", ".join(x for x in (summed, first) if x)
+        # The right side is aggregated per key (a count above one is a duplicate posting); so is the
+        # left side for an aggregate grain. At line grain the left key is taken as unique, as a primary key is.
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _cx_right_agg AS
+            SELECT {', '.join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
+            FROM _cx_right WHERE {has_key} GROUP BY {', '.join(keys)}""")
+        if line:
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {', '.join(keys)}, 1 AS _n, _id, "
+                        f"{', '.join(value_cols + ctx_cols)} FROM _cx_left WHERE {has_key}")
+        else:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _cx_left_agg AS
+                SELECT {', '.join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
+                FROM _cx_left WHERE {has_key} GROUP BY {', '.join(keys)}""")
+
+        # Rows whose key is missing on the right may still be the same thing: match them on the
         # fallback keys, one-to-one, when every measure agrees.
-        fallback_matched = 0
         con.execute("CREATE OR REPLACE TEMP TABLE _cx_fallback (l_id VARCHAR, r_id VARCHAR)")
         if nf and line:
             fb = " AND ".join(f"l.f{i} = r.f{i}" for i in range(nf))
@@ -183,14 +194,14 @@ class Engine:
                             QUALIFY count(*) OVER (PARTITION BY {part}) = 1),
                      ru AS (SELECT * FROM _cx_right WHERE NOT ({has_key})
                             QUALIFY count(*) OVER (PARTITION BY {part}) = 1)
-                SELECT l._id, r._id FROM lu l JOIN ru r ON {fb} WHERE {oks}""")
-            fallback_matched = con.execute("SELECT count(*) FROM _cx_fallback").fetchall()[0][0]
+                SELECT CAST(l._id AS VARCHAR), CAST(r._id AS VARCHAR) FROM lu l JOIN ru r ON {fb} WHERE {oks}""")
+        fallback_matched = con.execute("SELECT count(*) FROM _cx_fallback").fetchall()[0][0]
 
-        join_on = " AND ".join(f"l.{k} = r.{k}" for k in keys)
-        checks: list[tuple[str, str]] = []  # (break_type, failing condition)
+        checks: list[tuple[str, str]] = []
         if line and rule.duplicates:
-            checks.append((rule.duplicate_type, "coalesce(r._n, 0) > 1"))
-            checks.append((f"duplicate_in_{rule.left_name.lower()}", "coalesce(l._n, 0) > 1"))
+            checks.append((rule.duplicate_type, "r._n > 1"))
+        if not line and rule.duplicates:
+            checks.append((f"duplicate_in_{rule.left_name.lower()}", "l._n > 1"))
         checks.append((rule.missing_right_type, "r._n IS NULL"))
         checks.append((rule.missing_left_type, "l._n IS NULL"))
         value_checks = [(m.break_type, f"NOT {self._ok(rule, i, 'l', 'r')}", m.label)
@@ -200,52 +211,72 @@ class Engine:
         if rule.check_order:
             order = {t: n for n, t in enumerate(rule.check_order)}
             value_checks.sort(key=lambda c: order.get(c[0], len(order)))
+        if not line:
+            checks = [c for c in checks if not c[0].startswith("duplicate_in_")]
         case = " ".join(f"WHEN {cond} THEN {_lit(bt)}" for bt, cond in checks)
         case += " " + " ".join(f"WHEN {cond} THEN {_lit(bt)}" for bt, cond, _ in value_checks)
-        details = ("concat_ws('; ', " + ", ".join(
-            f"CASE WHEN l._n IS NOT NULL AND r._n IS NOT NULL AND {cond} THEN {_lit(label + ': ' + bt)} END"
-            for bt, cond, label in value_checks) + ")") if value_checks else "NULL"
-        primary = next((i for i, m in enumerate(rule.measures)), None)
-        delta = f"coalesce(r.m{primary}, 0) - coalesce(l.m{primary}, 0)" if primary is not None else "NULL"
-        left_values = "json_object(" + ", ".join(
-            [f"{_lit(m.label)}, l.m{i}" for i, m in enumerate(rule.measures)]
-            + [f"{_lit(a.label)}, l.a{i}" for i, a in enumerate(rule.attributes)] + ["'rows', l._n"]) + ")"
-        right_values = left_values.replace("l.m", "r.m").replace("l.a", "r.a").replace("l._n", "r._n")
-        measure_name = _lit(rule.measures[0].label) if rule.measures else "NULL"
-
+        fallback_filter = "WHERE l._id IS NULL OR CAST(l._id AS VARCHAR) NOT IN (SELECT l_id FROM _cx_fallback)" \
+            if fallback_matched else ""
+        # The comparison pass: one full outer join; only rows that break are kept.
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _cx_pairs AS
-            SELECT {', '.join(f'coalesce(l.{k}, r.{k}) AS {k}' for k in keys)},
-                   l._n AS l_n, r._n AS r_n, l._id AS left_id, r._id AS right_id,
-                   CASE {case} ELSE NULL END AS break_type, {details} AS details, {delta} AS delta,
-                   {left_values} AS left_values, {right_values} AS right_values,
-                   coalesce(l.ctx_project, r.ctx_project) AS project, coalesce(l.ctx_period, r.ctx_period) AS period,
-                   coalesce(l.ctx_legal_entity, r.ctx_legal_entity) AS legal_entity
-            FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {join_on}
-            WHERE l._id IS NULL OR l._id NOT IN (SELECT l_id FROM _cx_fallback)
-            UNION ALL
-            SELECT {', '.join(f'NULL::VARCHAR AS {k}' for k in keys)}, NULL, 1, NULL, r._id,
-                   {_lit(rule.missing_left_type)}, NULL, {('r.m0' if nm else 'NULL')},
-                   json_object('rows', 0), {right_values.replace('r._n', '1')}, r.ctx_project, r.ctx_period,
-                   r.ctx_legal_entity
-            FROM _cx_right r WHERE NOT ({has_key.replace('k', 'r.k')}) AND r._id NOT IN (SELECT r_id FROM _cx_fallback)
-        """)
+            SELECT * FROM (
+                SELECT {', '.join(f'coalesce(l.{k}, r.{k}) AS {k}' for k in keys)},
+                       l._n AS l_n, r._n AS r_n, l._id AS l_id, r._id AS r_id,
+                       {', '.join(f'l.{c} AS l_{c}, r.{c} AS r_{c}' for c in value_cols + ctx_cols)},
+                       CASE {case} ELSE NULL END AS break_type
+                FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {' AND '.join(f'l.{k} = r.{k}' for k in keys)}
+                {fallback_filter}
+            ) WHERE break_type IS NOT NULL""")
+        left_rows = con.execute("SELECT count(*) FROM _cx_left").fetchall()[0][0]
+        right_rows = con.execute("SELECT sum(_n) FROM _cx_right_agg").fetchall()[0][0] or 0
+        right_unkeyed = con.execute(f"SELECT count(*) FROM _cx_right WHERE NOT ({has_key})").fetchall()[0][0]
+        right_rows += right_unkeyed
+
+        def side_values(prefix: str, n: str) -> str:
+            return "json_object(" + ", ".join(
+                [f"{_lit(m.label)}, {prefix}_m{i}" for i, m in enumerate(rule.measures)]
+                + [f"{_lit(a.label)}, {prefix}_a{i}" for i, a in enumerate(rule.attributes)]
+                + [f"'rows', {n}"]) + ")"
+
+        details = ("concat_ws('; ', " + ", ".join(
+            f"CASE WHEN l_n IS NOT NULL AND r_n IS NOT NULL AND {cond.replace('l.', 'l_').replace('r.', 'r_')} "
+            f"THEN {_lit(label + ': ' + bt)} END" for bt, cond, label in value_checks) + ")") \
+            if value_checks else "NULL"
+        delta = "coalesce(r_m0, 0) - coalesce(l_m0, 0)" if nm else "NULL"
         key_text = f"concat_ws('|', {', '.join(keys)})"
+        dup_ids = (f"(SELECT string_agg(CAST(x._id AS VARCHAR), ',' ORDER BY x._id) FROM _cx_right x "
+                   f"WHERE {' AND '.join(f'x.{k} = p.{k}' for k in keys)})")
+        unkeyed_values = side_values("r", "1").replace("r_m", "r.m").replace("r_a", "r.a")
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _cx_breaks AS
-            SELECT *, md5(concat_ws('|', ?, break_type, coalesce({key_text}, ''),
-                                    CASE WHEN l_n IS NULL THEN coalesce(right_id, '') ELSE '' END)) AS break_id,
-                   nullif({key_text}, '') AS key
-            FROM _cx_pairs WHERE break_type IS NOT NULL
-        """, [name])
-        matched = con.execute("SELECT count(*) FROM _cx_pairs WHERE break_type IS NULL").fetchall()[0][0]
+            WITH b AS (
+                SELECT nullif({key_text}, '') AS key, CAST(l_id AS VARCHAR) AS left_id,
+                       CASE WHEN r_n > 1 THEN {dup_ids} ELSE CAST(r_id AS VARCHAR) END AS right_id,
+                       break_type, {details} AS details, {delta} AS delta, l_n,
+                       {side_values('l', 'l_n')} AS left_values, {side_values('r', 'r_n')} AS right_values,
+                       coalesce(l_ctx_project, r_ctx_project) AS project,
+                       coalesce(l_ctx_period, r_ctx_period) AS period,
+                       coalesce(l_ctx_legal_entity, r_ctx_legal_entity) AS legal_entity
+                FROM _cx_pairs p
+                UNION ALL
+                SELECT NULL, NULL, CAST(r._id AS VARCHAR), {_lit(rule.missing_left_type)}, NULL,
+                       {'r.m0' if nm else 'NULL'}, NULL, json_object('rows', 0), {unkeyed_values},
+                       r.ctx_project, r.ctx_period, r.ctx_legal_entity
+                FROM _cx_right r WHERE NOT ({has_key.replace('k', 'r.k')})
+                  AND CAST(r._id AS VARCHAR) NOT IN (SELECT r_id FROM _cx_fallback)
+            )
+            SELECT *, md5(concat_ws('|', ?, break_type, coalesce(key, ''),
+                                    CASE WHEN l_n IS NULL THEN coalesce(right_id, '') ELSE '' END)) AS break_id
+            FROM b""", [name])
         counts = dict(con.execute("SELECT break_type, count(*) FROM _cx_breaks GROUP BY 1 ORDER BY 1").fetchall())
+        breaks_with_left = con.execute("SELECT count(*) FROM _cx_breaks WHERE l_n IS NOT NULL").fetchall()[0][0]
+        left_keyed = left_rows if line else con.execute("SELECT count(*) FROM _cx_left_agg").fetchall()[0][0]
+        matched = max(0, int(left_keyed) - int(breaks_with_left) - int(fallback_matched))
         new, resolved = self._record(name, run_id, started_at)
         seconds = time.perf_counter() - t0
-        result = RunResult(run_id, name, seconds, left_rows, right_rows, matched, fallback_matched,
+        result = RunResult(run_id, name, seconds, int(left_rows), int(right_rows), matched, int(fallback_matched),
                            sum(counts.values()), new, resolved, counts)
-        import json
-
         con.execute("INSERT INTO recon.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
                     [run_id, name, rule.version(), started_at, dt.datetime.now(dt.UTC), seconds, left_rows,
                      right_rows, matched, fallback_matched, result.breaks, new, resolved, json.dumps(counts),

@@ -1,0 +1,184 @@
+"""Reconciliation at scale: coexist vs a plain DuckDB full outer join vs datacompy (Polars), one run.
+
+Run: .venv/bin/python benchmarks/bench_reconcile.py [--rows 10000000] [--datacompy-python PATH]
+
+Generates N PSA time entries and about N ERP postings as Parquet (about 1% breaks of six kinds),
+then runs each contender in its own process and prints wall time and peak RSS side by side,
+plus whether coexist found every planted break with its type. datacompy needs polars<1.45, so it
+runs from its own virtualenv (`--datacompy-python`, default /tmp/venv-datacompy/bin/python; the
+column is skipped, and says so, when that interpreter is missing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+GENERATE = """
+COPY (
+  SELECT i AS entry_id, (1 + i % 8)::DECIMAL(6,2) AS hours, ((1 + i % 8) * 150)::DECIMAL(14,2) AS amount,
+         '2026-' || lpad(CAST(1 + i % 12 AS VARCHAR), 2, '0') AS period, 'P-26-' || lpad(CAST(i % 5000 AS VARCHAR), 4, '0')
+         AS project_code
+  FROM range(1, {n} + 1) t(i)
+) TO '{left}' (FORMAT parquet);
+COPY (
+  WITH base AS (
+    SELECT i, hash(i) % 10000 AS h FROM range(1, {n} + 1) t(i)
+  )
+  SELECT 5000000000 + i AS posting_id, i AS psa_entry_ref,
+         (1 + i % 8 + CASE WHEN h BETWEEN 30 AND 49 THEN 1 ELSE 0 END)::DECIMAL(8,2) AS hours,
+         ((1 + i % 8) * 150 + CASE WHEN h BETWEEN 50 AND 69 THEN 25 ELSE 0 END)::DECIMAL(14,2) AS amount,
+         CASE WHEN h BETWEEN 70 AND 79 THEN '2027-01' ELSE '2026-' || lpad(CAST(1 + i % 12 AS VARCHAR), 2, '0') END
+           AS fiscal_period
+  FROM base WHERE NOT (h < 30)                                     -- 0.3% never posted
+  UNION ALL
+  SELECT 6000000000 + i, i, (1 + i % 8)::DECIMAL(8,2), ((1 + i % 8) * 150)::DECIMAL(14,2),
+         '2026-' || lpad(CAST(1 + i % 12 AS VARCHAR), 2, '0')
+  FROM base WHERE h BETWEEN 80 AND 99                              -- 0.2% posted twice
+  UNION ALL
+  SELECT 7000000000 + i, {n} + i, 1.00, 150.00, '2026-01'
+  FROM base WHERE h BETWEEN 100 AND 109                            -- 0.1% with no PSA entry
+) TO '{right}' (FORMAT parquet);
+"""
+
+EXPECTED = """
+WITH base AS (SELECT i, hash(i) % 10000 AS h FROM range(1, {n} + 1) t(i))
+SELECT CASE WHEN h < 30 THEN 'missing_in_erp' WHEN h BETWEEN 80 AND 99 THEN 'duplicate_posting'
+            WHEN h BETWEEN 30 AND 49 THEN 'quantity_mismatch' WHEN h BETWEEN 50 AND 69 THEN 'amount_mismatch'
+            WHEN h BETWEEN 70 AND 79 THEN 'period_mismatch' END AS t, count(*)
+FROM base WHERE h < 100 GROUP BY 1
+UNION ALL SELECT 'missing_in_psa', count(*) FROM base WHERE h BETWEEN 100 AND 109
+"""
+
+COEXIST = """
+import json, resource, sys, time, duckdb
+from reconcile.engine import Engine
+from reconcile.rules import Rule
+left, right, db = sys.argv[1:4]
+rule = Rule.model_validate({{
+    "left": {{"path": left}}, "right": {{"path": right}}, "left_name": "PSA", "right_name": "ERP",
+    "keys": [["entry_id", "psa_entry_ref"]], "row_id": ["entry_id", "posting_id"],
+    "measures": [{{"left": "hours", "right": "hours", "abs_tol": 0.01, "break_type": "quantity_mismatch"}},
+                 {{"left": "amount", "right": "amount", "abs_tol": 0.01, "break_type": "amount_mismatch"}}],
+    "attributes": [{{"left": "period", "right": "fiscal_period", "break_type": "period_mismatch"}}],
+}})
+con = duckdb.connect(db)
+con.execute("SET memory_limit = '{memory}'")
+con.execute("SET preserve_insertion_order = false")
+t = time.perf_counter()
+result = Engine(con).run("bench", rule)
+wall = time.perf_counter() - t
+print(json.dumps({{"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "counts": result.counts_by_type}}))
+"""
+
+PLAIN = """
+import json, resource, sys, time, duckdb
+left, right = sys.argv[1:3]
+con = duckdb.connect()
+con.execute("SET memory_limit = '{memory}'")
+t = time.perf_counter()
+rows = con.execute(f'''
+  SELECT CASE WHEN r.psa_entry_ref IS NULL THEN 'missing_in_erp' WHEN l.entry_id IS NULL THEN 'missing_in_psa'
+              WHEN l.hours <> r.hours THEN 'quantity_mismatch' WHEN l.amount <> r.amount THEN 'amount_mismatch'
+              WHEN l.period <> r.fiscal_period THEN 'period_mismatch' END AS t, count(*)
+  FROM read_parquet('{{left}}') l FULL OUTER JOIN read_parquet('{{right}}') r ON l.entry_id = r.psa_entry_ref
+  GROUP BY 1''').fetchall()
+wall = time.perf_counter() - t
+print(json.dumps({{"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "counts": {{str(k): v for k, v in rows if k}}}}))
+"""
+
+DATACOMPY = """
+import json, resource, sys, time
+import polars as pl
+import datacompy
+left, right = sys.argv[1:3]
+t = time.perf_counter()
+df1 = pl.read_parquet(left).with_columns(pl.col("hours").cast(pl.Float64), pl.col("amount").cast(pl.Float64))
+df2 = pl.read_parquet(right).rename({{"psa_entry_ref": "entry_id", "fiscal_period": "period"}}).with_columns(
+    pl.col("hours").cast(pl.Float64), pl.col("amount").cast(pl.Float64))
+cmp = datacompy.PolarsCompare(df1, df2, join_columns=["entry_id"], abs_tol=0.01)
+unequal = {{c["column"]: c["unequal_cnt"] for c in cmp.column_stats}}
+counts = {{"left_only": cmp.df1_unq_rows.height, "right_only": cmp.df2_unq_rows.height, **unequal}}
+wall = time.perf_counter() - t
+print(json.dumps({{"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "counts": counts}}))
+"""
+
+
+def run_child(python: str, code: str, *args: str) -> dict[str, object]:
+    proc = subprocess.run([python, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--memory", default="1500MB", help="DuckDB memory_limit for coexist and the plain join")
+    parser.add_argument("--datacompy-python", default="/tmp/venv-datacompy/bin/python")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cx-bench-recon-"))
+    left, right = work / "psa_time.parquet", work / "erp_postings.parquet"
+    with console.status(f"generating {args.rows:,} entries and their postings as Parquet"):
+        con = duckdb.connect()
+        con.execute(GENERATE.format(n=args.rows, left=left, right=right))
+        expected = {t: c for t, c in con.execute(EXPECTED.format(n=args.rows)).fetchall()}
+        right_rows = con.execute(f"SELECT count(*) FROM read_parquet('{right}')").fetchall()[0][0]
+        con.close()
+    results: dict[str, dict[str, object]] = {}
+    with console.status("coexist"):
+        results["coexist"] = run_child(sys.executable, COEXIST.format(memory=args.memory), str(left), str(right),
+                                       str(work / "bench_warehouse.duckdb"))
+    with console.status("plain DuckDB full outer join"):
+        results["plain DuckDB join"] = run_child(sys.executable, PLAIN.format(memory=args.memory), str(left),
+                                                 str(right))
+    if Path(args.datacompy_python).exists():
+        with console.status("datacompy (Polars)"):
+            results["datacompy Polars"] = run_child(args.datacompy_python, DATACOMPY.format(), str(left), str(right))
+    else:
+        results["datacompy Polars"] = {"error": f"no interpreter at {args.datacompy_python}"}
+
+    table = Table(title=f"{args.rows:,} PSA time entries vs {right_rows:,} ERP postings")
+    for col in ("engine", "wall s", "peak RSS MB", "vs plain join", "break counts"):
+        table.add_column(col)
+    plain_wall = results["plain DuckDB join"].get("wall")
+    for name, r in results.items():
+        if "error" in r:
+            table.add_row(name, "-", "-", "-", f"error: {r['error']}")
+            continue
+        wall = float(r["wall"])  # type: ignore[arg-type]
+        ratio = f"{wall / float(plain_wall):.2f}x" if isinstance(plain_wall, float) else "-"
+        table.add_row(name, f"{wall:.1f}", f"{float(r['rss_mb']):,.0f}", ratio,  # type: ignore[arg-type]
+                      ", ".join(f"{k} {v:,}" for k, v in sorted(r["counts"].items())))  # type: ignore[union-attr]
+    console.print(table)
+    coexist_counts = results["coexist"].get("counts", {})
+    console.print(f"planted: {', '.join(f'{k} {v:,}' for k, v in sorted(expected.items()))}")
+    console.print(f"coexist found every planted break with its type: {coexist_counts == expected}")
+    console.print("datacompy reports per-column unequal counts and one-sided rows; it cannot count duplicate "
+                  "postings (its join keeps both duplicates as matches).")
+    for path in (left, right, work / "bench_warehouse.duckdb"):
+        path.unlink(missing_ok=True)
+    os.rmdir(work) if not any(work.iterdir()) else None
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    console.print(f"total {time.perf_counter() - t0:.0f} s")
