@@ -153,7 +153,7 @@ class Engine:
         nm, na, nf = len(rule.measures), len(rule.attributes), len(rule.fallback_keys or [])
         has_key = " AND ".join(f"{k} IS NOT NULL" for k in keys)
 
-        for stale in ("_cx_left", "_cx_right", "_cx_left_agg"):
+        for stale in ("_cx_left", "_cx_right", "_cx_left_agg", "_cx_right_agg"):
             con.execute(f"DROP VIEW IF EXISTS {stale}")
             con.execute(f"DROP TABLE IF EXISTS {stale}")
         con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left AS {self._side(rule, 0)}")
@@ -167,10 +167,23 @@ class Engine:
         aggregates = ", ".join(x for x in (summed, first) if x)
         # The right side is aggregated per key (a count above one is a duplicate posting); so is the
         # left side for an aggregate grain. At line grain the left key is taken as unique, as a primary key is.
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _cx_right_agg AS
-            SELECT {', '.join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
-            FROM _cx_right WHERE {has_key} GROUP BY {', '.join(keys)}""")
+        if line:
+            # Only the duplicated keys are aggregated (a key-only hash aggregate); the comparison then joins raw rows.
+            on = " AND ".join(f"r.{k} = d.{k}" for k in keys)
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _cx_dups AS
+                SELECT {', '.join(keys)}, count(*) AS _n FROM _cx_right WHERE {has_key}
+                GROUP BY {', '.join(keys)} HAVING count(*) > 1""")
+            con.execute(f"""
+                CREATE OR REPLACE TEMP VIEW _cx_right_agg AS
+                SELECT {', '.join(f'r.{k}' for k in keys)}, coalesce(d._n, 1) AS _n, r._id,
+                       {', '.join(f'r.{c}' for c in value_cols + ctx_cols)}
+                FROM _cx_right r LEFT JOIN _cx_dups d ON {on} WHERE {has_key.replace('k', 'r.k')}""")
+        else:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _cx_right_agg AS
+                SELECT {', '.join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
+                FROM _cx_right WHERE {has_key} GROUP BY {', '.join(keys)}""")
         if line:
             con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {', '.join(keys)}, 1 AS _n, _id, "
                         f"{', '.join(value_cols + ctx_cols)} FROM _cx_left WHERE {has_key}")
@@ -227,11 +240,10 @@ class Engine:
                        CASE {case} ELSE NULL END AS break_type
                 FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {' AND '.join(f'l.{k} = r.{k}' for k in keys)}
                 {fallback_filter}
-            ) WHERE break_type IS NOT NULL""")
+            ) WHERE break_type IS NOT NULL
+            QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY r_id) = 1 OR k0 IS NULL""")
         left_rows = con.execute("SELECT count(*) FROM _cx_left").fetchall()[0][0]
-        right_rows = con.execute("SELECT sum(_n) FROM _cx_right_agg").fetchall()[0][0] or 0
-        right_unkeyed = con.execute(f"SELECT count(*) FROM _cx_right WHERE NOT ({has_key})").fetchall()[0][0]
-        right_rows += right_unkeyed
+        right_rows = con.execute("SELECT count(*) FROM _cx_right").fetchall()[0][0] or 0
 
         def side_values(prefix: str, n: str) -> str:
             return "json_object(" + ", ".join(
