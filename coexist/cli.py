@@ -34,6 +34,8 @@ app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(cdc_app, name="cdc")
 app.add_typer(recon_app, name="reconcile")
 app.add_typer(schedule_app, name="schedule")
+mdm_app = typer.Typer(help="Master data: golden records for customers, projects and resources.", no_args_is_help=True)
+app.add_typer(mdm_app, name="masterdata")
 
 _state: dict[str, Any] = {"config": None}
 
@@ -506,6 +508,161 @@ def schedule_list() -> None:
     for job in list_jobs(settings()):
         table.add_row(job["id"], job["trigger"], job["next_run"] or "-")
     console.print(table)
+
+
+# ---------------------------------------------------------------- masterdata
+
+
+def _writable_warehouse() -> Any:
+    import duckdb
+
+    path = settings().warehouse_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return duckdb.connect(str(path))
+    except duckdb.IOException as exc:
+        raise UserError(f"the warehouse {path} is in use by another process: {exc}") from None
+
+
+@mdm_app.command("run")
+def masterdata_run(
+    entity: Annotated[list[str] | None, typer.Option("--entity", "-e", help="only this entity (repeatable)")] = None,
+    incremental: Annotated[bool, typer.Option(help="re-resolve only records changed since the last run")] = False,
+) -> None:
+    """Resolve entities into golden records (customers first: projects use their golden IDs).
+
+    Example: coexist masterdata run --incremental
+    """
+    import duckdb
+
+    from masterdata.resolve import Resolver
+
+    entities = settings().all_entities()
+    chosen = {n: e for n, e in entities.items() if not entity or n in entity}
+    if entity and len(chosen) != len(entity):
+        raise UserError(f"unknown entity; defined: {', '.join(entities)}")
+    con = _writable_warehouse()
+    table = Table(title="master data")
+    for col in ("entity", "mode", "records", "changed", "links", "reviews", "golden records", "touched", "new IDs", "s"):
+        table.add_column(col)
+    try:
+        resolver = Resolver(con)
+        for name, definition in chosen.items():
+            try:
+                r = resolver.resolve(name, definition, incremental=incremental)
+            except duckdb.Error as exc:
+                raise UserError(f"entity {name!r} failed: {exc}") from None
+            table.add_row(name, r.mode, f"{r.records:,}", f"{r.changed_records:,}", f"{r.links:,}", f"{r.reviews:,}",
+                          f"{r.clusters:,}", f"{r.touched_clusters:,}", f"{r.new_ids:,}", f"{r.seconds:.2f}")
+    finally:
+        con.close()
+    console.print(table)
+
+
+@mdm_app.command("review")
+def masterdata_review(
+    entity: Annotated[str | None, typer.Option("--entity", "-e", help="only this entity")] = None,
+    limit: Annotated[int, typer.Option(help="pairs to show")] = 30,
+) -> None:
+    """Show pairs between the review and match thresholds, with the evidence per field.
+
+    Decide with `coexist masterdata override link|split A B`.
+
+    Example: coexist masterdata review --entity customer
+    """
+    con = _open_warehouse(read_only=True)
+    try:
+        rows = con.execute(
+            "SELECT entity, l_rid, r_rid, round(score, 2), evidence FROM mdm.review_queue "
+            "WHERE ? IS NULL OR entity = ? ORDER BY score DESC LIMIT ?", [entity, entity, limit]).fetchall()
+    except Exception as exc:
+        raise UserError(f"master data has not run yet ({exc})") from None
+    finally:
+        con.close()
+    table = Table(title=f"review queue ({len(rows)} shown)")
+    for col in ("entity", "record A", "record B", "score", "evidence"):
+        table.add_column(col)
+    for row in rows:
+        table.add_row(row[0], row[1], row[2], str(row[3]), row[4])
+    console.print(table)
+
+
+@mdm_app.command("override")
+def masterdata_override(
+    action: Annotated[str, typer.Argument(help="link | split")],
+    record_a: Annotated[str, typer.Argument(help="SYSTEM:ID, e.g. psa:12")],
+    record_b: Annotated[str, typer.Argument(help="SYSTEM:ID, e.g. erp:C010044")],
+    entity: Annotated[str, typer.Option("--entity", "-e", help="entity of both records")] = "customer",
+    note: Annotated[str | None, typer.Option(help="why")] = None,
+) -> None:
+    """Record a manual decision that every later run honours, and re-resolve the entity.
+
+    Example: coexist masterdata override split psa:12 erp:C010044 --entity customer --note "two companies"
+    """
+    import datetime as dt
+
+    from masterdata.resolve import Resolver
+
+    if action not in ("link", "split"):
+        raise UserError("action must be link or split")
+    entities = settings().all_entities()
+    if entity not in entities:
+        raise UserError(f"unknown entity {entity!r}; defined: {', '.join(entities)}")
+    con = _writable_warehouse()
+    try:
+        resolver = Resolver(con)
+        known = {r[0] for r in con.execute("SELECT rid FROM mdm.xref WHERE entity = ? AND rid IN (?, ?)",
+                                           [entity, record_a, record_b]).fetchall()}
+        missing = [r for r in (record_a, record_b) if r not in known]
+        if missing:
+            raise UserError(f"no {entity} record {missing[0]!r} (use SYSTEM:ID as `masterdata explain` shows it)")
+        con.execute("INSERT INTO mdm.overrides VALUES (?, ?, ?, ?, ?, ?)",
+                    [entity, action, record_a, record_b, dt.datetime.now(dt.UTC), note])
+        result = resolver.resolve(entity, entities[entity])
+    finally:
+        con.close()
+    console.print(f"recorded: {action} {record_a} {record_b}; {entity} re-resolved ({result.clusters:,} golden records)")
+
+
+@mdm_app.command("explain")
+def masterdata_explain(
+    record: Annotated[str, typer.Argument(help="SYSTEM:ID or a bare source id")],
+    entity: Annotated[str | None, typer.Option("--entity", "-e", help="entity, when the id is ambiguous")] = None,
+) -> None:
+    """Say why a record sits in its cluster: its golden record, members and the links that join them.
+
+    Example: coexist masterdata explain erp:C010044
+    """
+    con = _open_warehouse(read_only=True)
+    try:
+        hits = con.execute("SELECT entity, rid, golden_id, rule, score FROM mdm.xref WHERE (rid = ? OR source_id = ?) "
+                           "AND (? IS NULL OR entity = ?)", [record, record, entity, entity]).fetchall()
+        if not hits:
+            raise UserError(f"no record {record!r} in mdm.xref (run `coexist masterdata run` first)")
+        for ent, rid, golden, rule, score in hits:
+            members = con.execute("SELECT rid, rule, round(score, 2) FROM mdm.xref WHERE entity = ? AND golden_id = ? "
+                                  "ORDER BY rid", [ent, golden]).fetchall()
+            links = con.execute(
+                "SELECT l_rid, r_rid, rule, round(score, 2), evidence, decision FROM mdm.match_pairs WHERE entity = ? "
+                "AND (l_rid IN (SELECT rid FROM mdm.xref WHERE entity = ? AND golden_id = ?) "
+                "OR r_rid IN (SELECT rid FROM mdm.xref WHERE entity = ? AND golden_id = ?)) ORDER BY score DESC",
+                [ent, ent, golden, ent, golden]).fetchall()
+            overrides = con.execute("SELECT action, a_rid, b_rid, note FROM mdm.overrides WHERE entity = ? AND "
+                                    "(a_rid = ? OR b_rid = ?)", [ent, rid, rid]).fetchall()
+            golden_row = con.execute(f"SELECT * FROM mdm.golden_{ent} WHERE golden_id = ?", [golden]).fetchall()
+            cols = [d[0] for d in con.description] if golden_row else []
+            console.print(f"[bold]{rid}[/] is {ent} [bold]{golden}[/] (joined by {rule}, score {score})")
+            if golden_row:
+                shown = {c: v for c, v in zip(cols, golden_row[0], strict=True)
+                         if not c.endswith("_source") and c not in ("member_records", "run_id")}
+                console.print(f"golden record: {shown}")
+            console.print(f"members: {', '.join(m[0] for m in members)}")
+            for l_rid, r_rid, r_rule, r_score, evidence, decision in links:
+                console.print(f"  {l_rid} ~ {r_rid}: {decision} by {r_rule} (score {r_score}) {evidence}")
+            for act, a, b, note in overrides:
+                console.print(f"  override {act} {a} {b}: {note or ''}")
+    finally:
+        con.close()
 
 
 def main() -> None:

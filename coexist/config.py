@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from masterdata.model import Entity, builtin_entities
 from reconcile.rules import Rule
 
 CONFIG_ENV = "COEXIST_CONFIG"
@@ -99,6 +100,8 @@ class Settings(BaseSettings):
     cdc: CdcSettings = Field(default_factory=CdcSettings)
     reconciliations: dict[str, Rule] = Field(default_factory=dict)
     builtin_reconciliations: bool = True
+    entities: dict[str, Entity] = Field(default_factory=dict)
+    builtin_entities: bool = True
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     config_file: Path | None = Field(default=None, exclude=True)
 
@@ -121,6 +124,12 @@ class Settings(BaseSettings):
     @property
     def sandbox_dir(self) -> Path:
         return self.data_dir / "sandbox"
+
+    def all_entities(self) -> dict[str, Entity]:
+        """Built-in entity definitions (unless switched off), overridden and extended by the file's, in run order."""
+        found = dict(builtin_entities()) if self.builtin_entities else {}
+        found.update(self.entities)
+        return dict(sorted(found.items(), key=lambda kv: (kv[1].order, kv[0])))
 
     def all_reconciliations(self) -> dict[str, Rule]:
         """Built-in rules (unless switched off), overridden and extended by the file's."""

@@ -93,7 +93,7 @@ class Resolver:
             CREATE OR REPLACE TABLE {table} AS
             WITH u AS ({union}), s AS (SELECT *, {std or '1 AS _none'} FROM u)
             SELECT source_system || ':' || source_id AS rid, *{', ' + tf if tf else ''},
-                   md5(CAST(struct_pack(*COLUMNS(* EXCLUDE (updated_at))) AS VARCHAR)) AS row_hash
+                   md5(CAST(struct_pack(*COLUMNS(lambda c: c <> 'updated_at')) AS VARCHAR)) AS row_hash
             FROM s""")
         return table
 

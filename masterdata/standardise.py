@@ -15,7 +15,13 @@ import duckdb
 LEGAL_FORMS = [
     "inc", "incorporated", "llc", "corp", "corporation", "co", "company", "gmbh", "mbh", "ag", "aktiengesellschaft",
     "kg", "ltd", "limited", "plc", "llp", "public limited company", "sa", "sas", "sarl", "societe anonyme", "bv",
-    "nv", "the", "u",
+    "nv", "the", "u", "public", "societe", "anonyme", "cie",
+]
+LEGAL_FORM_CANON = [  # most specific first
+    ("kg", "kg"), ("mbh", "gmbh"), ("gmbh", "gmbh"), ("aktiengesellschaft", "ag"), ("ag", "ag"),
+    ("llp", "llp"), ("plc", "plc"), ("public", "plc"), ("llc", "llc"), ("incorporated", "inc"), ("inc", "inc"),
+    ("corporation", "corp"), ("corp", "corp"), ("limited", "ltd"), ("ltd", "ltd"), ("sarl", "sarl"),
+    ("sas", "sas"), ("anonyme", "sa"), ("sa", "sa"), ("bv", "bv"), ("nv", "nv"),
 ]
 ABBREVIATIONS = {
     "intl": "international", "int l": "international", "tech": "technologies", "techn": "technologies",
@@ -36,13 +42,18 @@ def _token_map_sql(tokens: str) -> str:
 
 def install(con: duckdb.DuckDBPyConnection) -> None:
     """Create (or replace) the standardisation macros in this connection."""
-    cleaned = ("regexp_replace(regexp_replace(replace(replace(lower(strip_accents(coalesce(name, ''))), '&', ' and '), "
-               "'+', ' and '), '[^a-z0-9 ]', ' ', 'g'), '\\s+', ' ', 'g')")
+    cleaned = ("regexp_replace(regexp_replace(replace(replace(replace(lower(strip_accents(coalesce(name, ''))), '&', ' and '), "
+               "'+', ' and '), '''', ''), '[^a-z0-9 ]', ' ', 'g'), '\\s+', ' ', 'g')")
     # Dotted abbreviations ('g.m.b.h.', 's.a.r.l.') collapse before punctuation turns into spaces.
     dotted = ("regexp_replace(lower(strip_accents(coalesce(name, ''))), "
               "'\\b([a-z])\\.([a-z])\\.(?:([a-z])\\.)?(?:([a-z])\\.)?', '\\1\\2\\3\\4', 'g')")
     cleaned = cleaned.replace("lower(strip_accents(coalesce(name, '')))", dotted)
-    con.execute(f"CREATE OR REPLACE MACRO cx_company(name) AS trim({_token_map_sql(cleaned)})")
+    con.execute(f"CREATE OR REPLACE MACRO cx_company(name) AS "
+                f"trim(regexp_replace({_token_map_sql(cleaned)}, '(^and | and$|^and$)', '', 'g'))")
+    forms = " ".join(f"WHEN list_contains(t, '{token}') THEN '{canon}'" for token, canon in LEGAL_FORM_CANON)
+    con.execute("CREATE OR REPLACE MACRO cx_legal_form(name) AS (SELECT CASE " + forms + " END FROM (SELECT "
+                "string_split(regexp_replace(regexp_replace(lower(strip_accents(coalesce(name, ''))), "
+                "'\\b([a-z])\\.([a-z])\\.(?:([a-z])\\.)?(?:([a-z])\\.)?', '\\1\\2\\3\\4', 'g'), '[^a-z0-9]+', ' ', 'g'), ' ') AS t))")
     con.execute("CREATE OR REPLACE MACRO cx_taxid(tax) AS nullif(regexp_replace("
                 "regexp_replace(upper(coalesce(tax, '')), '[^A-Z0-9]', '', 'g'), '^[A-Z]{2}', ''), '')")
     con.execute("CREATE OR REPLACE MACRO cx_digits(code) AS nullif(ltrim(regexp_replace(coalesce(code, ''), "
