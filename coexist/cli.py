@@ -179,7 +179,12 @@ def demo(
     """
     from coexist import demo as demo_module
 
-    demo_module.run(settings(), scale=scale, console=console)
+    try:
+        demo_module.run(settings(), scale=scale, console=console)
+    except RuntimeError as exc:
+        err_console.print(f"[red]demo failed:[/] {exc}")
+        _exit_jvm(2)
+    _exit_jvm(0)
 
 
 # ---------------------------------------------------------------- cdc
