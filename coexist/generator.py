@@ -39,6 +39,7 @@ COMPANY_CODES = pl.DataFrame({
     "country": ["US", "DE", "GB", "FR"],
     "currency": ["USD", "EUR", "GBP", "EUR"],
 })
+COMPANY_CODE_OF = dict(zip(COMPANY_CODES["country"].to_list(), COMPANY_CODES["company_code"].to_list(), strict=True))
 # The PSA names legal entities its own way; the country is the bridge.
 PSA_LEGAL_ENTITY = {"US": "ACME-US", "DE": "ACME-DE", "GB": "ACME-UK", "FR": "ACME-FR"}
 CUSTOMER_COUNTRIES = ["US", "DE", "GB", "FR", "NL"]
@@ -163,11 +164,13 @@ def _company_names(n: int, rng: np.random.Generator) -> list[tuple[str, str]]:
         if rng.random() < 0.04:
             body = GENERIC_NAMES[int(rng.integers(0, len(GENERIC_NAMES)))]
         else:
-            while True:
+            for attempt in range(1000):
                 stem = STEMS[int(rng.integers(0, len(STEMS)))]
                 noun = INDUSTRY[int(rng.integers(0, len(INDUSTRY)))]
-                shape = rng.random()
-                if shape < 0.55:
+                shape = rng.random() if attempt < 20 else 1.0
+                if shape >= 0.999:  # the simple shapes are used up (large firms): three-word names
+                    body = f"{stem} {STEMS[int(rng.integers(0, len(STEMS)))]} {noun}"
+                elif shape < 0.55:
                     body = f"{stem} {noun}"
                 elif shape < 0.75:
                     body = f"{stem} and {STEMS[int(rng.integers(0, len(STEMS)))]}"
@@ -234,7 +237,7 @@ def build_customers(spec: Scale, rng: np.random.Generator) -> tuple[pl.DataFrame
             city, zip_prefix = (CITIES[row["country"]][int(rng.integers(0, len(CITIES[row["country"]])))]
                                 if moved else (row["city"], None))
             postcode = f"{zip_prefix}{int(rng.integers(10, 99))}" if moved and zip_prefix else row["postcode"]
-            cc = COMPANY_CODES.filter(pl.col("country") == row["entity"])["company_code"][0]
+            cc = COMPANY_CODE_OF[row["entity"]]
             erp_rows.append({
                 "cust_no": f"C{next_cust:06d}", "company_code": cc, "name": name[:200], "vat_no": tax,
                 "country": row["country"], "city": city.upper() if rng.random() < 0.3 else city,
@@ -285,7 +288,7 @@ def build_projects(spec: Scale, truth_customers: pl.DataFrame, clients: pl.DataF
         })
         if not in_erp:
             continue
-        cc = COMPANY_CODES.filter(pl.col("country") == entity)["company_code"][0]
+        cc = COMPANY_CODE_OF[entity]
         cust_nos = cust_map[customer["true_id"]]
         description = name.upper()[:40] if rng.random() < 0.5 else drift.typo(name, rng) if rng.random() < 0.2 else name
         erp_rows.append({
@@ -333,7 +336,7 @@ def build_resources(spec: Scale, rng: np.random.Generator) -> tuple[pl.DataFrame
             "cost_rate": cost, "bill_rate": bill, "currency": ccy, "legal_entity": PSA_LEGAL_ENTITY[entity],
             "active": True, "true_id": true_id,
         })
-        cc = COMPANY_CODES.filter(pl.col("country") == entity)["company_code"][0]
+        cc = COMPANY_CODE_OF[entity]
         erp_first, erp_last = drift.vary_person(first, last, rng)
         erp_rows.append({
             "emp_no": f"E{number:05d}", "first_name": erp_first, "last_name": erp_last,

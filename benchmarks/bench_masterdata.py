@@ -1,0 +1,160 @@
+"""Customer resolution at 100k and 1M source records: coexist next to a standard Splink pipeline.
+
+Run: .venv/bin/python benchmarks/bench_masterdata.py [--records 100000 1000000] [--splink-python PATH]
+
+Records come from the generator's customer drift (PSA and ERP copies of each company, with
+suffix and abbreviation variants, typos, reformatted or missing tax numbers, moved addresses,
+generic names shared by different companies, duplicates inside each system). Each contender
+runs in its own process; wall time covers standardise -> pairs -> clusters, peak RSS is the
+process's, precision/recall/F1 are pairwise against the truth. Splink (5.0, DuckDB backend)
+runs from its own virtualenv (default /tmp/venv-splink/bin/python): unsupervised training
+(u by random sampling, EM on two blocking rules), blocking on tax number, name prefix +
+country, postcode; links at match probability >= 0.9; the same standardised columns as input.
+Issue #5 target: 1M records in at most 45 s, under 3 GB, F1 at least 0.985.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+from rich.console import Console
+from rich.table import Table
+
+from coexist import generator
+
+console = Console()
+
+COEXIST = """
+import json, resource, sys, time, duckdb, pyarrow.parquet as pq
+from masterdata.evaluate import pairwise_quality
+from masterdata.model import builtin_entities
+from masterdata.resolve import Resolver
+path, db = sys.argv[1:3]
+entity = builtin_entities()["customer"].model_copy(deep=True)
+for source in entity.sources:
+    source.sql = (f"SELECT source_id, name, tax_id, country, city, postcode, street, NULL::VARCHAR AS currency, "
+                  f"NULL::TIMESTAMP AS updated_at FROM read_parquet('{path}') WHERE source_system = '{source.system}'")
+con = duckdb.connect(db)
+con.execute("SET preserve_insertion_order = false")
+con.execute("SET memory_limit = '2500MB'")
+t = time.perf_counter()
+result = Resolver(con).resolve("customer", entity)
+wall = time.perf_counter() - t
+quality = pairwise_quality(con, "customer", pq.read_table(path, columns=["source_system", "source_id", "true_id"]))
+print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **quality}))
+"""
+
+SPLINK = """
+import json, resource, sys, time, duckdb
+import splink.comparison_library as cl
+from splink import DuckDBAPI, Linker, SettingsCreator, block_on
+path = sys.argv[1]
+t = time.perf_counter()
+con = duckdb.connect()
+con.execute(f'''CREATE TABLE recs AS SELECT source_system || ':' || source_id AS unique_id, true_id,
+    lower(regexp_replace(strip_accents(name), '[^A-Za-z0-9 ]', ' ', 'g')) AS name_std,
+    nullif(regexp_replace(regexp_replace(upper(coalesce(tax_id, '')), '[^A-Z0-9]', '', 'g'), '^[A-Z]{{2}}', ''), '')
+      AS tax_std, country, lower(city) AS city, upper(regexp_replace(coalesce(postcode, ''), '[^A-Za-z0-9]', '', 'g'))
+      AS postcode FROM read_parquet('{path}')''').fetchall()
+db_api = DuckDBAPI(con)
+df = db_api.register("recs")
+settings = SettingsCreator(
+    link_type="dedupe_only",
+    blocking_rules_to_generate_predictions=[block_on("tax_std"), block_on("substr(name_std, 1, 4)", "country"),
+                                            block_on("postcode")],
+    comparisons=[cl.JaroWinklerAtThresholds("name_std", [0.9, 0.96]).configure(term_frequency_adjustments=True),
+                 cl.ExactMatch("tax_std"), cl.ExactMatch("postcode"), cl.ExactMatch("city"),
+                 cl.ExactMatch("country")],
+    retain_intermediate_calculation_columns=False,
+)
+linker = Linker(df, settings, log_level=40)
+linker.training.estimate_probability_two_random_records_match([block_on("tax_std", "country")], recall=0.8)
+linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=1)
+linker.training.estimate_parameters_using_expectation_maximisation(block_on("tax_std"))
+linker.training.estimate_parameters_using_expectation_maximisation(block_on("substr(name_std, 1, 4)", "country"))
+pred = linker.inference.predict(threshold_match_probability=0.9)
+clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pred, 0.9)
+clustered = clusters.as_pyarrow_table()
+con.register("clustered", clustered)
+wall = time.perf_counter() - t
+predicted, correct = con.execute('''WITH c AS (SELECT c.unique_id, c.cluster_id, r.true_id FROM clustered c
+    JOIN recs r USING (unique_id)) SELECT count(*), count(*) FILTER (WHERE a.true_id = b.true_id) FROM c a
+    JOIN c b ON a.cluster_id = b.cluster_id AND a.unique_id < b.unique_id''').fetchall()[0]
+actual = con.execute('''SELECT count(*) FROM recs a JOIN recs b ON a.true_id = b.true_id
+    AND a.unique_id < b.unique_id''').fetchall()[0][0]
+p, r = correct / max(predicted, 1), correct / max(actual, 1)
+print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}))
+"""
+
+
+def make_records(n_records: int, path: Path, seed: int) -> int:
+    """About two source records per company (PSA + ERP, with duplicates): n_records / 1.98 companies."""
+    spec = generator.Scale(customers=max(10, int(n_records / 1.98)), projects_per_customer=1, resources=10,
+                           time_entries=10, seed=seed)
+    _, psa, erp = generator.build_customers(spec, np.random.default_rng(seed))
+    frame = pl.concat([
+        psa.select(source_system=pl.lit("psa"), source_id=pl.col("client_id").cast(pl.String), name="client_name",
+                   tax_id="tax_id", country="billing_country", city="billing_city", postcode="billing_postcode",
+                   street="billing_address", true_id="true_id"),
+        erp.select(source_system=pl.lit("erp"), source_id="cust_no", name="name", tax_id="vat_no", country="country",
+                   city="city", postcode="postcode", street="street", true_id="true_id"),
+    ])
+    frame.write_parquet(path)
+    return frame.height
+
+
+def run_child(python: str, code: str, *args: str) -> dict[str, object]:
+    proc = subprocess.run([python, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode != 0:
+        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--records", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--splink-python", default="/tmp/venv-splink/bin/python")
+    parser.add_argument("--seed", type=int, default=5)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="cx-bench-mdm-"))
+    table = Table(title="customer resolution: coexist vs Splink (same records, same run)")
+    for col in ("records", "engine", "wall s", "peak RSS MB", "precision", "recall", "F1"):
+        table.add_column(col, justify="right")
+    for n in args.records:
+        path = work / f"customers_{n}.parquet"
+        with console.status(f"generating {n:,} customer source records"):
+            rows = make_records(n, path, args.seed)
+        with console.status(f"coexist on {rows:,}"):
+            ours = run_child(sys.executable, COEXIST, str(path), str(work / f"mdm_{n}.duckdb"))
+        if Path(args.splink_python).exists():
+            with console.status(f"Splink on {rows:,}"):
+                theirs = run_child(args.splink_python, SPLINK, str(path))
+        else:
+            theirs = {"error": f"no interpreter at {args.splink_python}"}
+        for name, r in (("coexist", ours), ("Splink 5 (DuckDB)", theirs)):
+            if "error" in r:
+                table.add_row(f"{rows:,}", name, "-", "-", "-", "-", f"error: {r['error']}")
+            else:
+                table.add_row(f"{rows:,}", name, f"{float(r['wall']):.1f}", f"{float(r['rss_mb']):,.0f}",  # type: ignore[arg-type]
+                              f"{float(r['precision']):.4f}", f"{float(r['recall']):.4f}",  # type: ignore[arg-type]
+                              f"{float(r['f1']):.4f}")  # type: ignore[arg-type]
+        for stale in work.glob(f"*{n}*"):
+            stale.unlink()
+    console.print(table)
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    console.print(f"total {time.perf_counter() - t0:.0f} s")
