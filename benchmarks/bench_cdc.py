@@ -181,7 +181,6 @@ def main() -> None:
                 next_id += args.rows
 
         with console.status(f"steady 1k events/s per source for {args.lag_seconds:.0f} s"):
-            lag_start = dt.datetime.now(dt.UTC)
             lag_first_id = next_id
             stop_at = time.monotonic() + args.lag_seconds
             tick = 0

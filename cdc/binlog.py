@@ -289,8 +289,9 @@ class BinlogReader:
         try:
             while not stop.is_set():
                 got_any = False
-                for batch, file, pos, gtid in self._read_until_eof(ctl, file, pos, gtid, stop):
-                    got_any = True
+                for batch, next_file, next_pos, next_gtid in self._read_until_eof(ctl, file, pos, gtid, stop):
+                    got_any = got_any or bool(batch.events)
+                    file, pos, gtid = next_file, next_pos, next_gtid
                     yield batch
                 if got_any:
                     last_activity = time.monotonic()
@@ -348,7 +349,8 @@ class BinlogReader:
                 if self.config.tables and event.table not in self.config.tables:
                     continue
                 pending.extend(self._row_events(ctl, event, current_file, gtid))
-            if committed:
+            if committed or (stream.log_file, stream.log_pos) != (file, pos):
+                # Also when only other schemas' events went by: the position moves on without re-reading them.
                 yield flush()
         finally:
             stream.close()

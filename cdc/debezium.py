@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from cdc.events import DebeziumDecoder, DecodeError, DeadLetter
+from cdc.events import DeadLetter, DebeziumDecoder, DecodeError
 from cdc.sink import Batch, Offset
 from coexist.config import PostgresSource
 
@@ -169,8 +169,7 @@ class DebeziumPostgresReader:
     def run(self, apply: Any, stored: Any, stop: threading.Event, idle_seconds: float | None) -> None:
         start_jvm(self.heap_mb)
         import jpype
-
-        from pydbzengine import BasePythonChangeHandler, DebeziumJsonEngine
+        from pydbzengine import BasePythonChangeHandler
 
         self._prepare_offsets(stored(self.name, ""))
         reader = self

@@ -122,7 +122,7 @@ class Capture:
     def run(self, idle_seconds: float | None = None, install_signals: bool = True) -> dict[str, SourceProgress]:
         threads = [threading.Thread(target=self._run_one, args=(r, idle_seconds), name=f"cdc-{r.name}",
                                     daemon=True) for r in self.readers]
-        previous: dict[int, Any] = {}
+        previous: dict[signal.Signals, Any] = {}
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 previous[sig] = signal.signal(sig, lambda *_: self.stop.set())

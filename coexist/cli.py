@@ -329,7 +329,8 @@ def cdc_verify(
             table.add_column(col)
         for d in diffs:
             table.add_row(d.source, d.table, f"{d.source_rows:,}", f"{d.replica_rows:,}", str(d.n_missing),
-                          str(d.n_extra), str(d.n_different), "[green]yes[/]" if d.equal else f"[red]no[/] {d.note or ''}")
+                          str(d.n_extra), str(d.n_different),
+                          "[green]yes[/]" if d.equal else f"[red]no[/] {d.note or ''}")
         console.print(table)
         for d in diffs:
             for kind in ("missing", "extra", "different"):
@@ -548,7 +549,8 @@ def masterdata_run(
         raise UserError(f"unknown entity; defined: {', '.join(entities)}")
     con = _writable_warehouse()
     table = Table(title="master data")
-    for col in ("entity", "mode", "records", "changed", "links", "reviews", "golden records", "touched", "new IDs", "s"):
+    for col in ("entity", "mode", "records", "changed", "links", "reviews", "golden records", "touched", "new IDs",
+                "s"):
         table.add_column(col)
     try:
         resolver = Resolver(con)
@@ -626,7 +628,8 @@ def masterdata_override(
         result = resolver.resolve(entity, entities[entity])
     finally:
         con.close()
-    console.print(f"recorded: {action} {record_a} {record_b}; {entity} re-resolved ({result.clusters:,} golden records)")
+    console.print(f"recorded: {action} {record_a} {record_b}; {entity} re-resolved "
+                  f"({result.clusters:,} golden records)")
 
 
 @mdm_app.command("explain")

@@ -125,9 +125,9 @@ def run(settings: Settings, scale: str = "small", console: Console | None = None
     for name, r in golden.items():
         table.add_row(f"golden {name}s", f"{r.records:,} source records -> {r.clusters:,} golden records "
                                          f"({r.reviews:,} pairs to review)")
-    for name, r in results.items():
-        table.add_row(f"reconcile {name}", f"{r.breaks:,} breaks: " +
-                      ", ".join(f"{k} {v:,}" for k, v in sorted(r.counts_by_type.items())))
+    for name, run in results.items():
+        table.add_row(f"reconcile {name}", f"{run.breaks:,} breaks: " +
+                      ", ".join(f"{k} {v:,}" for k, v in sorted(run.counts_by_type.items())))
     table.add_row("live duplicate posting", "caught" if duplicate_seen else "[red]missed[/]")
     console.print(table)
     timings["total"] = time.monotonic() - started

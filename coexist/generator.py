@@ -49,24 +49,8 @@ CCY = {"US": "USD", "DE": "EUR", "GB": "GBP", "FR": "EUR", "NL": "EUR"}
 USD_PER = {"USD": 1.0, "EUR": 1.08, "GBP": 1.27}
 VAT = {"US": 0.0, "DE": 0.19, "GB": 0.20, "FR": 0.20}
 
-STEMS = (
-    "Northwind Bluewater Keller Apex Summit Pinnacle Meridian Harbor Redwood Silverline Ironbridge Lakeside "
-    "Brightpath Crestview Evergreen Falcon Granite Horizon Juniper Kestrel Lindenhof Maple Nordstern Oakridge "
-    "Paragon Quantum Riverside Sterling Trident Unity Vanguard Westbrook Zenith Alder Beacon Cobalt Delta "
-    "Ember Fjord Garnet Helios Indigo Jasper Kronos Lumen Mistral Nimbus Onyx Polaris Quarry Rosewood Sable "
-    "Tamarack Umbra Vertex Willow Yarrow Zephyr Schmidt Müller Weber Fischer Becker Hoffmann Schulz Wagner "
-    "Dubois Lefèvre Moreau Laurent Garnier Fontaine Harrison Whitfield Ashford Pemberton Thornton Blackwood "
-    "Hartley Carrington Donnelly Fairbanks Galloway Hastings Kingsley Lancaster Mercer Norwood Prescott "
-    "Radcliffe Sheffield Templeton Wexford Arcadia Boreal Cascade Dunmore Elmstead Foxglove Glenmore "
-    "Hawthorne Ivywood Kensington Larkspur Marlowe Newhaven Orchard Penrose Quillon Rockport Stonegate "
-    "Tidewater Upland Valemont Windmere Yorkshire Bergmann Krüger Richter Neumann Schwarz Zimmermann "
-    "Braun Hofmann Hartmann Lange Werner Krause Lehmann Köhler Maier Vogel Jung Roth Sommer Arnold"
-).split()
-INDUSTRY = (
-    "Logistics Manufacturing Consulting Systems Technologies Foods Energy Medical Capital Retail Pharma "
-    "Engineering Insurance Analytics Aerospace Automotive Telecom Chemicals Textiles Biotech Media "
-    "Construction Shipping Software Hospitality Robotics Farming Instruments Holdings Services"
-).split()
+STEMS = ["Northwind", "Bluewater", "Keller", "Apex", "Summit", "Pinnacle", "Meridian", "Harbor", "Redwood", "Silverline", "Ironbridge", "Lakeside", "Brightpath", "Crestview", "Evergreen", "Falcon", "Granite", "Horizon", "Juniper", "Kestrel", "Lindenhof", "Maple", "Nordstern", "Oakridge", "Paragon", "Quantum", "Riverside", "Sterling", "Trident", "Unity", "Vanguard", "Westbrook", "Zenith", "Alder", "Beacon", "Cobalt", "Delta", "Ember", "Fjord", "Garnet", "Helios", "Indigo", "Jasper", "Kronos", "Lumen", "Mistral", "Nimbus", "Onyx", "Polaris", "Quarry", "Rosewood", "Sable", "Tamarack", "Umbra", "Vertex", "Willow", "Yarrow", "Zephyr", "Schmidt", "Müller", "Weber", "Fischer", "Becker", "Hoffmann", "Schulz", "Wagner", "Dubois", "Lefèvre", "Moreau", "Laurent", "Garnier", "Fontaine", "Harrison", "Whitfield", "Ashford", "Pemberton", "Thornton", "Blackwood", "Hartley", "Carrington", "Donnelly", "Fairbanks", "Galloway", "Hastings", "Kingsley", "Lancaster", "Mercer", "Norwood", "Prescott", "Radcliffe", "Sheffield", "Templeton", "Wexford", "Arcadia", "Boreal", "Cascade", "Dunmore", "Elmstead", "Foxglove", "Glenmore", "Hawthorne", "Ivywood", "Kensington", "Larkspur", "Marlowe", "Newhaven", "Orchard", "Penrose", "Quillon", "Rockport", "Stonegate", "Tidewater", "Upland", "Valemont", "Windmere", "Yorkshire", "Bergmann", "Krüger", "Richter", "Neumann", "Schwarz", "Zimmermann", "Braun", "Hofmann", "Hartmann", "Lange", "Werner", "Krause", "Lehmann", "Köhler", "Maier", "Vogel", "Jung", "Roth", "Sommer", "Arnold"]
+INDUSTRY = ["Logistics", "Manufacturing", "Consulting", "Systems", "Technologies", "Foods", "Energy", "Medical", "Capital", "Retail", "Pharma", "Engineering", "Insurance", "Analytics", "Aerospace", "Automotive", "Telecom", "Chemicals", "Textiles", "Biotech", "Media", "Construction", "Shipping", "Software", "Hospitality", "Robotics", "Farming", "Instruments", "Holdings", "Services"]
 GENERIC_NAMES = [
     "Global Solutions", "United Services", "Premier Consulting", "First National Holdings",
     "International Trading", "General Industries", "Advanced Systems", "Digital Solutions",
@@ -89,26 +73,11 @@ STREETS: dict[str, list[str]] = {
     "FR": ["rue de la Paix", "rue Victor Hugo", "avenue Jean Jaurès", "rue du Moulin"],
     "NL": ["Kerkstraat", "Dorpsstraat", "Stationsweg", "Molenweg"],
 }
-FIRST_NAMES = (
-    "William Robert Elizabeth Katherine Michael Jennifer Thomas Christopher Alexander Margaret Johannes "
-    "Stefan Daniel Joseph Andrew Patricia Susanne Nicholas Anna Laura Julia Lukas Felix Sophie Emma Olivia "
-    "Noah Liam Mia Lena Paul Jonas Marie Claire Pierre Camille Hugo Louise Oliver George Amelia Isla Harry "
-    "Jack Charlotte Emily Sarah David James Maria Sofia Elena Marco Luca Priya Arjun Wei Yuki Fatima Omar"
-).split()
-LAST_NAMES = (
-    "Smith Johnson Williams Brown Jones Miller Davis Garcia Wilson Anderson Taylor Thomas Moore Martin "
-    "Jackson Thompson White Harris Clark Lewis Robinson Walker Young Allen King Wright Scott Green Baker "
-    "Müller Schmidt Schneider Fischer Weber Meyer Wagner Becker Schulz Hoffmann Koch Richter Klein Wolf "
-    "Dubois Durand Lefebvre Leroy Moreau Simon Laurent Michel Garcia-Lopez Martin-Smith Patel Shah Chen "
-    "Wang Tanaka Suzuki Rossi Bianchi Kowalski Nowak Novak Jensen Hansen Larsen Andersson Nilsson"
-).split()
+FIRST_NAMES = ["William", "Robert", "Elizabeth", "Katherine", "Michael", "Jennifer", "Thomas", "Christopher", "Alexander", "Margaret", "Johannes", "Stefan", "Daniel", "Joseph", "Andrew", "Patricia", "Susanne", "Nicholas", "Anna", "Laura", "Julia", "Lukas", "Felix", "Sophie", "Emma", "Olivia", "Noah", "Liam", "Mia", "Lena", "Paul", "Jonas", "Marie", "Claire", "Pierre", "Camille", "Hugo", "Louise", "Oliver", "George", "Amelia", "Isla", "Harry", "Jack", "Charlotte", "Emily", "Sarah", "David", "James", "Maria", "Sofia", "Elena", "Marco", "Luca", "Priya", "Arjun", "Wei", "Yuki", "Fatima", "Omar"]
+LAST_NAMES = ["Smith", "Johnson", "Williams", "Brown", "Jones", "Miller", "Davis", "Garcia", "Wilson", "Anderson", "Taylor", "Thomas", "Moore", "Martin", "Jackson", "Thompson", "White", "Harris", "Clark", "Lewis", "Robinson", "Walker", "Young", "Allen", "King", "Wright", "Scott", "Green", "Baker", "Müller", "Schmidt", "Schneider", "Fischer", "Weber", "Meyer", "Wagner", "Becker", "Schulz", "Hoffmann", "Koch", "Richter", "Klein", "Wolf", "Dubois", "Durand", "Lefebvre", "Leroy", "Moreau", "Simon", "Laurent", "Michel", "Garcia-Lopez", "Martin-Smith", "Patel", "Shah", "Chen", "Wang", "Tanaka", "Suzuki", "Rossi", "Bianchi", "Kowalski", "Nowak", "Novak", "Jensen", "Hansen", "Larsen", "Andersson", "Nilsson"]
 LABOR_CATEGORIES = ["Analyst", "Consultant", "Senior Consultant", "Manager", "Senior Manager", "Partner"]
 CATEGORY_RATES = np.array([110.0, 150.0, 190.0, 240.0, 290.0, 380.0])
-PROJECT_WORDS = (
-    "ERP rollout|S/4 migration|Data platform|Cloud migration|Finance transformation|CRM implementation|"
-    "Supply chain redesign|Cyber assessment|Payroll integration|Analytics uplift|PMO support|"
-    "Process mining|Tax reporting|Treasury upgrade|HR cloud|Warehouse automation|Audit readiness"
-).split("|")
+PROJECT_WORDS = ["ERP rollout", "S/4 migration", "Data platform", "Cloud migration", "Finance transformation", "CRM implementation", "Supply chain redesign", "Cyber assessment", "Payroll integration", "Analytics uplift", "PMO support", "Process mining", "Tax reporting", "Treasury upgrade", "HR cloud", "Warehouse automation", "Audit readiness"]
 
 
 @dataclass(frozen=True)
@@ -212,7 +181,7 @@ def build_customers(spec: Scale, rng: np.random.Generator) -> tuple[pl.DataFrame
                 drift.vary_company(row["body"], row["suffix"], rng, 0.7)
             moved = rng.random() < 0.08
             city, zip_prefix = (CITIES[row["country"]][int(rng.integers(0, len(CITIES[row["country"]])))]
-                                if moved else (row["city"], None))
+                                if moved else (row["city"], ""))
             postcode = f"{zip_prefix}{int(rng.integers(10, 99))}" if moved and zip_prefix else row["postcode"]
             tax = None if rng.random() < 0.12 else row["tax_id"]
             psa_rows.append({
@@ -235,7 +204,7 @@ def build_customers(spec: Scale, rng: np.random.Generator) -> tuple[pl.DataFrame
                                                else row["tax_id"])
             moved = rng.random() < 0.1
             city, zip_prefix = (CITIES[row["country"]][int(rng.integers(0, len(CITIES[row["country"]])))]
-                                if moved else (row["city"], None))
+                                if moved else (row["city"], ""))
             postcode = f"{zip_prefix}{int(rng.integers(10, 99))}" if moved and zip_prefix else row["postcode"]
             cc = COMPANY_CODE_OF[row["entity"]]
             erp_rows.append({
@@ -633,9 +602,9 @@ def build_fx(spec: Scale, rng: np.random.Generator) -> pl.DataFrame:
     start = spec.end_date - dt.timedelta(days=30 * spec.months + 220)
     dates = pl.date_range(start, spec.end_date + dt.timedelta(days=62), "1d", eager=True)
     frames = []
-    for ccy, usd in USD_PER.items():
+    for ccy, usd_value in USD_PER.items():
         walk = np.exp(np.cumsum(rng.normal(0, 0.003, dates.len())))
-        to_usd = np.round(usd * walk if ccy != "USD" else np.ones(dates.len()), 8)
+        to_usd = np.round(usd_value * walk if ccy != "USD" else np.ones(dates.len()), 8)
         frames.append(pl.DataFrame({"rate_date": dates, "from_ccy": ccy, "to_ccy": "USD", "rate": to_usd}))
     usd = pl.concat(frames)
     cross = usd.join(usd, on="rate_date", suffix="_b").filter(pl.col("from_ccy") != pl.col("from_ccy_b")).select(

@@ -86,10 +86,7 @@ class Engine:
         dataset = rule.left if side == 0 else rule.right
         rel = dataset.relation(self.sql_dir)
         cols: list[str] = []
-        if rule.grain == "line":
-            key_exprs = [pair[side] for pair in rule.keys]
-        else:
-            key_exprs = [pair[side] for pair in rule.grain]
+        key_exprs = [pair[side] for pair in (rule.keys if rule.grain == "line" else rule.grain)]
         for i, expr in enumerate(key_exprs):
             cols.append(f"{expr} AS k{i}")
         ident = rule.row_id[side] if rule.row_id else None
