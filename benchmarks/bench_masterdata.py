@@ -16,16 +16,14 @@ Issue #5 target: 1M records in at most 45 s, under 3 GB, F1 at least 0.985.
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+from _child import run_child  # type: ignore[import-not-found]
 from rich.console import Console
 from rich.table import Table
 
@@ -111,14 +109,6 @@ def make_records(n_records: int, path: Path, seed: int) -> int:
     ])
     frame.write_parquet(path)
     return frame.height
-
-
-def run_child(python: str, code: str, *args: str) -> dict[str, object]:
-    proc = subprocess.run([python, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
-    if proc.returncode != 0:
-        return {"error": (proc.stderr.strip().splitlines() or ["failed"])[-1][:200]}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

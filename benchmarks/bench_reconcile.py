@@ -12,16 +12,14 @@ column is skipped, and says so, when that interpreter is missing).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
 import duckdb
+from _child import run_child  # type: ignore[import-not-found]
 from rich.console import Console
 from rich.table import Table
 
@@ -118,14 +116,6 @@ wall = time.perf_counter() - t
 print(json.dumps({{"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "counts": counts}}))
 """
-
-
-def run_child(python: str, code: str, *args: str) -> dict[str, object]:
-    proc = subprocess.run([python, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
-                          cwd=Path(__file__).resolve().parent.parent)
-    if proc.returncode != 0:
-        return {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:

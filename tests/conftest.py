@@ -8,11 +8,12 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from coexist import sandbox
+from coexist import generator, sandbox
 from coexist.config import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -36,6 +37,23 @@ def cli(data_dir: Path, *args: str, check: bool = True, env: dict[str, str] | No
     if check and proc.returncode != 0:
         raise AssertionError(f"coexist {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+@contextmanager
+def seeded_and_captured(spec: generator.Scale, *then: tuple[str, ...]) -> Iterator[Settings]:
+    """A private sandbox seeded with `spec`, captured into a fresh warehouse, then the `then` CLI commands."""
+    data_dir = make_data_dir()
+    settings = Settings(data_dir=data_dir)
+    try:
+        state = sandbox.up(settings)
+        generator.seed(state, spec, data_dir / "manifest")
+        cli(data_dir, "cdc", "run", "--until-idle")
+        for args in then:
+            cli(data_dir, *args)
+        yield settings
+    finally:
+        sandbox.down(settings)
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

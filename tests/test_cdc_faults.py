@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,21 +15,13 @@ import pytest
 
 from coexist import generator, sandbox
 from coexist.config import Settings
-from tests.conftest import cli, make_data_dir
+from tests.conftest import cli, seeded_and_captured
 
 
 @pytest.fixture(scope="module")
 def captured() -> Iterator[Settings]:
-    data_dir = make_data_dir()
-    settings = Settings(data_dir=data_dir)
-    try:
-        state = sandbox.up(settings)
-        generator.seed(state, generator.Scale.named("tiny", seed=9), data_dir / "manifest")
-        cli(data_dir, "cdc", "run", "--until-idle")
+    with seeded_and_captured(generator.Scale.named("tiny", seed=9)) as settings:
         yield settings
-    finally:
-        sandbox.down(settings)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def assert_replica_equal(settings: Settings) -> None:

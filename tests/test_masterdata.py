@@ -14,25 +14,16 @@ import pytest
 from coexist import generator, sandbox
 from coexist.config import Settings
 from masterdata.evaluate import pairwise_quality
-from tests.conftest import cli, make_data_dir
+from tests.conftest import cli, make_data_dir, seeded_and_captured
 
 TARGETS = {"customer": (0.99, 0.98), "project": (0.995, 0.99), "resource": (0.995, 0.99)}
 
 
 @pytest.fixture(scope="module")
 def resolved() -> Iterator[Settings]:
-    data_dir = make_data_dir()
-    settings = Settings(data_dir=data_dir)
-    try:
-        state = sandbox.up(settings)
-        generator.seed(state, generator.Scale.named("small", customers=1200, time_entries=5_000, seed=31),
-                       data_dir / "manifest")
-        cli(data_dir, "cdc", "run", "--until-idle")
-        cli(data_dir, "masterdata", "run")
+    spec = generator.Scale.named("small", customers=1200, time_entries=5_000, seed=31)
+    with seeded_and_captured(spec, ("masterdata", "run")) as settings:
         yield settings
-    finally:
-        sandbox.down(settings)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def query(settings: Settings, sql: str, params: list | None = None) -> list[tuple]:

@@ -14,22 +14,14 @@ import pytest
 
 from coexist import generator, sandbox
 from coexist.config import Settings
-from tests.conftest import cli, make_data_dir
+from tests.conftest import cli, make_data_dir, seeded_and_captured
 
 
 @pytest.fixture(scope="module")
 def reconciled() -> Iterator[Settings]:
-    data_dir = make_data_dir()
-    settings = Settings(data_dir=data_dir)
-    try:
-        state = sandbox.up(settings)
-        generator.seed(state, generator.Scale.named("small", time_entries=25_000, seed=21), data_dir / "manifest")
-        cli(data_dir, "cdc", "run", "--until-idle")
-        cli(data_dir, "reconcile", "run")
+    spec = generator.Scale.named("small", time_entries=25_000, seed=21)
+    with seeded_and_captured(spec, ("reconcile", "run")) as settings:
         yield settings
-    finally:
-        sandbox.down(settings)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def found(settings: Settings, recon: str, status: str = "open") -> pl.DataFrame:
