@@ -29,6 +29,8 @@ from cdc.sink import Batch, Offset
 from coexist.config import PostgresSource
 
 log = logging.getLogger("coexist.cdc.debezium")
+# pydbzengine logs a traceback for every batch our own close interrupts; real errors reach us via the handler.
+logging.getLogger("pydbzengine").setLevel(logging.CRITICAL)
 LOG4J = Path(__file__).with_name("log4j2.properties")
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 
