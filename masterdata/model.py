@@ -91,6 +91,8 @@ class Entity(_Strict):
     comparisons: list[Comparison] = Field(default_factory=list)
     thresholds: Thresholds
     tf_weight: float = 2.0
+    max_block_size: int = Field(default=500, ge=2, description="blocks larger than this are skipped by the "
+                                "probabilistic rules (generic values); deterministic rules are not capped")
     survivorship: list[Survivorship] = Field(default_factory=list)
 
 

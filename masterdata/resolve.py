@@ -106,10 +106,15 @@ class Resolver:
             candidates.append(f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {table} l JOIN {table} r ON {on} "
                               f"AND l.rid < r.rid WHERE {rule.condition}{restrict}")
         for block in entity.blocking:
-            on = " AND ".join(f"({_side(expr, 'l')}) = ({_side(expr, 'r')})" for expr in block)
-            nonempty = " AND ".join(f"coalesce(CAST({_side(e, 'l')} AS VARCHAR), '') <> ''" for e in block)
-            candidates.append(f"SELECT l.rid, r.rid FROM {table} l JOIN {table} r ON {on} AND l.rid < r.rid "
-                              f"WHERE {nonempty}{restrict}")
+            keys = ", ".join(f"{expr} AS _b{i}" for i, expr in enumerate(block))
+            nonempty = " AND ".join(f"coalesce(CAST({expr} AS VARCHAR), '') <> ''" for expr in block)
+            # Generic values make huge blocks: past max_block_size they are left to the deterministic rules.
+            blocked = (f"(SELECT rid, {keys}, count(*) OVER (PARTITION BY {', '.join(block)}) AS _bs "
+                       f"FROM {table} WHERE {nonempty})")
+            on = " AND ".join(f"l._b{i} = r._b{i}" for i in range(len(block)))
+            candidates.append(f"SELECT l.rid, r.rid FROM {blocked} l JOIN {blocked} r ON {on} AND l.rid < r.rid "
+                              f"WHERE l._bs <= {entity.max_block_size}{restrict}")
+
         det_case = " ".join(f"WHEN {rule.condition} THEN {_lit(rule.name)}" for rule in entity.deterministic)
         score_terms = []
         evidence = []
@@ -126,12 +131,16 @@ class Resolver:
             evidence.append(f"{_lit(comparison.name)}, CASE " + " ".join(f"WHEN {w} THEN {_lit(lb)}"
                                                                          for w, _, lb in whens) + " END")
         score = " + ".join(score_terms) or "0"
+        # Score every candidate, keep what can matter, and only then spell out the per-field evidence.
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _mdm_pairs AS
-            WITH c AS ({' UNION '.join(candidates)})
-            SELECT c.l_rid, c.r_rid, {('CASE ' + det_case + ' END') if det_case else 'NULL'} AS det_rule,
-                   {score} AS score, json_object({', '.join(evidence)}) AS evidence
-            FROM c JOIN {table} l ON l.rid = c.l_rid JOIN {table} r ON r.rid = c.r_rid""")
+            WITH c AS ({' UNION '.join(candidates)}),
+                 scored AS (SELECT c.l_rid, c.r_rid, {('CASE ' + det_case + ' END') if det_case else 'NULL'} AS det_rule,
+                                   {score} AS score
+                            FROM c JOIN {table} l ON l.rid = c.l_rid JOIN {table} r ON r.rid = c.r_rid)
+            SELECT s.*, json_object({', '.join(evidence)}) AS evidence
+            FROM scored s JOIN {table} l ON l.rid = s.l_rid JOIN {table} r ON r.rid = s.r_rid
+            WHERE s.det_rule IS NOT NULL OR s.score >= {entity.thresholds.review}""")
 
     def _components(self, name: str) -> None:
         """Connected components of `_mdm_edges` over `mdm.input_<name>`: label = smallest rid in the cluster."""
