@@ -30,8 +30,9 @@ def test_random_workload_with_sigkills_leaves_replica_equal_to_source() -> None:
         state = sandbox.up(settings)
         generator.seed(state, generator.Scale.named("tiny", seed=5), data_dir / "manifest")
         # The first kill lands mid-snapshot; afterwards the snapshot completes and streaming is what gets killed.
+        log = open(data_dir / "capture.log", "ab")  # noqa: SIM115 (shared by the runs below, closed at the end)
         first = subprocess.Popen([sys.executable, "-m", "coexist.cli", "cdc", "run"], cwd=data_dir, env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                 stdout=log, stderr=log)
         time.sleep(4.5)
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -46,15 +47,18 @@ def test_random_workload_with_sigkills_leaves_replica_equal_to_source() -> None:
         try:
             for _ in range(4):
                 proc = subprocess.Popen([sys.executable, "-m", "coexist.cli", "cdc", "run"], cwd=data_dir, env=env,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                        stdout=log, stderr=log)
                 time.sleep(rng.uniform(3.0, 8.0))
-                assert proc.poll() is None, "capture exited on its own before it was killed"
+                assert proc.poll() is None, (
+                    "capture exited on its own before it was killed:\n"
+                    + (data_dir / "capture.log").read_text(errors="replace")[-3000:])
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 kills += 1
         finally:
             stop.set()
             worker.join()
+        log.close()
         assert kills == 4
         assert stats["psa"].transactions > 20 and stats["erp"].transactions > 20
         assert stats["psa"].rollbacks > 0 and stats["erp"].rollbacks > 0
@@ -65,7 +69,8 @@ def test_random_workload_with_sigkills_leaves_replica_equal_to_source() -> None:
         verify = cli(data_dir, "cdc", "verify", "--json", check=False)
         diffs = json.loads(verify.stdout)
         unequal = [d for d in diffs if not d["equal"]]
-        assert verify.returncode == 0 and not unequal, unequal
+        assert verify.returncode == 0 and not unequal, (
+            unequal, done.stdout, (data_dir / "capture.log").read_text(errors="replace")[-3000:])
         tables = {(d["source"], d["table"]) for d in diffs}
         assert {("psa", "time_entries"), ("psa", "clients"), ("erp", "labor_postings"), ("erp", "customers")} <= tables
 
