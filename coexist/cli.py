@@ -436,6 +436,9 @@ def reconcile_run(
                               f"{result.seconds:.2f}",
                               ", ".join(f"{k} {v}" for k, v in sorted(result.counts_by_type.items())))
                 progress.advance(task)
+        from coexist import views
+
+        views.install(con)
     finally:
         con.close()
     console.print(table)
@@ -561,6 +564,9 @@ def masterdata_run(
                 raise UserError(f"entity {name!r} failed: {exc}") from None
             table.add_row(name, r.mode, f"{r.records:,}", f"{r.changed_records:,}", f"{r.links:,}", f"{r.reviews:,}",
                           f"{r.clusters:,}", f"{r.touched_clusters:,}", f"{r.new_ids:,}", f"{r.seconds:.2f}")
+        from coexist import views
+
+        views.install(con)
     finally:
         con.close()
     console.print(table)
@@ -671,6 +677,66 @@ def masterdata_explain(
                 console.print(f"  override {act} {a} {b}: {note or ''}")
     finally:
         con.close()
+
+
+# ---------------------------------------------------------------- analysts
+
+
+@app.command("query")
+def query(
+    sql: Annotated[str, typer.Argument(help="a SQL query against the warehouse (opened read-only)")],
+    as_json: Annotated[bool, typer.Option("--json", help="rows as JSON objects")] = False,
+    limit: Annotated[int, typer.Option(help="rows to print")] = 100,
+) -> None:
+    """Query the warehouse read-only: replicas, cdc.*, mdm.*, recon.*, analytics.* views.
+
+    Example: coexist query "SELECT * FROM analytics.open_breaks"
+    """
+    import duckdb
+
+    con = _open_warehouse(read_only=True)
+    try:
+        try:
+            cur = con.execute(sql)
+        except duckdb.Error as exc:
+            raise UserError(f"query failed: {exc}") from None
+        cols = [d[0] for d in cur.description or []]
+        rows = cur.fetchmany(limit)
+    finally:
+        con.close()
+    if as_json:
+        print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, indent=2))
+        return
+    table = Table()
+    for col in cols:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row])
+    console.print(table)
+
+
+@app.command("export")
+def export(
+    parquet: Annotated[Path, typer.Option("--parquet", help="directory to write one Parquet file per table")],
+) -> None:
+    """Export the analytics views and the master-data and reconciliation tables as Parquet.
+
+    Example: coexist export --parquet out/
+    """
+    con = _open_warehouse(read_only=True)
+    parquet.mkdir(parents=True, exist_ok=True)
+    written = []
+    try:
+        names = con.execute(
+            "SELECT table_schema || '.' || table_name FROM information_schema.tables WHERE table_schema IN "
+            "('analytics', 'mdm', 'recon') ORDER BY 1").fetchall()
+        for (name,) in names:
+            target = parquet / f"{name}.parquet"
+            con.execute(f"COPY (SELECT * FROM {name}) TO '{target}' (FORMAT parquet)")
+            written.append(target.name)
+    finally:
+        con.close()
+    console.print(f"{len(written)} files in {parquet}: {', '.join(written)}")
 
 
 def main() -> None:

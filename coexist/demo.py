@@ -113,6 +113,9 @@ def run(settings: Settings, scale: str = "small", console: Console | None = None
             engine = Engine(con)
             results = {name: engine.run(name, rule) for name, rule in settings.all_reconciliations().items()}
         mark = lap("reconcile", mark)
+        from coexist import views
+
+        views.install(con)
         duplicate_seen = con.execute("SELECT count(*) FROM recon.break_state WHERE recon = 'time' AND "
                                      "break_type = 'duplicate_posting' AND key = ?",
                                      [str(changes["approved_and_double_posted"])]).fetchall()[0][0]

@@ -30,6 +30,21 @@ def test_demo_end_to_end_and_again() -> None:
         finally:
             con.close()
         assert recons == {"time", "invoices", "margin"} and golden > 0 and renamed == 1
+        # The analyst's side: documented views, read-only queries, Parquet export.
+        import json
+
+        open_breaks = json.loads(cli(data_dir, "query", "SELECT * FROM analytics.open_breaks", "--json").stdout)
+        assert {(r["recon"], r["break_type"]) for r in open_breaks} >= {("time", "duplicate_posting")}
+        unposted = json.loads(cli(data_dir, "query", "SELECT count(*) AS n FROM analytics.unposted_approved_time",
+                                  "--json").stdout)
+        planted = json.loads(cli(data_dir, "query", "SELECT count(*) AS n FROM recon.break_state WHERE recon = 'time' "
+                                 "AND break_type = 'missing_in_erp' AND status = 'open'", "--json").stdout)
+        assert unposted[0]["n"] == planted[0]["n"] > 0
+        bad = cli(data_dir, "query", "SELECT * FROM nowhere", check=False)
+        assert bad.returncode == 2 and "query failed" in bad.stderr
+        out = data_dir / "export"
+        cli(data_dir, "export", "--parquet", str(out))
+        assert (out / "analytics.open_breaks.parquet").is_file() and (out / "mdm.xref.parquet").is_file()
     finally:
         sandbox.down(settings)
         shutil.rmtree(data_dir, ignore_errors=True)
