@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,7 +55,6 @@ class SourceProgress:
     error: str | None = None
     retries: int = 0
     finished: bool = False
-    last_lag_ms: list[int] = field(default_factory=list)
 
 
 class Capture:

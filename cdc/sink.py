@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from cdc.events import UNAVAILABLE, ChangeEvent, DeadLetter, dumps
@@ -112,6 +113,29 @@ class Batch:
 
 
 @dataclass(slots=True)
+class _Partition:
+    """What one batch applied to one (source, partition): one pass over the events serves every use."""
+
+    events: int = 0
+    last_ts: int = 0
+    highest: str = ""  # highest streaming (non-snapshot) position
+
+
+def _summarise(applied: list[ChangeEvent]) -> dict[tuple[str, str], _Partition]:
+    parts: dict[tuple[str, str], _Partition] = {}
+    for event in applied:
+        part = parts.get((event.source, event.partition))
+        if part is None:
+            part = parts[(event.source, event.partition)] = _Partition()
+        part.events += 1
+        if event.ts_ms > part.last_ts:
+            part.last_ts = event.ts_ms
+        if event.op != "r" and event.position > part.highest:
+            part.highest = event.position
+    return parts
+
+
+@dataclass(slots=True)
 class ApplyStats:
     received: int = 0
     applied: int = 0
@@ -155,8 +179,6 @@ class DuckDBSink:
         ).fetchall()
         if not row:
             return None
-        import orjson
-
         position, resume, done = row[0]
         return {"position": position, "resume": orjson.loads(resume) if resume else None, "snapshot_done": done}
 
@@ -219,8 +241,9 @@ class DuckDBSink:
                 self._append_changelog(applied, batch_id, now)
             if dead:
                 self._append_dead_letters(dead, now)
-            self._write_offsets(batch, applied, now)
-            max_ts = max((e.ts_ms for e in applied), default=None)
+            summary = _summarise(applied)
+            self._write_offsets(batch, summary, now)
+            max_ts = max((p.last_ts for p in summary.values()), default=None)
             stats.dead_letters = len(dead)
             stats.seconds = time.perf_counter() - started
             con.execute(
@@ -236,15 +259,9 @@ class DuckDBSink:
             raise
         for offset in batch.offsets:
             self._positions[(offset.source, offset.partition)] = offset.position
-        highest: dict[tuple[str, str], str] = {}
-        for event in applied:
-            if event.op != "r":
-                key = (event.source, event.partition)
-                if event.position > highest.get(key, ""):
-                    highest[key] = event.position
-        for key, position in highest.items():
-            if position > self._positions.get(key, ""):
-                self._positions[key] = position
+        for key, part in summary.items():
+            if part.highest > self._positions.get(key, ""):
+                self._positions[key] = part.highest
         return stats
 
     def _ensure_table(self, source: str, table: str, events: list[ChangeEvent]) -> dict[str, str]:
@@ -313,7 +330,7 @@ class DuckDBSink:
             keep: dict[tuple[Any, ...], ChangeEvent] = {}
             for key, event in final.items():
                 try:
-                    self._rows_table(key_cols, data_cols, columns, {key: event}, probe=True)
+                    self._rows_table(data_cols, columns, {key: event})
                     keep[key] = event
                 except (pa.ArrowException, TypeError, ValueError) as exc:
                     dead.append(DeadLetter(source, table, f"value does not fit the replica: {exc}",
@@ -360,8 +377,8 @@ class DuckDBSink:
             event.after = after
 
     @staticmethod
-    def _rows_table(key_cols: list[str], data_cols: list[str], columns: dict[str, str],
-                    final: dict[tuple[Any, ...], ChangeEvent], probe: bool = False) -> pa.Table:
+    def _rows_table(data_cols: list[str], columns: dict[str, str],
+                    final: dict[tuple[Any, ...], ChangeEvent]) -> pa.Table:
         upserts = [e for e in final.values() if e.op != "d"]
         arrays = {}
         for col in data_cols:
@@ -377,7 +394,7 @@ class DuckDBSink:
         target = f"replica_{source}.{quote(table)}"
         keys = pa.table({k: pa.array([key[i] for key in final], type=arrow_type(columns.get(k, "VARCHAR")))
                          for i, k in enumerate(key_cols)})
-        rows = self._rows_table(key_cols, data_cols, columns, final)
+        rows = self._rows_table(data_cols, columns, final)
         self.con.register("_cx_keys", keys)
         self.con.register("_cx_rows", rows)
         try:
@@ -425,13 +442,7 @@ class DuckDBSink:
         finally:
             self.con.unregister("_cx_dead")
 
-    def _write_offsets(self, batch: Batch, applied: list[ChangeEvent], now: dt.datetime) -> None:
-        counts: dict[tuple[str, str], int] = {}
-        last_ts: dict[tuple[str, str], int] = {}
-        for event in applied:
-            key = (event.source, event.partition)
-            counts[key] = counts.get(key, 0) + 1
-            last_ts[key] = max(last_ts.get(key, 0), event.ts_ms)
+    def _write_offsets(self, batch: Batch, summary: dict[tuple[str, str], _Partition], now: dt.datetime) -> None:
         for offset in batch.offsets:
             key = (offset.source, offset.partition)
             self.con.execute(
@@ -441,5 +452,6 @@ class DuckDBSink:
                 "last_ts_ms = greatest(cdc.offsets.last_ts_ms, excluded.last_ts_ms), updated_at = excluded.updated_at",
                 [offset.source, offset.partition, offset.position,
                  dumps(offset.resume) if offset.resume is not None else None, offset.snapshot_done,
-                 counts.get(key, 0), last_ts.get(key), now],
+                 summary[key].events if key in summary else 0,
+                 summary[key].last_ts if key in summary else None, now],
             )
