@@ -54,6 +54,9 @@ class SourceProgress:
     dead_letters: int = 0
     error: str | None = None
     retries: int = 0
+    last_retry_error: str | None = None
+    lag_ms: int | None = None
+    last_batch_at: float | None = None
     finished: bool = False
 
 
@@ -80,6 +83,9 @@ class Capture:
             progress.applied += stats.applied
             progress.duplicates += stats.duplicates
             progress.dead_letters += stats.dead_letters
+            if stats.lag_ms is not None:
+                progress.lag_ms = stats.lag_ms
+            progress.last_batch_at = time.time()
             if self.on_batch:
                 self.on_batch(name, stats)
             return stats
@@ -108,6 +114,7 @@ class Capture:
                         raise
                     log.warning("source %s unavailable (%s); retrying in %.0f s", reader.name, exc, delay)
                     self.progress[reader.name].retries += 1
+                    self.progress[reader.name].last_retry_error = f"{type(exc).__name__}: {exc}"
                     if self.stop.wait(delay):
                         return
                     delay = min(delay * 2, 15.0)

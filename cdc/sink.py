@@ -142,6 +142,8 @@ class ApplyStats:
     duplicates: int = 0
     dead_letters: int = 0
     seconds: float = 0.0
+    lag_ms: int | None = None
+    """Commit time minus the newest applied event's source timestamp."""
 
 
 class DuckDBSink:
@@ -246,11 +248,12 @@ class DuckDBSink:
             max_ts = max((p.last_ts for p in summary.values()), default=None)
             stats.dead_letters = len(dead)
             stats.seconds = time.perf_counter() - started
+            stats.lag_ms = int(time.time() * 1000) - max_ts if max_ts else None
             con.execute(
                 "INSERT INTO cdc.batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [batch_id, ",".join(sorted({e.source for e in batch.events} | {o.source for o in batch.offsets})),
                  stats.received, stats.applied, stats.duplicates, stats.dead_letters, max_ts,
-                 int(time.time() * 1000) - max_ts if max_ts else None, now, stats.seconds * 1000],
+                 stats.lag_ms, now, stats.seconds * 1000],
             )
             con.execute("COMMIT")
         except BaseException:

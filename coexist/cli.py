@@ -200,7 +200,14 @@ def _open_warehouse(read_only: bool = False) -> Any:
         if read_only:
             if not path.exists():
                 raise UserError(f"no warehouse at {path}: run `coexist cdc run` first")
-            return duckdb.connect(str(path), read_only=True)
+            try:
+                return duckdb.connect(str(path), read_only=True)
+            except duckdb.IOException:
+                snap = settings().snapshot_path
+                if not snap.exists():
+                    raise
+                err_console.print(f"[yellow]the warehouse is in use (service running): reading the snapshot {snap}[/]")
+                return duckdb.connect(str(snap), read_only=True)
         return DuckDBSink(path)
     except duckdb.IOException as exc:
         raise UserError(f"the warehouse {path} is in use by another process (DuckDB has one writer): {exc}") from None
@@ -679,6 +686,44 @@ def masterdata_explain(
         con.close()
 
 
+# ---------------------------------------------------------------- service
+
+
+@app.command("run")
+def run_service(
+    http_port: Annotated[int | None, typer.Option(help="health/metrics port on loopback (0 = any free port)")] = None,
+    log_format: Annotated[str | None, typer.Option(help="json or text")] = None,
+) -> None:
+    """Run the service: capture every source continuously and run the scheduled jobs.
+
+    Reconciliations on their cron schedules, the master-data refresh, the analyst snapshot
+    (`<data_dir>/snapshot/analyst.duckdb`) and alert checks; GET /healthz and /metrics on
+    loopback. Stops cleanly on Ctrl-C or SIGTERM.
+
+    Example: coexist run --http-port 9464
+    """
+    from coexist import logs
+    from coexist.service import Service
+
+    cfg = settings()
+    if http_port is not None:
+        cfg.service.http_port = http_port
+    if log_format is not None:
+        if log_format not in ("json", "text"):
+            raise UserError(f"--log-format must be json or text, not {log_format!r}")
+        cfg.service.log_format = log_format  # type: ignore[assignment]
+    logs.setup(cfg.service.log_format)
+    try:
+        service = Service(cfg)
+    except OSError as exc:
+        raise UserError(f"cannot listen on {cfg.service.http_host}:{cfg.service.http_port}: {exc}") from None
+    except Exception as exc:
+        if type(exc).__module__.startswith("duckdb"):
+            raise UserError(f"cannot open the warehouse {cfg.warehouse_path}: {exc}") from None
+        raise
+    _exit_jvm(service.run())
+
+
 # ---------------------------------------------------------------- analysts
 
 
@@ -739,11 +784,51 @@ def export(
     console.print(f"{len(written)} files in {parquet}: {', '.join(written)}")
 
 
+@app.command("report")
+def report_cmd(
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="HTML file to write")] = None,
+    snapshot: Annotated[bool, typer.Option("--snapshot", help="read the analyst snapshot, not the warehouse")] = False,
+    png: Annotated[Path | None, typer.Option("--png", help="also render it in headless Chromium to this PNG")] = None,
+) -> None:
+    """Write one self-contained HTML report: breaks by type and age, margin PSA vs ERP, CDC lag, match quality.
+
+    Reads the warehouse read-only, or the analyst snapshot when the service holds the warehouse.
+
+    Example: coexist report --out report.html --png report.png
+    """
+    import duckdb
+
+    from coexist import report
+
+    cfg = settings()
+    target = out or cfg.data_dir / "report.html"
+    if snapshot:
+        if not cfg.snapshot_path.exists():
+            raise UserError(f"no snapshot at {cfg.snapshot_path}: `coexist run` publishes it")
+        con = duckdb.connect(str(cfg.snapshot_path), read_only=True)
+    else:
+        con = _open_warehouse(read_only=True)
+    try:
+        with console.status("drawing the report"):
+            report.write(con, target)
+    finally:
+        con.close()
+    console.print(f"report written to {target}")
+    if png is not None:
+        try:
+            report.render_png(target, png)
+        except RuntimeError as exc:
+            raise UserError(str(exc)) from None
+        console.print(f"rendered to {png}")
+
+
 def main() -> None:
     try:
         app()
     except (ConfigError, SandboxError, UserError) as exc:
-        err_console.print(f"[red]error:[/] {exc}")
+        from rich.markup import escape
+
+        err_console.print(f"[red]error:[/] {escape(str(exc))}")
         sys.exit(2)
 
 

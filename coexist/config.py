@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from masterdata.model import Entity, builtin_entities
@@ -87,6 +87,44 @@ class SchedulerSettings(_Strict):
     enabled: bool = True
     timezone: str = "UTC"
     misfire_grace_seconds: int = Field(default=300, ge=1)
+    schedules: dict[str, str] = Field(
+        default_factory=dict, description="reconciliation name -> cron, overriding the rule's own schedule")
+
+    @field_validator("schedules")
+    @classmethod
+    def _crons(cls, value: dict[str, str]) -> dict[str, str]:
+        from coexist.cron import cron_trigger
+
+        for name, expr in value.items():
+            try:
+                cron_trigger(expr)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value
+
+
+class AlertSettings(_Strict):
+    """Thresholds that raise an alert (log line + `ops.alerts` row) when crossed; 0 switches one off."""
+
+    lag_seconds: float = Field(default=300.0, ge=0, description="capture lag of a source above this")
+    dead_letters: int = Field(default=1, ge=0, description="new dead letters since the last check, at least")
+    new_breaks: int = Field(default=1, ge=0, description="new breaks in one reconciliation run, at least")
+    failed_postings: int = Field(
+        default=1, ge=0, description="open missing_in_erp breaks of the time reconciliation (unposted time)")
+    check_seconds: float = Field(default=15.0, gt=0)
+
+
+class ServiceSettings(_Strict):
+    """`coexist run`: the long-running service."""
+
+    http_host: Literal["127.0.0.1", "localhost", "::1"] = Field(
+        default="127.0.0.1", description="health and metrics listen on loopback only")
+    http_port: int = Field(default=9464, ge=0, le=65535, description="0 picks a free port")
+    masterdata_schedule: str | None = Field(default="*/30 * * * *", description="cron; empty switches it off")
+    snapshot_seconds: float = Field(default=60.0, ge=0, description="publish the analyst snapshot this often too")
+    snapshot_exclude: list[str] = Field(default_factory=lambda: ["cdc.changelog"],
+                                        description="schema.table left out of the analyst snapshot")
+    log_format: Literal["json", "text"] = "json"
 
 
 class Settings(BaseSettings):
@@ -103,6 +141,8 @@ class Settings(BaseSettings):
     entities: dict[str, Entity] = Field(default_factory=dict)
     builtin_entities: bool = True
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    service: ServiceSettings = Field(default_factory=ServiceSettings)
+    alerts: AlertSettings = Field(default_factory=AlertSettings)
     config_file: Path | None = Field(default=None, exclude=True)
 
     @classmethod
@@ -120,6 +160,11 @@ class Settings(BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.warehouse if self.warehouse is not None else self.data_dir / "warehouse.duckdb"
+
+    @property
+    def snapshot_path(self) -> Path:
+        """The analyst's read-only copy, replaced atomically by the service."""
+        return self.data_dir / "snapshot" / "analyst.duckdb"
 
     @property
     def sandbox_dir(self) -> Path:

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cdc.runner import Capture
-from coexist import generator, sandbox, sources
+from coexist import generator, report, sandbox, sources
 from coexist.config import Settings
 from masterdata.resolve import Resolver
 from reconcile.engine import Engine
@@ -116,6 +116,9 @@ def run(settings: Settings, scale: str = "small", console: Console | None = None
         from coexist import views
 
         views.install(con)
+        with console.status("writing the report"):
+            report_path = report.write(con, settings.data_dir / "report.html")
+        mark = lap("report", mark)
         duplicate_seen = con.execute("SELECT count(*) FROM recon.break_state WHERE recon = 'time' AND "
                                      "break_type = 'duplicate_posting' AND key = ?",
                                      [str(changes["approved_and_double_posted"])]).fetchall()[0][0]
@@ -136,5 +139,7 @@ def run(settings: Settings, scale: str = "small", console: Console | None = None
     timings["total"] = time.monotonic() - started
     console.print(f"demo finished in {timings['total']:.1f} s "
                   f"({', '.join(f'{k} {v:.1f} s' for k, v in timings.items() if k != 'total')})")
-    console.print("next: coexist reconcile breaks --open | coexist masterdata review | coexist cdc status")
+    console.print(f"report: {report_path} (open it in a browser)")
+    console.print("next: coexist run (the service) | coexist reconcile breaks --open "
+                  "| coexist masterdata review | coexist cdc status")
     return timings

@@ -12,9 +12,9 @@ from typing import Any
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 
-from coexist.config import Settings
+from coexist.config import ConfigError, Settings
+from coexist.cron import cron_trigger
 
 log = logging.getLogger("coexist.scheduler")
 
@@ -33,13 +33,18 @@ def build_scheduler(settings: Settings) -> BackgroundScheduler:
 def register_reconciliations(scheduler: BackgroundScheduler, settings: Settings,
                              func: Callable[..., Any] | str) -> list[str]:
     """One cron job per reconciliation with a schedule; jobs no longer configured are removed."""
-    wanted = {f"reconcile:{name}": rule for name, rule in settings.all_reconciliations().items() if rule.schedule}
+    overrides = settings.scheduler.schedules
+    rules = settings.all_reconciliations()
+    unknown = sorted(set(overrides) - set(rules))
+    if unknown:
+        raise ConfigError(f"scheduler.schedules.{unknown[0]}: no such reconciliation; configured: {', '.join(rules)}")
+    wanted = {f"reconcile:{name}": cron for name, rule in rules.items()
+              if (cron := overrides.get(name, rule.schedule))}
     for job in scheduler.get_jobs():
         if job.id.startswith("reconcile:") and job.id not in wanted:
             job.remove()
-    for job_id, rule in wanted.items():
-        assert rule.schedule is not None
-        scheduler.add_job(func, CronTrigger.from_crontab(rule.schedule, timezone=settings.scheduler.timezone),
+    for job_id, cron in wanted.items():
+        scheduler.add_job(func, cron_trigger(cron, settings.scheduler.timezone),
                           id=job_id, name=job_id, args=[job_id.split(":", 1)[1]], replace_existing=True)
     return sorted(wanted)
 

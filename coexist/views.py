@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import duckdb
+
+log = logging.getLogger("coexist.views")
 
 VIEWS_DIR = Path(__file__).resolve().parent.parent / "sql" / "views"
 
@@ -18,5 +21,8 @@ def install(con: duckdb.DuckDBPyConnection) -> tuple[list[str], list[str]]:
             con.execute(path.read_text())
             installed.append(path.stem)
         except duckdb.CatalogException:
+            skipped.append(path.stem)
+        except duckdb.Error as exc:  # a broken view must not fail the job that installs it
+            log.error("view %s not installed: %s", path.stem, exc)
             skipped.append(path.stem)
     return installed, skipped

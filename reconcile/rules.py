@@ -122,7 +122,8 @@ class Rule(_Strict):
     row_id: tuple[str, str] | None = Field(
         default=None, description="(left, right) expressions naming a row, e.g. a document number; "
                                   "defaults to the key")
-    schedule: str | None = Field(default=None, description="cron expression (5 fields) for the scheduler")
+    schedule: str | None = Field(default=None,
+                                 description="cron expression for the scheduler: 5 fields, or 6 with seconds first")
     description: str | None = None
 
     @model_validator(mode="after")
@@ -130,8 +131,13 @@ class Rule(_Strict):
         for measure in self.measures:
             if measure.currency and self.fx is None:
                 raise ValueError(f"measure {measure.label!r} converts currency but the rule has no fx table")
-        if self.schedule is not None and len(self.schedule.split()) != 5:
-            raise ValueError(f"schedule {self.schedule!r} is not a 5-field cron expression")
+        if self.schedule is not None:
+            from coexist.cron import cron_trigger
+
+            try:
+                cron_trigger(self.schedule)
+            except ValueError as exc:
+                raise ValueError(f"schedule: {exc}") from None
         return self
 
     @property
