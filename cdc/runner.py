@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import duckdb
+import kafka.errors
 import psycopg
 import pymysql
 
@@ -32,11 +33,22 @@ Stored = Callable[[str, str], "dict[str, Any] | None"]
 
 
 TRANSIENT = (SourceUnavailable, ConnectorFailed, psycopg.OperationalError, pymysql.err.OperationalError,
-             pymysql.err.InterfaceError, ConnectionError, OSError)
+             pymysql.err.InterfaceError, ConnectionError, OSError, kafka.errors.BrokerNotAvailableError,
+             kafka.errors.KafkaConnectionError, kafka.errors.KafkaTimeoutError)
 
 
 class WarehouseError(RuntimeError):
     """The warehouse could not be written (disk full, file damaged); capture stops."""
+
+
+class Sink(Protocol):
+    """Where batches go: the DuckDB warehouse, a shared warehouse, or Kafka (`cdc publish`)."""
+
+    def apply(self, batch: Batch) -> ApplyStats: ...
+
+    def offset(self, source: str, partition: str = "") -> dict[str, Any] | None: ...
+
+    def close(self) -> None: ...
 
 
 class Reader(Protocol):
@@ -63,10 +75,10 @@ class SourceProgress:
 class Capture:
     """Runs readers against one warehouse until stopped or idle."""
 
-    def __init__(self, warehouse: Path, readers: list[Reader],
+    def __init__(self, warehouse: Path | Sink, readers: list[Reader],
                  on_batch: Callable[[str, ApplyStats], None] | None = None, retry_seconds: float = 120.0) -> None:
         self.retry_seconds = retry_seconds
-        self.sink = DuckDBSink(warehouse)
+        self.sink: Any = DuckDBSink(warehouse) if isinstance(warehouse, Path) else warehouse
         self.readers = readers
         self.lock = threading.Lock()
         self.stop = threading.Event()
@@ -107,8 +119,9 @@ class Capture:
                     return
                 except duckdb.Error as exc:
                     raise WarehouseError(
-                        f"cannot write the warehouse {self.sink.path}: {exc}. Nothing was half-applied; "
-                        "free disk space (or fix the file) and run again to resume from the last commit.") from exc
+                        f"cannot write the warehouse {getattr(self.sink, 'path', '')}: {exc}. Nothing was "
+                        "half-applied; free disk space (or fix the file) and run again to resume from the last "
+                        "commit.") from exc
                 except TRANSIENT as exc:
                     if self.stop.is_set() or time.monotonic() + delay > deadline:
                         raise

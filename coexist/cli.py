@@ -231,7 +231,7 @@ def cdc_run(
     cfg = settings()
     readers = sources_module.readers(cfg, source)
     try:
-        capture = Capture(cfg.warehouse_path, readers)
+        capture = Capture(_capture_target(cfg, readers), readers)
     except Exception as exc:
         raise UserError(f"cannot open the warehouse {cfg.warehouse_path}: {exc}") from None
     idle = (idle_seconds or cfg.cdc.idle_seconds) if until_idle else None
@@ -254,6 +254,63 @@ def cdc_run(
             failed = True
             err_console.print(f"[red]{name} stopped:[/] {p.error}")
         console.print(line)
+    _exit_jvm(2 if failed else 0)
+
+
+def _capture_target(cfg: Settings, readers: list[Any]) -> Any:
+    """The warehouse; shared turn by turn (a file lock) when Kafka group members may run beside this one."""
+    from cdc.handoff import HandoffSink
+    from cdc.kafka import KafkaReader
+
+    group = [r for r in readers if isinstance(r, KafkaReader)]
+    if not group:
+        return cfg.warehouse_path
+    sink = HandoffSink(cfg.warehouse_path, hold_seconds=min(r.config.hold_seconds for r in group))
+    for reader in group:
+        reader.release = sink.release
+    return sink
+
+
+@cdc_app.command("publish")
+def cdc_publish(
+    source: Annotated[list[str] | None, typer.Option("--source", "-s", help="only this database (repeatable)")] = None,
+    until_idle: Annotated[bool, typer.Option("--until-idle", help="stop once every source is quiet")] = False,
+    idle_seconds: Annotated[float | None, typer.Option(help="quiet spell that counts as idle")] = None,
+    bootstrap_servers: Annotated[str | None, typer.Option(help="Kafka brokers (else publish.bootstrap_servers)")]
+    = None,
+) -> None:
+    """Read the databases and publish their changes to Kafka as Debezium topics (<source>.<db>.<table>).
+
+    Keyed by primary key; one Kafka transaction per batch holds the events and the reader's
+    position, so a restart neither skips nor repeats.
+
+    Example: coexist cdc publish --bootstrap-servers 127.0.0.1:9092
+    """
+    from cdc.kafka import KafkaPublishSink
+    from cdc.runner import Capture
+    from coexist import sources as sources_module
+
+    cfg = settings()
+    if bootstrap_servers:
+        cfg.publish.bootstrap_servers = bootstrap_servers
+    readers = sources_module.readers(cfg, source, databases_only=True)
+    try:
+        sink = KafkaPublishSink(cfg.publish)
+    except Exception as exc:
+        raise UserError(f"cannot reach Kafka at {cfg.publish.bootstrap_servers}: {exc}") from None
+    capture = Capture(sink, readers)
+    idle = (idle_seconds or cfg.cdc.idle_seconds) if until_idle else None
+    with console.status("publishing to Kafka") as status:
+        capture.on_batch = lambda name, stats: status.update(
+            "published " + ", ".join(f"{n}: {p.applied:,}" for n, p in capture.progress.items()))
+        result = capture.run(idle_seconds=idle)
+    failed = False
+    for name, p in result.items():
+        if p.error:
+            failed = True
+            err_console.print(f"[red]{name} stopped:[/] {p.error}")
+        console.print(f"{name}: {p.applied:,} events published in {p.batches:,} transactions, "
+                      f"{p.dead_letters:,} dead letters")
     _exit_jvm(2 if failed else 0)
 
 

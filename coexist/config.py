@@ -8,11 +8,12 @@ Secrets never live in the file: a source names the environment variable that hol
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from masterdata.model import Entity, builtin_entities
@@ -73,7 +74,53 @@ class MariaDBSource(_DatabaseSource):
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
 
 
-Source = Annotated[PostgresSource | MariaDBSource, Field(discriminator="kind")]
+class KafkaSource(_Strict):
+    """Debezium topics on Kafka, consumed in a consumer group (see `cdc/kafka.py`)."""
+
+    kind: Literal["kafka"]
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "coexist"
+    topics: list[str] | None = Field(default=None, description="topics to consume")
+    topic_pattern: str | None = Field(default=None, description="regular expression of topics to consume")
+    tables: dict[str, str] = Field(
+        default_factory=dict, description="topic -> 'source.table' in the warehouse (replica_<source>.<table>)")
+    prefix_sources: dict[str, str] = Field(
+        default_factory=dict, description="topic prefix (Debezium topic.prefix) -> source name; default: the prefix")
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    hold_seconds: float = Field(
+        default=2.0, gt=0, description="how long one group member keeps the warehouse before letting another in")
+
+    @model_validator(mode="after")
+    def _some_topics(self) -> KafkaSource:
+        if not self.topics and not self.topic_pattern:
+            raise ValueError("set topics (a list) or topic_pattern (a regular expression)")
+        if self.topic_pattern:
+            try:
+                re.compile(self.topic_pattern)
+            except re.error as exc:
+                raise ValueError(f"topic_pattern is not a regular expression: {exc}") from None
+        for topic, target in self.tables.items():
+            if target.count(".") != 1:
+                raise ValueError(f"tables.{topic}: {target!r} must be 'source.table'")
+        return self
+
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap_servers}/{self.group_id}"
+
+
+Source = Annotated[PostgresSource | MariaDBSource | KafkaSource, Field(discriminator="kind")]
+DatabaseSource = PostgresSource | MariaDBSource
+
+
+class PublishSettings(_Strict):
+    """`coexist cdc publish`: database readers -> Debezium topics on Kafka."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = Field(default=3, ge=1, description="partitions of the topics it creates")
+    transactional_id: str = Field(default="coexist-publisher", description="one per publisher process")
+    offsets_topic: str = "coexist.publisher.offsets"
+    dead_letter_topic: str = "coexist.dead_letter"
 
 
 class CdcSettings(_Strict):
@@ -136,6 +183,7 @@ class Settings(BaseSettings):
     warehouse: Path | None = None
     sources: dict[str, Source] = Field(default_factory=dict)
     cdc: CdcSettings = Field(default_factory=CdcSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     reconciliations: dict[str, Rule] = Field(default_factory=dict)
     builtin_reconciliations: bool = True
     entities: dict[str, Entity] = Field(default_factory=dict)

@@ -1,0 +1,477 @@
+"""Kafka, both ways: Debezium topics in (a consumer group) and Debezium topics out (`cdc publish`).
+
+In: `KafkaReader` consumes `<prefix>.<db>.<table>` topics (JSON with or without schemas,
+tombstones skipped) and hands batches to the same DuckDB sink as every reader. Each Kafka
+partition is a partition of its source in `cdc.offsets` (`kafka:<topic>:<n>`) with the next
+offset to read in `resume`; on assignment the reader seeks to the warehouse's offsets, not the
+broker's, and commits to Kafka only after the warehouse has committed. A crash between the
+two commits therefore re-reads nothing twice into the warehouse and skips nothing.
+
+Out: `KafkaPublishSink` takes the batches of the database readers and writes them as Debezium
+JSON (with schemas) under Debezium topic names, keyed by primary key, in one Kafka transaction
+per batch together with the reader's position (in a compacted offsets topic, as Kafka Connect
+does); a restart reads its position back from that topic, so it neither skips nor repeats.
+Events published by coexist carry their source position, and a partition's events are
+position-checked by the sink, a second guard against a repeat.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import decimal
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import KafkaAdminClient, NewTopic
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+from cdc.events import (
+    EPOCH_DATE,
+    UNAVAILABLE,
+    ChangeEvent,
+    DeadLetter,
+    DebeziumDecoder,
+    DecodeError,
+    dumps,
+    position_key,
+)
+from cdc.sink import ApplyStats, Batch, Offset
+from coexist.config import KafkaSource, PublishSettings
+
+log = logging.getLogger("coexist.kafka")
+
+EPOCH_NAIVE = dt.datetime(1970, 1, 1)
+MICRO = dt.timedelta(microseconds=1)
+
+
+# ---------------------------------------------------------------- encoding (ChangeEvent -> Debezium JSON)
+
+
+def _connect_field(name: str, duck_type: str) -> tuple[dict[str, Any], Callable[[Any], Any]]:
+    """The Kafka Connect schema of one column and a function turning its Python value into JSON."""
+    t = duck_type.upper()
+    if t.startswith("DECIMAL"):
+        precision, scale = (int(x) for x in t[t.index("(") + 1:-1].split(",")) if "(" in t else (18, 3)
+
+        def dec(v: Any) -> Any:
+            unscaled = int(decimal.Decimal(v).scaleb(scale).to_integral_value())
+            return base64.b64encode(unscaled.to_bytes(max(1, (unscaled.bit_length() + 8) // 8), "big",
+                                                      signed=True)).decode()
+
+        return ({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
+                 "parameters": {"scale": str(scale), "connect.decimal.precision": str(precision)}}, dec)
+    if t in ("TINYINT", "SMALLINT", "UTINYINT"):
+        return {"type": "int16"}, int
+    if t in ("INTEGER", "USMALLINT"):
+        return {"type": "int32"}, int
+    if t in ("BIGINT", "UINTEGER", "UBIGINT", "HUGEINT"):
+        return {"type": "int64"}, int
+    if t == "FLOAT":
+        return {"type": "float32"}, float
+    if t == "DOUBLE":
+        return {"type": "float64"}, float
+    if t == "BOOLEAN":
+        return {"type": "boolean"}, bool
+    if t == "DATE":
+        return ({"type": "int32", "name": "io.debezium.time.Date", "version": 1},
+                lambda v: (v - EPOCH_DATE).days)
+    if t == "TIME":
+        def micro_time(v: Any) -> int:
+            if isinstance(v, dt.timedelta):
+                return v // MICRO
+            return ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
+
+        return {"type": "int64", "name": "io.debezium.time.MicroTime", "version": 1}, micro_time
+    if t in ("TIMESTAMP", "TIMESTAMP_NS", "DATETIME"):
+        return ({"type": "int64", "name": "io.debezium.time.MicroTimestamp", "version": 1},
+                lambda v: (v.replace(tzinfo=None) - EPOCH_NAIVE) // MICRO)
+    if t in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
+        return ({"type": "string", "name": "io.debezium.time.ZonedTimestamp", "version": 1},
+                lambda v: (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).isoformat())
+    if t == "JSON":
+        return ({"type": "string", "name": "io.debezium.data.Json", "version": 1},
+                lambda v: v if isinstance(v, str) else dumps(v))
+    if t == "BLOB":
+        return {"type": "bytes"}, lambda v: base64.b64encode(v).decode()
+    return {"type": "string"}, lambda v: v if isinstance(v, str) else str(v)
+
+
+@dataclass(slots=True)
+class _TablePlan:
+    value_schema: dict[str, Any]
+    key_schema: dict[str, Any]
+    encoders: dict[str, Callable[[Any], Any]]
+
+
+def topic_name(event: ChangeEvent) -> str:
+    """Debezium's `<topic.prefix>.<schema or database>.<table>`, with the source name as the prefix."""
+    middle = event.source_info.get("schema") or event.source_info.get("db") or "default"
+    return f"{event.source}.{middle}.{event.table}"
+
+
+class Encoder:
+    """ChangeEvents to Debezium key/value JSON with schemas; one plan per table schema."""
+
+    def __init__(self) -> None:
+        self._plans: dict[tuple[str, int, tuple[str, ...]], _TablePlan] = {}
+
+    def _plan(self, topic: str, event: ChangeEvent) -> _TablePlan:
+        columns = event.columns or {k: "VARCHAR" for k in (event.row or {})}
+        cache = (topic, id(event.columns), tuple(event.key))
+        plan = self._plans.get(cache)
+        if plan is None:
+            fields, encoders = [], {}
+            for name, kind in columns.items():
+                schema, encode = _connect_field(name, kind)
+                fields.append(schema | {"optional": name not in event.key, "field": name})
+                encoders[name] = encode
+            row = {"type": "struct", "fields": fields, "optional": True, "name": f"{topic}.Value"}
+            source = {"type": "struct", "optional": False, "name": "io.debezium.connector.coexist.Source",
+                      "field": "source", "fields": [
+                          {"type": "string", "optional": True, "field": f}
+                          for f in ("version", "connector", "name", "db", "schema", "table", "snapshot",
+                                    "coexist_position")]}
+            value_schema = {"type": "struct", "optional": False, "name": f"{topic}.Envelope", "version": 1,
+                            "fields": [row | {"field": "before"}, row | {"field": "after"}, source,
+                                       {"type": "string", "optional": False, "field": "op"},
+                                       {"type": "int64", "optional": True, "field": "ts_ms"}]}
+            key_schema = {"type": "struct", "optional": False, "name": f"{topic}.Key",
+                          "fields": [f for f in fields if f["field"] in event.key]}
+            plan = self._plans[cache] = _TablePlan(value_schema, key_schema, encoders)
+        return plan
+
+    @staticmethod
+    def _row(plan: _TablePlan, row: dict[str, Any] | None) -> dict[str, Any] | None:
+        if row is None:
+            return None
+        out = {}
+        for name, value in row.items():
+            encode = plan.encoders.get(name)
+            out[name] = value if value is None or value == UNAVAILABLE or encode is None else encode(value)
+        return out
+
+    def encode(self, event: ChangeEvent) -> tuple[str, bytes, bytes]:
+        """(topic, key, value) for one event."""
+        topic = topic_name(event)
+        plan = self._plan(topic, event)
+        source = {k: v for k, v in event.source_info.items() if not k.startswith("_")}
+        source |= {"name": event.source, "table": event.table, "coexist_position": event.position}
+        payload = {"before": self._row(plan, event.before), "after": self._row(plan, event.after),
+                   "source": source, "op": event.op, "ts_ms": event.ts_ms}
+        key = {"schema": plan.key_schema, "payload": self._row(plan, event.key)}
+        value = {"schema": plan.value_schema, "payload": payload}
+        return topic, orjson.dumps(key, default=str), orjson.dumps(value, default=str)
+
+
+# ---------------------------------------------------------------- publishing
+
+
+class KafkaPublishSink:
+    """The sink of `cdc publish`: one Kafka transaction per batch, data and reader position together."""
+
+    def __init__(self, settings: PublishSettings, client_id: str = "coexist-publisher") -> None:
+        self.settings = settings
+        self.encoder = Encoder()
+        self.admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id=client_id)
+        self._topics: set[str] = set(self.admin.list_topics())
+        self._ensure_topics([settings.offsets_topic], partitions=1, compact=True)
+        self.positions = self._read_positions()
+        self.producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, client_id=client_id,
+                                      transactional_id=settings.transactional_id, enable_idempotence=True,
+                                      acks="all", linger_ms=5, max_in_flight_requests_per_connection=5)
+        self.producer.init_transactions()
+        self.published = 0
+
+    def _ensure_topics(self, names: list[str], partitions: int, compact: bool = False) -> None:
+        missing = [n for n in names if n not in self._topics]
+        if not missing:
+            return
+        configs = {"cleanup.policy": "compact"} if compact else {}
+        with contextlib.suppress(TopicAlreadyExistsError):
+            self.admin.create_topics([NewTopic(n, partitions, 1, topic_configs=configs) for n in missing])
+        self._topics.update(missing)
+
+    def _read_positions(self) -> dict[tuple[str, str], dict[str, Any]]:
+        """The last committed position per (source, partition), from the offsets topic."""
+        consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
+                                 isolation_level="read_committed", auto_offset_reset="earliest")
+        try:
+            tp = TopicPartition(self.settings.offsets_topic, 0)
+            consumer.assign([tp])
+            consumer.seek_to_beginning(tp)
+            positions: dict[tuple[str, str], dict[str, Any]] = {}
+            quiet = 0
+            while quiet < 2:
+                records = consumer.poll(timeout_ms=500)
+                if not records:
+                    high = consumer.highwater(tp)
+                    if high is not None and consumer.position(tp) >= high:
+                        break
+                    quiet += 1
+                    continue
+                quiet = 0
+                for message in records.get(tp, []):
+                    if message.value:
+                        doc = orjson.loads(message.value)
+                        positions[(doc["source"], doc["partition"])] = doc
+            return positions
+        finally:
+            consumer.close()
+
+    def offset(self, source: str, partition: str = "") -> dict[str, Any] | None:
+        return self.positions.get((source, partition))
+
+    def apply(self, batch: Batch) -> ApplyStats:
+        started = time.perf_counter()
+        stats = ApplyStats(received=len(batch.events))
+        encoded = []
+        dead = list(batch.dead_letters)
+        for event in batch.events:
+            try:
+                encoded.append(self.encoder.encode(event))
+            except (TypeError, ValueError, AttributeError, decimal.InvalidOperation) as exc:
+                dead.append(DeadLetter(event.source, event.table, f"cannot encode for Kafka: {exc}",
+                                       dumps({"key": event.key, "after": event.after}), event.position,
+                                       event.partition))
+        self._ensure_topics(sorted({t for t, _, _ in encoded}), self.settings.partitions)
+        if dead:
+            self._ensure_topics([self.settings.dead_letter_topic], 1)
+        self.producer.begin_transaction()
+        try:
+            for topic, key, value in encoded:
+                self.producer.send(topic, key=key, value=value)
+            for d in dead:
+                self.producer.send(self.settings.dead_letter_topic, value=orjson.dumps(
+                    {"source": d.source, "table": d.table, "reason": d.reason, "raw": d.raw, "position": d.position}))
+            docs: list[dict[str, Any]] = [
+                {"source": o.source, "partition": o.partition, "position": o.position, "resume": o.resume,
+                 "snapshot_done": o.snapshot_done} for o in batch.offsets]
+            for doc in docs:
+                self.producer.send(self.settings.offsets_topic, key=f"{doc['source']}|{doc['partition']}".encode(),
+                                   value=orjson.dumps(doc))
+            self.producer.commit_transaction()
+        except BaseException:
+            with contextlib.suppress(KafkaError):
+                self.producer.abort_transaction()
+            raise
+        for doc in docs:
+            self.positions[(doc["source"], doc["partition"])] = doc
+        stats.applied = len(encoded)
+        stats.dead_letters = len(dead)
+        stats.seconds = time.perf_counter() - started
+        newest = max((e.ts_ms for e in batch.events), default=0)
+        stats.lag_ms = int(time.time() * 1000) - newest if newest else None
+        self.published += len(encoded)
+        return stats
+
+    def close(self) -> None:
+        self.producer.close(timeout=10)
+        self.admin.close()
+
+
+# ---------------------------------------------------------------- consuming
+
+
+def _kafka_position(info: dict[str, Any], partition: str) -> str:
+    """Events published by coexist keep their source position; any other topic orders by offset."""
+    published = info.get("coexist_position")
+    if published:
+        return str(published)
+    return position_key(int(info["kafka_offset"]))
+
+
+def partition_id(topic: str, partition: int) -> str:
+    return f"kafka:{topic}:{partition}"
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^0-9A-Za-z_]", "_", name)
+
+
+class _Assignments(ConsumerRebalanceListener):
+    """Seeks newly assigned partitions to the offsets committed in the warehouse."""
+
+    def __init__(self, reader: KafkaReader, consumer: KafkaConsumer, stored: Callable[..., Any]) -> None:
+        self.reader, self.consumer, self.stored = reader, consumer, stored
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        for tp in assigned:
+            source = self.reader.source_for(tp.topic)[0]
+            state = self.stored(source, partition_id(tp.topic, tp.partition))
+            if state and state.get("resume") and "offset" in state["resume"]:
+                self.consumer.seek(tp, int(state["resume"]["offset"]))
+        self.reader.assigned = set(assigned)
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
+
+
+class KafkaReader:
+    """A member of a consumer group applying Debezium topics to the warehouse."""
+
+    def __init__(self, name: str, config: KafkaSource, batch_size: int = 5000,
+                 on_lag: Callable[[str, int, int], None] | None = None) -> None:
+        self.name = name
+        self.config = config
+        self.batch_size = batch_size
+        self.on_lag = on_lag
+        self.assigned: set[TopicPartition] = set()
+        self._decoders: dict[str, DebeziumDecoder] = {}
+        self._topic_cache: dict[str, tuple[str, str | None]] = {}
+        self.release: Callable[[], None] | None = None
+        """Set by a shared warehouse: called when the reader is idle so another member can write."""
+
+    def source_for(self, topic: str) -> tuple[str, str | None]:
+        """(source, table or None = the event's own table) for a topic."""
+        cached = self._topic_cache.get(topic)
+        if cached is None:
+            if topic in self.config.tables:
+                source, table = self.config.tables[topic].split(".")
+                cached = (_safe(source), table)
+            else:
+                prefix = topic.split(".", 1)[0]
+                cached = (_safe(self.config.prefix_sources.get(prefix, prefix)), None)
+            self._topic_cache[topic] = cached
+        return cached
+
+    def _decoder(self, source: str) -> DebeziumDecoder:
+        decoder = self._decoders.get(source)
+        if decoder is None:
+            decoder = self._decoders[source] = DebeziumDecoder(source, position_of=_kafka_position)
+        return decoder
+
+    def _consumer(self) -> KafkaConsumer:
+        return KafkaConsumer(
+            bootstrap_servers=self.config.bootstrap_servers, group_id=self.config.group_id,
+            client_id=f"coexist-{self.name}", enable_auto_commit=False, auto_offset_reset="earliest",
+            isolation_level="read_committed", session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms, max_poll_records=self.batch_size,
+            metadata_max_age_ms=5000)
+
+    def to_batch(self, records: dict[TopicPartition, list[Any]]) -> tuple[Batch, dict[TopicPartition, int]]:
+        batch = Batch()
+        next_offsets: dict[TopicPartition, int] = {}
+        for tp, messages in records.items():
+            source, table = self.source_for(tp.topic)
+            part = partition_id(tp.topic, tp.partition)
+            decoder = self._decoder(source)
+            last_position = None
+            for message in messages:
+                try:
+                    event = decoder.decode(message.key, message.value, partition=part,
+                                           extra_source={"kafka_offset": message.offset})
+                except DecodeError as exc:
+                    raw = message.value.decode(errors="replace") if isinstance(message.value, bytes) else \
+                        str(message.value)
+                    batch.dead_letters.append(DeadLetter(source, table or tp.topic, str(exc), raw,
+                                                         position_key(message.offset), part))
+                    continue
+                if event is None:  # tombstone
+                    continue
+                if table is not None:
+                    event.table = table
+                batch.events.append(event)
+                if event.op != "r":
+                    last_position = event.position
+            if not messages:
+                continue
+            next_offset = messages[-1].offset + 1
+            next_offsets[tp] = next_offset
+            batch.offsets.append(Offset(source, part, last_position or position_key(messages[-1].offset),
+                                        {"topic": tp.topic, "partition": tp.partition, "offset": next_offset}))
+        return batch, next_offsets
+
+    def run(self, apply: Callable[[Batch], ApplyStats], stored: Callable[..., Any], stop: threading.Event,
+            idle_seconds: float | None) -> None:
+        consumer = self._consumer()
+        listener = _Assignments(self, consumer, stored)
+        if self.config.topic_pattern:
+            consumer.subscribe(pattern=self.config.topic_pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=self.config.topics, listener=listener)
+        last_record = time.monotonic()
+        try:
+            while not stop.is_set():
+                records = consumer.poll(timeout_ms=500, max_records=self.batch_size)
+                if records:
+                    batch, next_offsets = self.to_batch(records)
+                    apply(batch)
+                    try:
+                        consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in next_offsets.items()})
+                    except KafkaError as exc:  # the warehouse holds the truth; the broker's copy can lag
+                        log.warning("kafka commit failed (the warehouse offsets stand): %s", exc)
+                    last_record = time.monotonic()
+                else:
+                    if self.release is not None:
+                        self.release()
+                lag = self._report_lag(consumer)
+                if idle_seconds is not None and not records and self.assigned and lag == 0 and \
+                        time.monotonic() - last_record >= idle_seconds:
+                    return
+        finally:
+            consumer.close(autocommit=False)
+
+    def _report_lag(self, consumer: KafkaConsumer) -> int | None:
+        """Sum of high-water mark minus position over the assigned partitions (None while unknown)."""
+        total = 0
+        known = True
+        for tp in self.assigned:
+            high = consumer.highwater(tp)
+            if high is None:
+                known = False
+                continue
+            try:
+                lag = max(0, high - consumer.position(tp))
+            except KafkaError:
+                known = False
+                continue
+            total += lag
+            if self.on_lag is not None:
+                self.on_lag(tp.topic, tp.partition, lag)
+        return total if known else None
+
+
+def partition_lag(config: KafkaSource, committed: dict[str, int]) -> list[dict[str, Any]]:
+    """Per partition: the broker's high-water mark and the lag behind it of the warehouse's next offset.
+
+    `committed` maps `kafka:<topic>:<n>` to the next offset the warehouse will apply.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=config.bootstrap_servers, enable_auto_commit=False,
+                             isolation_level="read_committed", auto_offset_reset="earliest",
+                             request_timeout_ms=10000)
+    try:
+        pattern = re.compile(config.topic_pattern) if config.topic_pattern else None
+        topics = [t for t in consumer.topics() if (config.topics and t in config.topics) or
+                  (pattern is not None and pattern.fullmatch(t))]
+        tps = [TopicPartition(t, p) for t in sorted(topics) for p in sorted(consumer.partitions_for_topic(t) or [])]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        for tp in tps:
+            consumer.seek(tp, committed.get(partition_id(tp.topic, tp.partition), 0))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
+            consumer.poll(timeout_ms=300, max_records=1)
+            for tp in tps:  # the poll may have moved the position: put it back
+                consumer.seek(tp, committed.get(partition_id(tp.topic, tp.partition), 0))
+        rows = []
+        for tp in tps:
+            high = consumer.highwater(tp)
+            next_offset = committed.get(partition_id(tp.topic, tp.partition), 0)
+            rows.append({"topic": tp.topic, "partition": tp.partition, "next_offset": next_offset,
+                         "high_water": high, "lag": None if high is None else max(0, high - next_offset)})
+        return rows
+    finally:
+        consumer.close()
