@@ -306,6 +306,7 @@ class _Assignments(ConsumerRebalanceListener):
         self.reader, self.consumer, self.stored = reader, consumer, stored
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.reader.assigned -= set(revoked)
         log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
@@ -314,6 +315,7 @@ class _Assignments(ConsumerRebalanceListener):
             state = self.stored(source, partition_id(tp.topic, tp.partition))
             if state and state.get("resume") and "offset" in state["resume"]:
                 self.consumer.seek(tp, int(state["resume"]["offset"]))
+                self.reader.committed[tp] = (state["position"], int(state["resume"]["offset"]))
         self.reader.assigned = set(assigned)
         log.info("partitions assigned: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in assigned))
 
@@ -328,6 +330,8 @@ class KafkaReader:
         self.batch_size = batch_size
         self.on_lag = on_lag
         self.assigned: set[TopicPartition] = set()
+        self.committed: dict[TopicPartition, tuple[str, int]] = {}
+        """Per partition: (last position, next offset) as committed in the warehouse."""
         self._decoders: dict[str, DebeziumDecoder] = {}
         self._topic_cache: dict[str, tuple[str, str | None]] = {}
         self.release: Callable[[], None] | None = None
@@ -358,9 +362,11 @@ class KafkaReader:
             client_id=f"coexist-{self.name}", enable_auto_commit=False, auto_offset_reset="earliest",
             isolation_level="read_committed", session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms, max_poll_records=self.batch_size,
+            max_poll_interval_ms=self.config.max_poll_interval_ms,
             metadata_max_age_ms=5000)
 
-    def to_batch(self, records: dict[TopicPartition, list[Any]]) -> tuple[Batch, dict[TopicPartition, int]]:
+    def to_batch(self, records: dict[TopicPartition, list[Any]],
+                 consumer: KafkaConsumer | None = None) -> tuple[Batch, dict[TopicPartition, int]]:
         batch = Batch()
         next_offsets: dict[TopicPartition, int] = {}
         for tp, messages in records.items():
@@ -383,45 +389,84 @@ class KafkaReader:
                 if table is not None:
                     event.table = table
                 batch.events.append(event)
-                if event.op != "r":
-                    last_position = event.position
+                last_position = event.position
             if not messages:
                 continue
-            next_offset = messages[-1].offset + 1
+            # The consumer's position can be past the last record: transaction markers take offsets too.
+            next_offset = max(messages[-1].offset + 1, consumer.position(tp) if consumer is not None else 0)
             next_offsets[tp] = next_offset
-            batch.offsets.append(Offset(source, part, last_position or position_key(messages[-1].offset),
+            # Positions of one partition are all source positions (published by coexist) or all offsets.
+            position = last_position or self.committed.get(tp, ("", 0))[0]
+            batch.offsets.append(Offset(source, part, position,
                                         {"topic": tp.topic, "partition": tp.partition, "offset": next_offset}))
         return batch, next_offsets
 
+    def _markers_batch(self, consumer: KafkaConsumer) -> tuple[Batch, dict[TopicPartition, int]]:
+        """Offsets only, for partitions whose position moved past trailing transaction markers."""
+        batch = Batch()
+        moved: dict[TopicPartition, int] = {}
+        for tp in self.assigned:
+            if tp not in self.committed:
+                continue
+            position, next_offset = self.committed[tp]
+            try:
+                now = consumer.position(tp)
+            except KafkaError:
+                continue
+            if now > next_offset:
+                moved[tp] = now
+                batch.offsets.append(Offset(self.source_for(tp.topic)[0], partition_id(tp.topic, tp.partition),
+                                            position, {"topic": tp.topic, "partition": tp.partition, "offset": now}))
+        return batch, moved
+
     def run(self, apply: Callable[[Batch], ApplyStats], stored: Callable[..., Any], stop: threading.Event,
             idle_seconds: float | None) -> None:
-        consumer = self._consumer()
-        listener = _Assignments(self, consumer, stored)
-        if self.config.topic_pattern:
-            consumer.subscribe(pattern=self.config.topic_pattern, listener=listener)
-        else:
-            consumer.subscribe(topics=self.config.topics, listener=listener)
-        last_record = time.monotonic()
+        consumer = self._join(stored)
+        last_record = unassigned_since = time.monotonic()
+        # A rebalance may wait up to the rebalance timeout (max_poll_interval_ms) for a member that died.
+        stuck_after = (2 * self.config.max_poll_interval_ms + self.config.session_timeout_ms) / 1000
         try:
             while not stop.is_set():
+                if self.assigned:
+                    unassigned_since = time.monotonic()
+                elif time.monotonic() - unassigned_since > stuck_after:
+                    # A group join that never completes (seen with some brokers after a member dies): start over.
+                    log.warning("no partitions for %.0f s: leaving and rejoining the group", stuck_after)
+                    consumer.close(autocommit=False)
+                    consumer = self._join(stored)
+                    unassigned_since = time.monotonic()
                 records = consumer.poll(timeout_ms=500, max_records=self.batch_size)
-                if records:
-                    batch, next_offsets = self.to_batch(records)
+                batch, next_offsets = self.to_batch(records, consumer) if records else self._markers_batch(consumer)
+                if batch.offsets:
                     apply(batch)
+                    for off in batch.offsets:
+                        assert off.resume is not None
+                        tp = TopicPartition(off.resume["topic"], off.resume["partition"])
+                        self.committed[tp] = (off.position, int(off.resume["offset"]))
                     try:
                         consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in next_offsets.items()})
                     except KafkaError as exc:  # the warehouse holds the truth; the broker's copy can lag
                         log.warning("kafka commit failed (the warehouse offsets stand): %s", exc)
+                if records:
                     last_record = time.monotonic()
-                else:
-                    if self.release is not None:
-                        self.release()
+                elif self.release is not None:
+                    self.release()
                 lag = self._report_lag(consumer)
                 if idle_seconds is not None and not records and self.assigned and lag == 0 and \
                         time.monotonic() - last_record >= idle_seconds:
                     return
         finally:
             consumer.close(autocommit=False)
+
+    def _join(self, stored: Callable[..., Any]) -> KafkaConsumer:
+        consumer = self._consumer()
+        listener = _Assignments(self, consumer, stored)
+        self.assigned = set()
+        if self.config.topic_pattern:
+            consumer.subscribe(pattern=self.config.topic_pattern, listener=listener)
+        else:
+            consumer.subscribe(topics=self.config.topics, listener=listener)
+        return consumer
 
     def _report_lag(self, consumer: KafkaConsumer) -> int | None:
         """Sum of high-water mark minus position over the assigned partitions (None while unknown)."""

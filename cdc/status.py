@@ -9,8 +9,10 @@ import duckdb
 import orjson
 import psycopg
 import pymysql
+from kafka.errors import KafkaError
 
-from coexist.config import MariaDBSource, PostgresSource
+from cdc.kafka import partition_lag
+from coexist.config import KafkaSource, MariaDBSource, PostgresSource
 
 
 def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any] | None) -> dict[str, Any]:
@@ -46,6 +48,20 @@ def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any]
         return {"reachable": True, "behind_bytes": max(0, behind), "head": f"{head[0]}:{head[1]}"}
     except (psycopg.Error, pymysql.Error) as exc:
         return {"reachable": False, "error": str(exc).splitlines()[0]}
+
+
+def kafka_status(con: duckdb.DuckDBPyConnection, name: str, config: KafkaSource) -> dict[str, Any]:
+    """A Kafka source: per partition, the warehouse's next offset, the broker's high-water mark and the lag."""
+    committed = {r[0]: int(orjson.loads(r[1])["offset"]) for r in con.execute(
+        "SELECT partition, resume FROM cdc.offsets WHERE partition LIKE 'kafka:%' AND resume IS NOT NULL").fetchall()}
+    entry: dict[str, Any] = {"source": name, "kind": "kafka", "url": config.url()}
+    try:
+        partitions = partition_lag(config, committed)
+    except KafkaError as exc:
+        return entry | {"reachable": False, "error": str(exc), "partitions": []}
+    lags = [p["lag"] for p in partitions if p["lag"] is not None]
+    return entry | {"reachable": True, "partitions": partitions, "lag_total": sum(lags),
+                    "lag_max": max(lags, default=0)}
 
 
 def capture_status(con: duckdb.DuckDBPyConnection,

