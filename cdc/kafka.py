@@ -389,7 +389,8 @@ class KafkaReader:
                 if table is not None:
                     event.table = table
                 batch.events.append(event)
-                last_position = event.position
+                if event.op != "r":  # snapshot reads can share a position with the first change after them
+                    last_position = event.position
             if not messages:
                 continue
             # The consumer's position can be past the last record: transaction markers take offsets too.
