@@ -88,3 +88,39 @@ def test_config_flag_and_env_variable(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "cdc.idle_seconds" in proc.stderr
     proc = cli(data_dir, "--config", str(tmp_path / "missing.toml"), "sandbox", "status", check=False)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+@pytest.mark.parametrize("body,key", [
+    ('[scheduler.schedules]\ntime = "every minute"\n', "scheduler.schedules"),
+    ('[sources.bus]\nkind = "kafka"\n', "sources.bus.kafka"),
+    ('[sources.bus]\nkind = "kafka"\ntopic_pattern = "(unclosed"\n', "sources.bus.kafka"),
+    ('[sources.bus]\nkind = "kafka"\ntopics = ["a.b.c"]\ntables = {"a.b.c" = "no_dot"}\n', "sources.bus.kafka"),
+    ('[service]\nhttp_host = "0.0.0.0"\n', "service.http_host"),
+    ('[alerts]\nlag_seconds = -1\n', "alerts.lag_seconds"),
+])
+def test_service_and_kafka_config_errors_name_the_key(tmp_path: Path, body: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(write(tmp_path, body))
+    assert key in str(err.value), str(err.value)
+
+
+def test_six_field_cron_and_schedule_override(tmp_path: Path) -> None:
+    from coexist.scheduler import build_scheduler, register_reconciliations
+
+    settings = load_settings(write(tmp_path, f'data_dir = "{tmp_path}"\n[scheduler.schedules]\ntime = "*/5 * * * * *"\n'))
+    scheduler = build_scheduler(settings)
+    scheduler.start(paused=True)
+    try:
+        register_reconciliations(scheduler, settings, "coexist.jobs:run_reconciliation")
+        trigger = str(scheduler.get_job("reconcile:time").trigger)
+        assert "second='*/5'" in trigger
+    finally:
+        scheduler.shutdown(wait=False)
+    bad = load_settings(write(tmp_path, f'data_dir = "{tmp_path}"\n[scheduler.schedules]\nnope = "* * * * *"\n'))
+    scheduler = build_scheduler(bad)
+    scheduler.start(paused=True)
+    try:
+        with pytest.raises(ConfigError, match="scheduler.schedules.nope"):
+            register_reconciliations(scheduler, bad, "coexist.jobs:run_reconciliation")
+    finally:
+        scheduler.shutdown(wait=False)

@@ -21,6 +21,8 @@ def test_demo_end_to_end_and_again() -> None:
             out = cli(data_dir, "demo", "--scale", "tiny", timeout=600).stdout
             assert "live duplicate posting" in out and "caught" in out
             assert "demo finished" in out
+            report = (data_dir / "report.html").read_text()
+            assert report.count("<svg") >= 4 and "Open breaks by type and age" in report
         con = duckdb.connect(str(settings.warehouse_path), read_only=True)
         try:
             recons = {r[0] for r in con.execute("SELECT DISTINCT recon FROM recon.runs").fetchall()}
