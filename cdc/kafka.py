@@ -363,7 +363,7 @@ class KafkaReader:
             isolation_level="read_committed", session_timeout_ms=self.config.session_timeout_ms,
             heartbeat_interval_ms=self.config.heartbeat_interval_ms, max_poll_records=self.batch_size,
             max_poll_interval_ms=self.config.max_poll_interval_ms,
-            metadata_max_age_ms=5000)
+            metadata_max_age_ms=self.config.metadata_max_age_ms)
 
     def to_batch(self, records: dict[TopicPartition, list[Any]],
                  consumer: KafkaConsumer | None = None) -> tuple[Batch, dict[TopicPartition, int]]:

@@ -88,6 +88,8 @@ class KafkaSource(_Strict):
         default_factory=dict, description="topic prefix (Debezium topic.prefix) -> source name; default: the prefix")
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    metadata_max_age_ms: int = Field(
+        default=30000, ge=1000, description="how often topic_pattern looks for new topics")
     max_poll_interval_ms: int = Field(
         default=30000, ge=1000, description="also the rebalance timeout: how long a rebalance waits for a member")
     hold_seconds: float = Field(

@@ -3,6 +3,7 @@ from both sandbox databases out, two consumers in one group, one SIGKILLed, the 
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import json
 import os
@@ -115,6 +116,13 @@ max_poll_interval_ms = 10000
                 return (data_dir / f"{name}.log").read_text(errors="replace")
 
             publisher = start("publisher", "cdc", "publish")
+            # Members join once the publisher has created the topics (its snapshot is in them).
+            admin = KafkaAdminClient(bootstrap_servers=broker)
+            deadline = time.monotonic() + 120
+            while len([t for t in admin.list_topics() if re.match(r"(psa|erp)\.", t)]) < 19:
+                assert time.monotonic() < deadline and publisher.poll() is None, logs("publisher")[-2000:]
+                time.sleep(0.5)
+            admin.close()
             consumer_a = start("a", "cdc", "run")
             consumer_b = start("b", "cdc", "run", "--until-idle", "--idle-seconds", "10")
             stop = threading.Event()
@@ -123,14 +131,19 @@ max_poll_interval_ms = 10000
                 workload.run(state, stop, tx_per_second=25, seed=13, ddl_after=1e9)))
             worker.start()
             try:
-                # Kill A mid-stream while it owns partitions (not in the middle of a group rebalance).
-                deadline = time.monotonic() + 120
-                while time.monotonic() < deadline:
-                    moves = [line for line in logs("a").splitlines() if "partitions " in line]
-                    if moves and "assigned: ['" in moves[-1] and time.monotonic() > deadline - 115:
-                        break
+                # Kill A mid-stream, while both members own partitions and the group is settled: tansu
+                # wedges the group for good when a member dies half-way through a rebalance.
+                def settled(name: str) -> bool:
+                    moves = [line for line in logs(name).splitlines() if "partitions " in line]
+                    if not moves or "assigned: ['" not in moves[-1]:
+                        return False
+                    at = dt.datetime.strptime(moves[-1][:23], "%Y-%m-%d %H:%M:%S,%f")
+                    return (dt.datetime.now() - at).total_seconds() > 8
+
+                deadline = time.monotonic() + 150
+                while not (settled("a") and settled("b")) and time.monotonic() < deadline:
                     time.sleep(0.5)
-                time.sleep(3)
+                assert settled("a") and settled("b"), (logs("a")[-1500:], logs("b")[-1500:])
                 assert consumer_a.poll() is None, logs("a")[-3000:]
                 consumer_a.send_signal(signal.SIGKILL)
                 consumer_a.wait()
