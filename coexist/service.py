@@ -10,12 +10,14 @@ the readers between batches and closes the warehouse: nothing is half-written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,25 +79,24 @@ class Service:
 
     # ------------------------------------------------------------ jobs
 
+    @contextlib.contextmanager
+    def _cursor(self, locked: bool = True) -> Iterator[Any]:
+        """A cursor of the warehouse's database instance; `locked` keeps capture out meanwhile."""
+        with self.capture.lock if locked else contextlib.nullcontext():
+            cur = self.capture.sink.con.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+
     def _job(self, job: str, work: Any, locked: bool = True) -> Any:
         """Run one job on its own cursor, record its outcome, then publish the snapshot."""
         record = self.jobs.setdefault(job, JobRecord())
         record.last_started = time.time()
         started = time.perf_counter()
         try:
-            if locked:
-                with self.capture.lock:
-                    cur = self.capture.sink.con.cursor()
-                    try:
-                        result = work(cur)
-                    finally:
-                        cur.close()
-            else:
-                cur = self.capture.sink.con.cursor()
-                try:
-                    result = work(cur)
-                finally:
-                    cur.close()
+            with self._cursor(locked) as cur:
+                result = work(cur)
         except Exception as exc:
             record.failures += 1
             record.last_error = f"{type(exc).__name__}: {exc}"
@@ -112,13 +113,9 @@ class Service:
     def sources_ready(self) -> bool:
         """True once every source has committed its initial snapshot: before that, a reconciliation
         would report every row not yet copied as missing."""
-        with self.capture.lock:
-            cur = self.capture.sink.con.cursor()
-            try:
-                done = dict(cur.execute("SELECT source, bool_and(snapshot_done) FROM cdc.offsets GROUP BY source"
-                                        ).fetchall())
-            finally:
-                cur.close()
+        with self._cursor() as cur:
+            done = dict(cur.execute("SELECT source, bool_and(snapshot_done) FROM cdc.offsets GROUP BY source"
+                                    ).fetchall())
         return all(done.get(name) for name in self.capture.progress)
 
     def run_reconciliation(self, name: str, trigger: str = "schedule") -> RunResult | None:
