@@ -64,8 +64,15 @@ def main() -> None:
                 BinlogReader("erp", my, batch_size=5000, poll_seconds=0.1)])
             pub_thread = threading.Thread(target=publisher.run, kwargs={"install_signals": False}, daemon=True)
             pub_thread.start()
-            with console.status("publisher: JVM start and empty snapshot"):
-                wait_for(lambda: all(p.batches > 0 for p in publisher.progress.values()), 120)
+            with console.status("publisher: JVM start, slot active"):
+                def slot_active() -> bool:
+                    with sandbox.pg_app_connect(state) as conn:
+                        row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = "
+                                           "'coexist_publish'").fetchone()
+                    return bool(row and row[0])
+
+                wait_for(slot_active, 180)
+                time.sleep(2)
             next_id = 1
             for source in ("psa", "erp"):
                 with console.status(f"publish {args.rows:,} rows from {source}"):
