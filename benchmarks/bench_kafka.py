@@ -130,7 +130,8 @@ def main() -> None:
     table.add_row("consume, Kafka -> DuckDB (one member)", f"{out['consume']:,.0f} events/s")
     for source in ("psa", "erp"):
         p50, p95, n = out[f"lag_{source}"]
-        table.add_row(f"end-to-end lag {source} at 1k ev/s total, p50 / p95", f"{p50:.3f} s / {p95:.3f} s ({n:,} events)")
+        table.add_row(f"end-to-end lag {source}, p50 / p95", f"{p50:.3f} s / {p95:.3f} s ({n:,} events, "
+                      f"{n / args.lag_seconds:,.0f}/s)")
     console.print(table)
     console.print(f"peak RSS of this process (Python + JVM, publisher and consumer): {peak_mb():,.0f} MB")
 
