@@ -191,7 +191,6 @@ class KafkaPublishSink:
                                       transactional_id=settings.transactional_id, enable_idempotence=True,
                                       acks="all", linger_ms=5, max_in_flight_requests_per_connection=5)
         self.producer.init_transactions()
-        self.published = 0
 
     def _ensure_topics(self, names: list[str], partitions: int, compact: bool = False) -> None:
         missing = [n for n in names if n not in self._topics]
@@ -272,7 +271,6 @@ class KafkaPublishSink:
         stats.seconds = time.perf_counter() - started
         newest = max((e.ts_ms for e in batch.events), default=0)
         stats.lag_ms = int(time.time() * 1000) - newest if newest else None
-        self.published += len(encoded)
         return stats
 
     def close(self) -> None:
