@@ -88,13 +88,20 @@ def run(settings: Settings, scale: str = "small", console: Console | None = None
     capture = Capture(settings.warehouse_path, readers)
     changes: dict[str, Any] = {}
     with console.status("capturing both systems (snapshot, then live changes)") as status:
-        worker = threading.Thread(target=capture.run, kwargs={"idle_seconds": 4.0, "install_signals": False},
-                                  daemon=True)
+        worker = threading.Thread(target=capture.run, kwargs={"install_signals": False}, daemon=True)
         worker.start()
         while not all(p.batches > 0 for p in capture.progress.values()) and worker.is_alive():
             time.sleep(0.2)
         status.update("snapshot applied; making live changes in the PSA and the ERP")
+        before = {name: p.batches for name, p in capture.progress.items()}
         changes = _live_changes(state)
+        # Wait for the changes themselves (a quiet spell is not proof on a busy machine), then a little more.
+        deadline = time.monotonic() + 120
+        while worker.is_alive() and time.monotonic() < deadline and not all(
+                p.batches > before[name] for name, p in capture.progress.items()):
+            time.sleep(0.2)
+        time.sleep(2.0)
+        capture.stop.set()
         worker.join()
     errors = {name: p.error for name, p in capture.progress.items() if p.error}
     if errors:

@@ -50,7 +50,7 @@ schedule = "0 3 * * *"
                 if settings.warehouse_path.exists():
                     try:
                         con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-                    except duckdb.IOException:
+                    except (duckdb.IOException, duckdb.ConnectionException):  # the job holds it (same process)
                         time.sleep(0.2)
                         continue
                     try:
