@@ -61,6 +61,21 @@ def _live_changes(state: sandbox.SandboxState) -> dict[str, Any]:
     return {"approved_and_double_posted": entry_id, "paid_invoice": invoice[0], "renamed_client": client[0]}
 
 
+def _captured(capture: Capture, changes: dict[str, Any]) -> bool:
+    with capture.lock:
+        cur = capture.sink.con.cursor()
+        try:
+            renamed = cur.execute("SELECT count(*) FROM replica_psa.clients WHERE client_id = ? AND "
+                                  "client_name LIKE '%(renamed)'", [changes["renamed_client"]]).fetchall()[0][0]
+            postings = cur.execute("SELECT count(*) FROM replica_erp.labor_postings WHERE psa_entry_ref = ?",
+                                   [changes["approved_and_double_posted"]]).fetchall()[0][0]
+        except duckdb.Error:
+            return False
+        finally:
+            cur.close()
+    return bool(renamed) and postings >= 2
+
+
 def run(settings: Settings, scale: str = "small", console: Console | None = None) -> dict[str, float]:
     console = console or Console()
     timings: dict[str, float] = {}
@@ -93,14 +108,13 @@ def run(settings: Settings, scale: str = "small", console: Console | None = None
         while not all(p.batches > 0 for p in capture.progress.values()) and worker.is_alive():
             time.sleep(0.2)
         status.update("snapshot applied; making live changes in the PSA and the ERP")
-        before = {name: p.batches for name, p in capture.progress.items()}
         changes = _live_changes(state)
-        # Wait for the changes themselves (a quiet spell is not proof on a busy machine), then a little more.
+        # Wait for the last change in each system to be in the replica (a quiet spell is no proof on a
+        # busy machine): the renamed client (PSA) and the second posting (ERP).
         deadline = time.monotonic() + 120
-        while worker.is_alive() and time.monotonic() < deadline and not all(
-                p.batches > before[name] for name, p in capture.progress.items()):
-            time.sleep(0.2)
-        time.sleep(2.0)
+        while worker.is_alive() and time.monotonic() < deadline and not _captured(capture, changes):
+            time.sleep(0.5)
+        time.sleep(1.0)
         capture.stop.set()
         worker.join()
     errors = {name: p.error for name, p in capture.progress.items() if p.error}
