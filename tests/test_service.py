@@ -101,6 +101,8 @@ def service_run() -> Iterator[dict[str, Any]]:
             return rows[0][0] == 1
 
         wait_for("the live duplicate posting in the snapshot", duplicate_in_snapshot, 120, proc)
+        wait_for("an invoices run in the snapshot", lambda: snapshot_rows(
+            snap, "SELECT count(*) FROM recon.runs WHERE recon = 'invoices'")[0][0] > 0, 60, proc)
         wait_for("golden records in the snapshot",
                  lambda: snapshot_rows(snap, "SELECT count(*) FROM mdm.golden_customer")[0][0] > 0, 60, proc)
         # Another process (this one) reads the snapshot while the service keeps writing.
