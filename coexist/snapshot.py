@@ -16,6 +16,8 @@ from pathlib import Path
 
 import duckdb
 
+from cdc.sink import quote
+
 
 @dataclass
 class Published:
@@ -24,10 +26,6 @@ class Published:
     views: int
     seconds: float
     bytes: int
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def publish(con: duckdb.DuckDBPyConnection, target: Path, exclude: list[str] | None = None) -> Published:
@@ -49,9 +47,9 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, exclude: list[str] | N
             for schema, table in found:
                 if f"{schema}.{table}".lower() in excluded:
                     continue
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {alias}.{_q(schema)}")
-                con.execute(f"CREATE TABLE {alias}.{_q(schema)}.{_q(table)} AS "
-                            f"SELECT * FROM {_q(home)}.{_q(schema)}.{_q(table)}")
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {alias}.{quote(schema)}")
+                con.execute(f"CREATE TABLE {alias}.{quote(schema)}.{quote(table)} AS "
+                            f"SELECT * FROM {quote(home)}.{quote(schema)}.{quote(table)}")
                 tables += 1
             con.execute("COMMIT")
         except BaseException:
@@ -63,14 +61,14 @@ def publish(con: duckdb.DuckDBPyConnection, target: Path, exclude: list[str] | N
         con.execute(f"USE {alias}")
         try:
             for schema, sql in defined:
-                con.execute(f"CREATE SCHEMA IF NOT EXISTS {_q(schema)}")
+                con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(schema)}")
                 try:
                     con.execute(sql)
                     views += 1
                 except (duckdb.CatalogException, duckdb.BinderException):
                     pass  # the view reads an excluded table
         finally:
-            con.execute(f"USE {_q(home)}")
+            con.execute(f"USE {quote(home)}")
     except BaseException:
         con.execute(f"DETACH {alias}")
         tmp.unlink(missing_ok=True)
