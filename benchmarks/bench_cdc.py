@@ -34,8 +34,8 @@ from cdc.debezium import DebeziumPostgresReader
 from cdc.events import ChangeEvent, position_key
 from cdc.runner import Capture
 from cdc.sink import ApplyStats, Batch, DuckDBSink, Offset
-from coexist import sandbox
 from coexist.config import Settings
+from coexist.sandbox import servers as sandbox
 
 console = Console()
 
@@ -45,19 +45,43 @@ def peak_mb() -> float:
 
 
 def sink_only(path: Path, n: int, batch_size: int = 20_000) -> float:
-    cols = {"id": "BIGINT", "customer": "VARCHAR", "hours": "DECIMAL(8,2)", "amount": "DECIMAL(14,2)",
-            "work_date": "DATE", "status": "VARCHAR", "updated_at": "TIMESTAMPTZ"}
+    cols = {
+        "id": "BIGINT",
+        "customer": "VARCHAR",
+        "hours": "DECIMAL(8,2)",
+        "amount": "DECIMAL(14,2)",
+        "work_date": "DATE",
+        "status": "VARCHAR",
+        "updated_at": "TIMESTAMPTZ",
+    }
     now = dt.datetime.now(dt.UTC)
     batches = []
     for start in range(0, n, batch_size):
         events = []
         for i in range(start, min(n, start + batch_size)):
             key = i % (n // 2)  # half the events update rows written earlier
-            row = {"id": key, "customer": f"C{key % 9973:06d}", "hours": decimal.Decimal("7.50"),
-                   "amount": decimal.Decimal("1125.00"), "work_date": dt.date(2026, 1, 1 + key % 28),
-                   "status": "approved", "updated_at": now}
-            events.append(ChangeEvent("bench", "time_entries", "c" if i < n // 2 else "u", {"id": key},
-                                      None, row, position_key(1, i), i, columns=cols))
+            row = {
+                "id": key,
+                "customer": f"C{key % 9973:06d}",
+                "hours": decimal.Decimal("7.50"),
+                "amount": decimal.Decimal("1125.00"),
+                "work_date": dt.date(2026, 1, 1 + key % 28),
+                "status": "approved",
+                "updated_at": now,
+            }
+            events.append(
+                ChangeEvent(
+                    "bench",
+                    "time_entries",
+                    "c" if i < n // 2 else "u",
+                    {"id": key},
+                    None,
+                    row,
+                    position_key(1, i),
+                    i,
+                    columns=cols,
+                )
+            )
         batches.append(Batch(events=events, offsets=[Offset("bench", "", events[-1].position)]))
     with DuckDBSink(path) as sink:
         started = time.perf_counter()
@@ -68,22 +92,30 @@ def sink_only(path: Path, n: int, batch_size: int = 20_000) -> float:
 
 def create_bench_tables(state: sandbox.SandboxState) -> None:
     with sandbox.pg_app_connect(state) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_events (id bigint PRIMARY KEY, payload text, "
-                     "created_at timestamptz NOT NULL DEFAULT clock_timestamp())")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS bench_events (id bigint PRIMARY KEY, payload text, "
+            "created_at timestamptz NOT NULL DEFAULT clock_timestamp())"
+        )
         conn.execute("ALTER TABLE bench_events REPLICA IDENTITY FULL")
     with sandbox.my_app_connect(state) as conn, conn.cursor() as cur:
-        cur.execute("CREATE TABLE IF NOT EXISTS bench_events (id BIGINT PRIMARY KEY, payload VARCHAR(64), "
-                    "created_at DATETIME(6) NOT NULL DEFAULT NOW(6))")
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS bench_events (id BIGINT PRIMARY KEY, payload VARCHAR(64), "
+            "created_at DATETIME(6) NOT NULL DEFAULT NOW(6))"
+        )
 
 
 def bulk_insert(state: sandbox.SandboxState, source: str, first: int, n: int) -> None:
     if source == "psa":
         with sandbox.pg_app_connect(state) as conn:
-            conn.execute("INSERT INTO bench_events (id, payload) SELECT g, md5(g::text) FROM generate_series(%s, %s) g",
-                         (first, first + n - 1))
+            conn.execute(
+                "INSERT INTO bench_events (id, payload) SELECT g, md5(g::text) FROM generate_series(%s, %s) g",
+                (first, first + n - 1),
+            )
     else:
         with sandbox.my_app_connect(state) as conn, conn.cursor() as cur:
-            cur.execute(f"INSERT INTO bench_events (id, payload) SELECT seq, MD5(seq) FROM seq_{first}_to_{first + n - 1}")
+            cur.execute(
+                f"INSERT INTO bench_events (id, payload) SELECT seq, MD5(seq) FROM seq_{first}_to_{first + n - 1}"
+            )
 
 
 def wait_for(predicate: Any, timeout: float = 600.0) -> None:
@@ -104,8 +136,11 @@ class Counter:
     def apply(self, batch: Batch) -> ApplyStats:
         self.events += sum(1 for e in batch.events if e.table == "bench_events")
         for offset in batch.offsets:
-            self.stored[offset.source] = {"position": offset.position, "resume": offset.resume,
-                                          "snapshot_done": offset.snapshot_done}
+            self.stored[offset.source] = {
+                "position": offset.position,
+                "resume": offset.resume,
+                "snapshot_done": offset.snapshot_done,
+            }
         return ApplyStats(received=len(batch.events), applied=len(batch.events))
 
 
@@ -126,8 +161,9 @@ def reader_alone(state: sandbox.SandboxState, settings: Settings, source: str, f
             head = cur.fetchone()
         conn.close()
         counter.stored["erp_alone"] = {"resume": {"file": head[0], "pos": int(head[1])}, "snapshot_done": True}
-    thread = threading.Thread(target=reader.run, args=(counter.apply, lambda s, p: counter.stored.get(s), stop, None),
-                              daemon=True)
+    thread = threading.Thread(
+        target=reader.run, args=(counter.apply, lambda s, p: counter.stored.get(s), stop, None), daemon=True
+    )
     thread.start()
     time.sleep(8 if source == "psa" else 1)  # JVM start and streaming start
     started = time.perf_counter()
@@ -162,8 +198,10 @@ def main() -> None:
             next_id += args.rows
             results[source] = {"alone": alone}
 
-        readers: list[Any] = [DebeziumPostgresReader("psa", srcs["psa"], data_dir / "cdc", batch_size=5000),
-                              BinlogReader("erp", srcs["erp"], batch_size=5000, poll_seconds=0.1)]
+        readers: list[Any] = [
+            DebeziumPostgresReader("psa", srcs["psa"], data_dir / "cdc", batch_size=5000),
+            BinlogReader("erp", srcs["erp"], batch_size=5000, poll_seconds=0.1),
+        ]
         capture = Capture(settings.warehouse_path, readers)
         thread = threading.Thread(target=capture.run, kwargs={"install_signals": False}, daemon=True)
         thread.start()
@@ -196,13 +234,25 @@ def main() -> None:
         thread.join(timeout=60)
         con = duckdb.connect(str(settings.warehouse_path), read_only=True)
         for source in ("psa", "erp"):
-            lags = [r[0] for r in con.execute(
-                "SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS TIMESTAMPTZ)) FROM cdc.changelog "
-                "WHERE source = ? AND table_name = 'bench_events' AND CAST(after->>'id' AS BIGINT) >= ?",
-                [source, lag_first_id]).fetchall()] if source == "psa" else [r[0] for r in con.execute(
-                "SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS TIMESTAMP)) "
-                "FROM cdc.changelog WHERE source = ? AND table_name = 'bench_events' AND CAST(after->>'id' AS BIGINT) >= ?",
-                [source, lag_first_id]).fetchall()]
+            lags = (
+                [
+                    r[0]
+                    for r in con.execute(
+                        "SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS TIMESTAMPTZ)) FROM cdc.changelog "
+                        "WHERE source = ? AND table_name = 'bench_events' AND CAST(after->>'id' AS BIGINT) >= ?",
+                        [source, lag_first_id],
+                    ).fetchall()
+                ]
+                if source == "psa"
+                else [
+                    r[0]
+                    for r in con.execute(
+                        "SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS TIMESTAMP)) "
+                        "FROM cdc.changelog WHERE source = ? AND table_name = 'bench_events' AND CAST(after->>'id' AS BIGINT) >= ?",
+                        [source, lag_first_id],
+                    ).fetchall()
+                ]
+            )
             lags.sort()
             results[source]["lag_p50"] = statistics.median(lags) / 1000 if lags else float("nan")
             results[source]["lag_p95"] = lags[int(len(lags) * 0.95)] / 1000 if lags else float("nan")
@@ -213,16 +263,32 @@ def main() -> None:
         shutil.rmtree(data_dir, ignore_errors=True)
 
     table = Table(title=f"CDC, {args.rows:,}-row transaction, steady 1k events/s per source")
-    for col in ("reader", "reader alone ev/s", "end to end ev/s", "e2e / alone", "lag p50 s", "lag p95 s",
-                "lag events"):
+    for col in (
+        "reader",
+        "reader alone ev/s",
+        "end to end ev/s",
+        "e2e / alone",
+        "lag p50 s",
+        "lag p95 s",
+        "lag events",
+    ):
         table.add_column(col, justify="right")
     names = {"psa": "PostgreSQL (embedded Debezium)", "erp": "MariaDB (binlog)"}
     for source, r in results.items():
-        table.add_row(names[source], f"{r['alone']:,.0f}", f"{r['e2e']:,.0f}", f"{r['e2e'] / r['alone']:.0%}",
-                      f"{r['lag_p50']:.3f}", f"{r['lag_p95']:.3f}", f"{r['lag_events']:,}")
+        table.add_row(
+            names[source],
+            f"{r['alone']:,.0f}",
+            f"{r['e2e']:,.0f}",
+            f"{r['e2e'] / r['alone']:.0%}",
+            f"{r['lag_p50']:.3f}",
+            f"{r['lag_p95']:.3f}",
+            f"{r['lag_events']:,}",
+        )
     console.print(table)
-    console.print(f"sink alone: {sink_rate:,.0f} events/s applying {args.sink_events:,} synthetic events "
-                  f"(half inserts, half updates)")
+    console.print(
+        f"sink alone: {sink_rate:,.0f} events/s applying {args.sink_events:,} synthetic events "
+        f"(half inserts, half updates)"
+    )
     console.print(f"peak RSS of this process (Python + JVM): {peak_mb():,.0f} MB")
 
 

@@ -59,16 +59,22 @@ def main() -> None:
             srcs = sandbox.sandbox_sources(state)
             pg, my = srcs["psa"].model_copy(update={"slot_name": "coexist_publish"}), srcs["erp"]
             assert isinstance(pg, PostgresSource) and isinstance(my, MariaDBSource)
-            publisher = Capture(KafkaPublishSink(PublishSettings(bootstrap_servers=broker)), [
-                DebeziumPostgresReader("psa", pg, data_dir / "publish", batch_size=5000),
-                BinlogReader("erp", my, batch_size=5000, poll_seconds=0.1)])
+            publisher = Capture(
+                KafkaPublishSink(PublishSettings(bootstrap_servers=broker)),
+                [
+                    DebeziumPostgresReader("psa", pg, data_dir / "publish", batch_size=5000),
+                    BinlogReader("erp", my, batch_size=5000, poll_seconds=0.1),
+                ],
+            )
             pub_thread = threading.Thread(target=publisher.run, kwargs={"install_signals": False}, daemon=True)
             pub_thread.start()
             with console.status("publisher: JVM start, slot active"):
+
                 def slot_active() -> bool:
                     with sandbox.pg_app_connect(state) as conn:
-                        row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = "
-                                           "'coexist_publish'").fetchone()
+                        row = conn.execute(
+                            "SELECT active FROM pg_replication_slots WHERE slot_name = 'coexist_publish'"
+                        ).fetchone()
                     return bool(row and row[0])
 
                 wait_for(slot_active, 180)
@@ -83,8 +89,11 @@ def main() -> None:
                     out[f"publish_{source}"] = args.rows / (time.perf_counter() - started)
                     next_id += args.rows
 
-            consumer = KafkaReader("bus", KafkaSource(kind="kafka", bootstrap_servers=broker,
-                                                      topic_pattern=r"(psa|erp)\..*"), batch_size=5000)
+            consumer = KafkaReader(
+                "bus",
+                KafkaSource(kind="kafka", bootstrap_servers=broker, topic_pattern=r"(psa|erp)\..*"),
+                batch_size=5000,
+            )
             capture = Capture(settings.warehouse_path, [consumer])
             con_thread = threading.Thread(target=capture.run, kwargs={"install_signals": False}, daemon=True)
             total = sum(p.applied for p in publisher.progress.values())
@@ -111,12 +120,19 @@ def main() -> None:
             pub_thread.join(timeout=60)
             con = duckdb.connect(str(settings.warehouse_path), read_only=True)
             for source, kind in (("psa", "TIMESTAMPTZ"), ("erp", "TIMESTAMP")):
-                lags = sorted(r[0] for r in con.execute(
-                    f"SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS {kind})) FROM cdc.changelog "
-                    "WHERE source = ? AND table_name = 'bench_events' AND CAST(after->>'id' AS BIGINT) >= ?",
-                    [source, lag_first_id]).fetchall())
-                out[f"lag_{source}"] = (statistics.median(lags) / 1000, lags[int(len(lags) * 0.95)] / 1000,
-                                        len(lags)) if lags else (float("nan"), float("nan"), 0)
+                lags = sorted(
+                    r[0]
+                    for r in con.execute(
+                        f"SELECT epoch_ms(applied_at) - epoch_ms(CAST(after->>'created_at' AS {kind})) FROM cdc.changelog "
+                        "WHERE source = ? AND table_name = 'bench_events' AND CAST(after->>'id' AS BIGINT) >= ?",
+                        [source, lag_first_id],
+                    ).fetchall()
+                )
+                out[f"lag_{source}"] = (
+                    (statistics.median(lags) / 1000, lags[int(len(lags) * 0.95)] / 1000, len(lags))
+                    if lags
+                    else (float("nan"), float("nan"), 0)
+                )
             con.close()
     finally:
         sandbox.down(settings)
@@ -130,8 +146,10 @@ def main() -> None:
     table.add_row("consume, Kafka -> DuckDB (one member)", f"{out['consume']:,.0f} events/s")
     for source in ("psa", "erp"):
         p50, p95, n = out[f"lag_{source}"]
-        table.add_row(f"end-to-end lag {source}, p50 / p95", f"{p50:.3f} s / {p95:.3f} s ({n:,} events, "
-                      f"{n / args.lag_seconds:,.0f}/s)")
+        table.add_row(
+            f"end-to-end lag {source}, p50 / p95",
+            f"{p50:.3f} s / {p95:.3f} s ({n:,} events, {n / args.lag_seconds:,.0f}/s)",
+        )
     console.print(table)
     console.print(f"peak RSS of this process (Python + JVM, publisher and consumer): {peak_mb():,.0f} MB")
 

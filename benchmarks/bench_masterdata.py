@@ -27,7 +27,7 @@ from _child import run_child  # type: ignore[import-not-found]
 from rich.console import Console
 from rich.table import Table
 
-from coexist import generator
+from coexist.sandbox import generator
 
 console = Console()
 
@@ -108,16 +108,36 @@ print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SEL
 
 def make_records(n_records: int, path: Path, seed: int) -> int:
     """About two source records per company (PSA + ERP, with duplicates): n_records / 1.98 companies."""
-    spec = generator.Scale(customers=max(10, int(n_records / 1.98)), projects_per_customer=1, resources=10,
-                           time_entries=10, seed=seed)
+    spec = generator.Scale(
+        customers=max(10, int(n_records / 1.98)), projects_per_customer=1, resources=10, time_entries=10, seed=seed
+    )
     _, psa, erp = generator.build_customers(spec, np.random.default_rng(seed))
-    frame = pl.concat([
-        psa.select(source_system=pl.lit("psa"), source_id=pl.col("client_id").cast(pl.String), name="client_name",
-                   tax_id="tax_id", country="billing_country", city="billing_city", postcode="billing_postcode",
-                   street="billing_address", true_id="true_id"),
-        erp.select(source_system=pl.lit("erp"), source_id="cust_no", name="name", tax_id="vat_no", country="country",
-                   city="city", postcode="postcode", street="street", true_id="true_id"),
-    ])
+    frame = pl.concat(
+        [
+            psa.select(
+                source_system=pl.lit("psa"),
+                source_id=pl.col("client_id").cast(pl.String),
+                name="client_name",
+                tax_id="tax_id",
+                country="billing_country",
+                city="billing_city",
+                postcode="billing_postcode",
+                street="billing_address",
+                true_id="true_id",
+            ),
+            erp.select(
+                source_system=pl.lit("erp"),
+                source_id="cust_no",
+                name="name",
+                tax_id="vat_no",
+                country="country",
+                city="city",
+                postcode="postcode",
+                street="street",
+                true_id="true_id",
+            ),
+        ]
+    )
     frame.write_parquet(path)
     return frame.height
 
@@ -148,16 +168,24 @@ def main() -> None:
         else:
             theirs = {"error": f"no interpreter at {args.splink_python}"}
         if "incremental_wall" in ours:
-            incremental.append(f"coexist incremental run on {rows:,} records after {ours['incremental_changed']:,} "
-                               f"changed: {float(ours['incremental_wall']):.1f} s ({ours['incremental_touched']:,} "
-                               f"clusters touched) vs {float(ours['wall']):.1f} s full")  # type: ignore[arg-type]
+            incremental.append(
+                f"coexist incremental run on {rows:,} records after {ours['incremental_changed']:,} "
+                f"changed: {float(ours['incremental_wall']):.1f} s ({ours['incremental_touched']:,} "
+                f"clusters touched) vs {float(ours['wall']):.1f} s full"
+            )  # type: ignore[arg-type]
         for name, r in (("coexist", ours), ("Splink 5 (DuckDB)", theirs)):
             if "error" in r:
                 table.add_row(f"{rows:,}", name, "-", "-", "-", "-", f"error: {r['error']}")
             else:
-                table.add_row(f"{rows:,}", name, f"{float(r['wall']):.1f}", f"{float(r['rss_mb']):,.0f}",  # type: ignore[arg-type]
-                              f"{float(r['precision']):.4f}", f"{float(r['recall']):.4f}",  # type: ignore[arg-type]
-                              f"{float(r['f1']):.4f}")  # type: ignore[arg-type]
+                table.add_row(
+                    f"{rows:,}",
+                    name,
+                    f"{float(r['wall']):.1f}",
+                    f"{float(r['rss_mb']):,.0f}",  # type: ignore[arg-type]
+                    f"{float(r['precision']):.4f}",
+                    f"{float(r['recall']):.4f}",  # type: ignore[arg-type]
+                    f"{float(r['f1']):.4f}",
+                )  # type: ignore[arg-type]
         for stale in work.glob(f"*{n}*"):
             stale.unlink()
     console.print(table)

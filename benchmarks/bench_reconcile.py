@@ -134,11 +134,17 @@ def main() -> None:
         con.close()
     results: dict[str, dict[str, object]] = {}
     with console.status("coexist"):
-        results["coexist"] = run_child(sys.executable, COEXIST.format(memory=args.memory), str(left), str(right),
-                                       str(work / "bench_warehouse.duckdb"))
+        results["coexist"] = run_child(
+            sys.executable,
+            COEXIST.format(memory=args.memory),
+            str(left),
+            str(right),
+            str(work / "bench_warehouse.duckdb"),
+        )
     with console.status("plain DuckDB full outer join"):
-        results["plain DuckDB join"] = run_child(sys.executable, PLAIN.format(memory=args.memory), str(left),
-                                                 str(right))
+        results["plain DuckDB join"] = run_child(
+            sys.executable, PLAIN.format(memory=args.memory), str(left), str(right)
+        )
     if Path(args.datacompy_python).exists():
         with console.status("datacompy (Polars)"):
             results["datacompy Polars"] = run_child(args.datacompy_python, DATACOMPY.format(), str(left), str(right))
@@ -155,14 +161,21 @@ def main() -> None:
             continue
         wall = float(r["wall"])  # type: ignore[arg-type]
         ratio = f"{wall / float(plain_wall):.2f}x" if isinstance(plain_wall, float) else "-"
-        table.add_row(name, f"{wall:.1f}", f"{float(r['rss_mb']):,.0f}", ratio,  # type: ignore[arg-type]
-                      ", ".join(f"{k} {v:,}" for k, v in sorted(r["counts"].items())))  # type: ignore[union-attr]
+        table.add_row(
+            name,
+            f"{wall:.1f}",
+            f"{float(r['rss_mb']):,.0f}",
+            ratio,  # type: ignore[arg-type]
+            ", ".join(f"{k} {v:,}" for k, v in sorted(r["counts"].items())),
+        )  # type: ignore[union-attr]
     console.print(table)
     coexist_counts = results["coexist"].get("counts", {})
     console.print(f"planted: {', '.join(f'{k} {v:,}' for k, v in sorted(expected.items()))}")
     console.print(f"coexist found every planted break with its type: {coexist_counts == expected}")
-    console.print("datacompy reports per-column unequal counts and one-sided rows; it cannot count duplicate "
-                  "postings (its join keeps both duplicates as matches).")
+    console.print(
+        "datacompy reports per-column unequal counts and one-sided rows; it cannot count duplicate "
+        "postings (its join keeps both duplicates as matches)."
+    )
     for path in (left, right, work / "bench_warehouse.duckdb"):
         path.unlink(missing_ok=True)
     os.rmdir(work) if not any(work.iterdir()) else None

@@ -17,8 +17,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from coexist import generator, sandbox
 from coexist.config import Settings
+from coexist.sandbox import generator
+from coexist.sandbox import servers as sandbox
 
 
 def main() -> None:
@@ -40,8 +41,14 @@ def main() -> None:
         for col in ("time entries", "labor postings", "invoices", "wall s", "rows/s", "peak RSS MB"):
             table.add_column(col, justify="right")
         rows = sum(v for k, v in summary.items() if not k.startswith("planted"))
-        table.add_row(f"{summary['psa.time_entries']:,}", f"{summary['erp.labor_postings']:,}",
-                      f"{summary['psa.invoices']:,}", f"{wall:.1f}", f"{rows / wall:,.0f}", f"{peak_mb:,.0f}")
+        table.add_row(
+            f"{summary['psa.time_entries']:,}",
+            f"{summary['erp.labor_postings']:,}",
+            f"{summary['psa.invoices']:,}",
+            f"{wall:.1f}",
+            f"{rows / wall:,.0f}",
+            f"{peak_mb:,.0f}",
+        )
         console.print(table)
     finally:
         sandbox.down(settings)

@@ -63,13 +63,16 @@ def main() -> None:
     os.chmod(data_dir, 0o755)
     settings = Settings(data_dir=data_dir)
     env = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")} | {
-        "COEXIST_DATA_DIR": str(data_dir), "COEXIST_SERVICE__HTTP_PORT": "0"}
-    coexist = [sys.executable, "-m", "coexist.cli"]
+        "COEXIST_DATA_DIR": str(data_dir),
+        "COEXIST_SERVICE__HTTP_PORT": "0",
+    }
+    coexist = [sys.executable, "-m", "coexist"]
     try:
         started = time.perf_counter()
         with console.status(f"coexist demo --scale {args.scale}"):
-            demo = subprocess.run([*coexist, "demo", "--scale", args.scale], env=env, cwd=data_dir,
-                                  capture_output=True, text=True)
+            demo = subprocess.run(
+                [*coexist, "demo", "--scale", args.scale], env=env, cwd=data_dir, capture_output=True, text=True
+            )
         demo_seconds = time.perf_counter() - started
         if demo.returncode != 0:
             raise SystemExit(f"demo failed:\n{demo.stdout}\n{demo.stderr}")
@@ -110,8 +113,9 @@ def main() -> None:
     table.add_column("value", justify="right")
     table.add_row(f"demo wall time (--scale {args.scale})", f"{demo_seconds:.1f} s")
     table.add_row("service idle: CPU / RSS mean / RSS peak", f"{idle[0]:.1f}% / {idle[1]:,.0f} MB / {idle[2]:,.0f} MB")
-    table.add_row("service at 1k events/s: CPU / RSS mean / RSS peak",
-                  f"{busy[0]:.1f}% / {busy[1]:,.0f} MB / {busy[2]:,.0f} MB")
+    table.add_row(
+        "service at 1k events/s: CPU / RSS mean / RSS peak", f"{busy[0]:.1f}% / {busy[1]:,.0f} MB / {busy[2]:,.0f} MB"
+    )
     inserted = next_id[0] - 1_000_000
     table.add_row("rows inserted during the busy phase (rate)", f"{inserted:,} ({inserted / args.seconds:,.0f}/s)")
     table.add_row("service exit code after SIGTERM", str(code))

@@ -26,18 +26,15 @@ from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, RotateEvent, 
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
+from cdc.config import MariaDBSource
 from cdc.events import ChangeEvent, dumps, position_key
 from cdc.sink import Batch, Offset
-from coexist.config import MariaDBSource
+from core.errors import SourceUnavailable
 
 log = logging.getLogger("coexist.cdc.binlog")
 logging.getLogger("pymysqlreplication").setLevel(logging.ERROR)
 
 VERSION = "coexist-binlog-1"
-
-
-class SourceUnavailable(RuntimeError):
-    """The source database cannot be reached; the message says what was tried."""
 
 
 def mysql_type(data_type: str, precision: int | None, scale: int | None, column_type: str) -> str:
@@ -118,8 +115,14 @@ class _Table:
 class BinlogReader:
     """Reads one MariaDB/MySQL database: snapshot when needed, then the binlog."""
 
-    def __init__(self, name: str, config: MariaDBSource, batch_size: int = 5000, poll_seconds: float = 0.5,
-                 connect_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: MariaDBSource,
+        batch_size: int = 5000,
+        poll_seconds: float = 0.5,
+        connect_timeout: float = 60.0,
+    ) -> None:
         self.name = name
         self.config = config
         self.batch_size = batch_size
@@ -134,17 +137,31 @@ class BinlogReader:
     # ------------------------------------------------------------ connections
 
     def _settings(self) -> dict[str, Any]:
-        return {"host": self.config.host, "port": self.config.port, "user": self.config.user,
-                "passwd": self.config.resolved_password() or ""}
+        return {
+            "host": self.config.host,
+            "port": self.config.port,
+            "user": self.config.user,
+            "passwd": self.config.resolved_password() or "",
+        }
 
     def connect(self) -> pymysql.Connection:
-        @retry(retry=retry_if_exception_type(pymysql.err.OperationalError),
-               wait=wait_exponential(multiplier=0.2, max=5), stop=stop_after_delay(self.connect_timeout),
-               reraise=True)
+        @retry(
+            retry=retry_if_exception_type(pymysql.err.OperationalError),
+            wait=wait_exponential(multiplier=0.2, max=5),
+            stop=stop_after_delay(self.connect_timeout),
+            reraise=True,
+        )
         def attempt() -> pymysql.Connection:
-            return pymysql.connect(host=self.config.host, port=self.config.port, user=self.config.user,
-                                   password=self.config.resolved_password() or "", database=self.config.database,
-                                   charset="utf8mb4", autocommit=True, connect_timeout=5)
+            return pymysql.connect(
+                host=self.config.host,
+                port=self.config.port,
+                user=self.config.user,
+                password=self.config.resolved_password() or "",
+                database=self.config.database,
+                charset="utf8mb4",
+                autocommit=True,
+                connect_timeout=5,
+            )
 
         try:
             return attempt()
@@ -177,8 +194,11 @@ class BinlogReader:
 
     def list_tables(self, conn: pymysql.Connection) -> list[str]:
         with conn.cursor() as cur:
-            cur.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-                        "AND table_type = 'BASE TABLE' ORDER BY table_name", (self.config.database,))
+            cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "AND table_type = 'BASE TABLE' ORDER BY table_name",
+                (self.config.database,),
+            )
             names = [r[0] for r in cur.fetchall()]
         if self.config.tables:
             names = [n for n in names if n in self.config.tables]
@@ -191,7 +211,9 @@ class BinlogReader:
             cur.execute(
                 "SELECT column_name, data_type, numeric_precision, numeric_scale, column_type, column_key "
                 "FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
-                "ORDER BY ordinal_position", (self.config.database, name))
+                "ORDER BY ordinal_position",
+                (self.config.database, name),
+            )
             rows = cur.fetchall()
         columns = {r[0]: mysql_type(r[1], r[2], r[3], r[4]) for r in rows}
         key = [r[0] for r in rows if r[5] == "PRI"]
@@ -199,12 +221,26 @@ class BinlogReader:
         self._tables[name] = table
         return table
 
-    def _source_info(self, table: str, ts_ms: int, snapshot: str, file: str, pos: int, row: int,
-                     gtid: str | None, server_id: int = 0) -> dict[str, Any]:
-        return {"version": VERSION, "connector": "mariadb" if self.is_mariadb else "mysql", "name": self.name,
-                "ts_ms": ts_ms, "snapshot": snapshot, "db": self.config.database, "sequence": None,
-                "table": table, "server_id": server_id, "gtid": gtid, "file": file, "pos": pos, "row": row,
-                "thread": None, "query": None}
+    def _source_info(
+        self, table: str, ts_ms: int, snapshot: str, file: str, pos: int, row: int, gtid: str | None, server_id: int = 0
+    ) -> dict[str, Any]:
+        return {
+            "version": VERSION,
+            "connector": "mariadb" if self.is_mariadb else "mysql",
+            "name": self.name,
+            "ts_ms": ts_ms,
+            "snapshot": snapshot,
+            "db": self.config.database,
+            "sequence": None,
+            "table": table,
+            "server_id": server_id,
+            "gtid": gtid,
+            "file": file,
+            "pos": pos,
+            "row": row,
+            "thread": None,
+            "query": None,
+        }
 
     @staticmethod
     def _file_index(file: str) -> int:
@@ -252,11 +288,21 @@ class BinlogReader:
                     cur.execute(f"SELECT {cols} FROM `{name}`")
                     for row in cur:
                         after = {k: _plain(v) for k, v in row.items()}
-                        pending.append(ChangeEvent(
-                            source=self.name, table=name, op="r", key={k: after[k] for k in meta.key},
-                            before=None, after=after, position=snap_pos, ts_ms=ts_ms, snapshot="true",
-                            source_info=self._source_info(name, ts_ms, "true", file, pos, 0, gtid),
-                            columns=meta.columns))
+                        pending.append(
+                            ChangeEvent(
+                                source=self.name,
+                                table=name,
+                                op="r",
+                                key={k: after[k] for k in meta.key},
+                                before=None,
+                                after=after,
+                                position=snap_pos,
+                                ts_ms=ts_ms,
+                                snapshot="true",
+                                source_info=self._source_info(name, ts_ms, "true", file, pos, 0, gtid),
+                                columns=meta.columns,
+                            )
+                        )
                         if len(pending) >= self.batch_size:
                             yield self._snapshot_batch(pending, resume, snap_pos, first, False, tables)
                             pending, first = [], False
@@ -266,8 +312,15 @@ class BinlogReader:
         finally:
             conn.close()
 
-    def _snapshot_batch(self, events: list[ChangeEvent], resume: dict[str, Any], snap_pos: str, first: bool,
-                        done: bool, tables: list[str] | None) -> Batch:
+    def _snapshot_batch(
+        self,
+        events: list[ChangeEvent],
+        resume: dict[str, Any],
+        snap_pos: str,
+        first: bool,
+        done: bool,
+        tables: list[str] | None,
+    ) -> Batch:
         batch = Batch(events=events)
         if tables is None:
             batch.offsets.append(Offset(self.name, "", snap_pos, resume | {"snapshot": True}, snapshot_done=done))
@@ -279,8 +332,9 @@ class BinlogReader:
 
     # ------------------------------------------------------------ streaming
 
-    def stream(self, resume: dict[str, Any], stop: threading.Event, idle_seconds: float | None = None
-               ) -> Iterator[Batch]:
+    def stream(
+        self, resume: dict[str, Any], stop: threading.Event, idle_seconds: float | None = None
+    ) -> Iterator[Batch]:
         """Binlog changes from `resume` (file/pos at a transaction boundary) until `stop` or idle."""
         file, pos = resume["file"], int(resume["pos"])
         gtid: str | None = resume.get("gtid")
@@ -301,25 +355,43 @@ class BinlogReader:
         finally:
             ctl.close()
 
-    def _read_until_eof(self, ctl: pymysql.Connection, file: str, pos: int, gtid: str | None,
-                        stop: threading.Event) -> Iterator[tuple[Batch, str, int, str | None]]:
+    def _read_until_eof(
+        self, ctl: pymysql.Connection, file: str, pos: int, gtid: str | None, stop: threading.Event
+    ) -> Iterator[tuple[Batch, str, int, str | None]]:
         """Read to the end of the binlog; batches close only at transaction ends."""
         stream = BinLogStreamReader(
-            connection_settings=self._settings(), server_id=self.server_id, resume_stream=True,
+            connection_settings=self._settings(),
+            server_id=self.server_id,
+            resume_stream=True,
             # is_mariadb=True would ignore file/pos and start from the oldest binlog; the classic dump
             # command honours them on MariaDB too, and still receives MariaDB's GTID events.
-            log_file=file, log_pos=pos, blocking=False, is_mariadb=False,
-            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent, QueryEvent, XidEvent, RotateEvent,
-                         MariadbGtidEvent],
-            pymysql_wrapper=self._bounded_wrapper(), enable_logging=False,
+            log_file=file,
+            log_pos=pos,
+            blocking=False,
+            is_mariadb=False,
+            only_events=[
+                WriteRowsEvent,
+                UpdateRowsEvent,
+                DeleteRowsEvent,
+                QueryEvent,
+                XidEvent,
+                RotateEvent,
+                MariadbGtidEvent,
+            ],
+            pymysql_wrapper=self._bounded_wrapper(),
+            enable_logging=False,
         )
         pending: list[ChangeEvent] = []
         committed: list[ChangeEvent] = []
         current_file = file
 
         def flush() -> tuple[Batch, str, int, str | None]:
-            return self._stream_batch(committed, stream.log_file, stream.log_pos, gtid), \
-                stream.log_file, stream.log_pos, gtid
+            return (
+                self._stream_batch(committed, stream.log_file, stream.log_pos, gtid),
+                stream.log_file,
+                stream.log_pos,
+                gtid,
+            )
 
         try:
             for event in stream:
@@ -392,32 +464,55 @@ class BinlogReader:
             assert image is not None
             if op == "u" and before is not None and any(before.get(k) != image.get(k) for k in meta.key):
                 # A primary-key change is a delete of the old key and a create of the new one, as Debezium does.
-                out.append(ChangeEvent(
-                    source=self.name, table=table, op="d", key={k: before[k] for k in meta.key}, before=before,
-                    after=None, position=position_key(file_index, start_pos, 2 * i), ts_ms=ts_ms,
-                    source_info=self._source_info(table, ts_ms, "false", file, start_pos, i, gtid,
-                                                  event.packet.server_id), columns=meta.columns))
+                out.append(
+                    ChangeEvent(
+                        source=self.name,
+                        table=table,
+                        op="d",
+                        key={k: before[k] for k in meta.key},
+                        before=before,
+                        after=None,
+                        position=position_key(file_index, start_pos, 2 * i),
+                        ts_ms=ts_ms,
+                        source_info=self._source_info(
+                            table, ts_ms, "false", file, start_pos, i, gtid, event.packet.server_id
+                        ),
+                        columns=meta.columns,
+                    )
+                )
                 op_row, before_row, pos_row = "c", None, 2 * i + 1
             else:
                 op_row, before_row, pos_row = op, before, 2 * i
-            out.append(ChangeEvent(
-                source=self.name, table=table, op=op_row, key={k: image[k] for k in meta.key}, before=before_row,
-                after=after, position=position_key(file_index, start_pos, pos_row), ts_ms=ts_ms,
-                source_info=self._source_info(table, ts_ms, "false", file, start_pos, i, gtid,
-                                              event.packet.server_id),
-                columns=meta.columns))
+            out.append(
+                ChangeEvent(
+                    source=self.name,
+                    table=table,
+                    op=op_row,
+                    key={k: image[k] for k in meta.key},
+                    before=before_row,
+                    after=after,
+                    position=position_key(file_index, start_pos, pos_row),
+                    ts_ms=ts_ms,
+                    source_info=self._source_info(
+                        table, ts_ms, "false", file, start_pos, i, gtid, event.packet.server_id
+                    ),
+                    columns=meta.columns,
+                )
+            )
         return out
 
     def _stream_batch(self, events: list[ChangeEvent], file: str, pos: int, gtid: str | None) -> Batch:
         last = events[-1].position if events else position_key(self._file_index(file), pos, 0)
-        return Batch(events=list(events),
-                     offsets=[Offset(self.name, "", last, {"file": file, "pos": int(pos), "gtid": gtid},
-                                     snapshot_done=True)])
+        return Batch(
+            events=list(events),
+            offsets=[Offset(self.name, "", last, {"file": file, "pos": int(pos), "gtid": gtid}, snapshot_done=True)],
+        )
 
     # ------------------------------------------------------------ the whole reader
 
-    def batches(self, stored: dict[str, Any] | None, stop: threading.Event, idle_seconds: float | None = None
-                ) -> Iterator[Batch]:
+    def batches(
+        self, stored: dict[str, Any] | None, stop: threading.Event, idle_seconds: float | None = None
+    ) -> Iterator[Batch]:
         """Snapshot if there is no finished snapshot in the warehouse, then stream."""
         resume = (stored or {}).get("resume")
         if stored is None or not stored.get("snapshot_done") or not resume:
@@ -483,4 +578,5 @@ class BinlogReader:
             raise SourceUnavailable(
                 f"source {self.name!r}: binlog {resume['file']} is gone from the server (purged?); "
                 f"the replica cannot be brought up to date from the log. Run `coexist cdc resnapshot --source "
-                f"{self.name}` to take a fresh snapshot.")
+                f"{self.name}` to take a fresh snapshot."
+            )

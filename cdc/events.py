@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from core.errors import TerminalError
+
 UNAVAILABLE = "__debezium_unavailable_value"
 """PostgreSQL's placeholder for an unchanged TOASTed value: the sink keeps the previous value."""
 
@@ -22,7 +24,7 @@ EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 EPOCH_DATE = dt.date(1970, 1, 1)
 
 
-class DecodeError(ValueError):
+class DecodeError(TerminalError, ValueError):
     """An event that cannot be decoded; it goes to `cdc.dead_letter` with this message."""
 
 
@@ -88,20 +90,39 @@ def dumps(value: Any) -> str:
 # ---------------------------------------------------------------- Debezium logical types
 
 _CONNECT_TYPES = {
-    "int8": "SMALLINT", "int16": "SMALLINT", "int32": "INTEGER", "int64": "BIGINT",
-    "float32": "FLOAT", "float64": "DOUBLE", "float": "DOUBLE", "double": "DOUBLE",
-    "boolean": "BOOLEAN", "string": "VARCHAR", "bytes": "BLOB",
+    "int8": "SMALLINT",
+    "int16": "SMALLINT",
+    "int32": "INTEGER",
+    "int64": "BIGINT",
+    "float32": "FLOAT",
+    "float64": "DOUBLE",
+    "float": "DOUBLE",
+    "double": "DOUBLE",
+    "boolean": "BOOLEAN",
+    "string": "VARCHAR",
+    "bytes": "BLOB",
 }
 _LOGICAL_TYPES = {
-    "io.debezium.time.Date": "DATE", "org.apache.kafka.connect.data.Date": "DATE",
-    "io.debezium.time.Time": "TIME", "io.debezium.time.MicroTime": "TIME", "io.debezium.time.NanoTime": "TIME",
+    "io.debezium.time.Date": "DATE",
+    "org.apache.kafka.connect.data.Date": "DATE",
+    "io.debezium.time.Time": "TIME",
+    "io.debezium.time.MicroTime": "TIME",
+    "io.debezium.time.NanoTime": "TIME",
     "org.apache.kafka.connect.data.Time": "TIME",
-    "io.debezium.time.Timestamp": "TIMESTAMP", "io.debezium.time.MicroTimestamp": "TIMESTAMP",
-    "io.debezium.time.NanoTimestamp": "TIMESTAMP", "org.apache.kafka.connect.data.Timestamp": "TIMESTAMP",
-    "io.debezium.time.ZonedTimestamp": "TIMESTAMPTZ", "io.debezium.time.ZonedTime": "VARCHAR",
-    "io.debezium.data.Json": "JSON", "io.debezium.data.Enum": "VARCHAR", "io.debezium.data.EnumSet": "VARCHAR",
-    "io.debezium.data.Uuid": "UUID", "io.debezium.data.VariableScaleDecimal": "DECIMAL(38,10)",
-    "io.debezium.time.Year": "INTEGER", "io.debezium.data.Xml": "VARCHAR", "io.debezium.data.Bits": "BLOB",
+    "io.debezium.time.Timestamp": "TIMESTAMP",
+    "io.debezium.time.MicroTimestamp": "TIMESTAMP",
+    "io.debezium.time.NanoTimestamp": "TIMESTAMP",
+    "org.apache.kafka.connect.data.Timestamp": "TIMESTAMP",
+    "io.debezium.time.ZonedTimestamp": "TIMESTAMPTZ",
+    "io.debezium.time.ZonedTime": "VARCHAR",
+    "io.debezium.data.Json": "JSON",
+    "io.debezium.data.Enum": "VARCHAR",
+    "io.debezium.data.EnumSet": "VARCHAR",
+    "io.debezium.data.Uuid": "UUID",
+    "io.debezium.data.VariableScaleDecimal": "DECIMAL(38,10)",
+    "io.debezium.time.Year": "INTEGER",
+    "io.debezium.data.Xml": "VARCHAR",
+    "io.debezium.data.Bits": "BLOB",
 }
 
 
@@ -206,8 +227,13 @@ class DebeziumDecoder:
                 out[name] = convert(value)
         return out
 
-    def decode(self, key_json: str | bytes | None, value_json: str | bytes | None,
-               partition: str = "", extra_source: dict[str, Any] | None = None) -> ChangeEvent | None:
+    def decode(
+        self,
+        key_json: str | bytes | None,
+        value_json: str | bytes | None,
+        partition: str = "",
+        extra_source: dict[str, Any] | None = None,
+    ) -> ChangeEvent | None:
         """One event, or None for a tombstone (Debezium's follow-up to a delete; nothing to apply)."""
         if value_json is None or value_json in ("", b"", "null", b"null"):
             return None
@@ -244,8 +270,7 @@ class DebeziumDecoder:
         if op != "d" and after is None:
             raise DecodeError(f"{op} event without an after image")
 
-        key_payload = key_doc.get("payload", key_doc) if isinstance(key_doc, dict) and "schema" in key_doc \
-            else key_doc
+        key_payload = key_doc.get("payload", key_doc) if isinstance(key_doc, dict) and "schema" in key_doc else key_doc
         if not isinstance(key_payload, dict) or not key_payload:
             raise DecodeError("event has no primary key (tables without keys cannot be replicated)")
         key_plan = self._plan(key_doc["schema"]) if isinstance(key_doc, dict) and "schema" in key_doc else None
@@ -260,10 +285,17 @@ class DebeziumDecoder:
         snapshot = source_info.get("snapshot")
         snapshot_flag = None if snapshot in (None, "false", False) else str(snapshot)
         return ChangeEvent(
-            source=self.source, table=table, op=op, key=key, before=before, after=after,
-            position=self._position_of(source_info | {"_op": op}, partition), ts_ms=int(payload.get("ts_ms") or
-                                                                           source_info.get("ts_ms") or 0),
-            partition=partition, snapshot=snapshot_flag if op == "r" else None, source_info=source_info,
+            source=self.source,
+            table=table,
+            op=op,
+            key=key,
+            before=before,
+            after=after,
+            position=self._position_of(source_info | {"_op": op}, partition),
+            ts_ms=int(payload.get("ts_ms") or source_info.get("ts_ms") or 0),
+            partition=partition,
+            snapshot=snapshot_flag if op == "r" else None,
+            source_info=source_info,
             transaction=payload.get("transaction"),
             columns=row_plan.columns if row_plan is not None else {},
         )
@@ -300,6 +332,5 @@ def debezium_position(source_info: dict[str, Any], partition: str = "") -> str:
         change = str(source_info.get("change_lsn") or "0").replace(":", "")
         return position_key(int(commit or "0", 16), int(change or "0", 16))
     if "scn" in source_info:
-        return position_key(int(source_info.get("commit_scn") or source_info["scn"] or 0),
-                            int(source_info["scn"] or 0))
+        return position_key(int(source_info.get("commit_scn") or source_info["scn"] or 0), int(source_info["scn"] or 0))
     return position_key(int(source_info.get("ts_ms") or 0))

@@ -36,6 +36,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
+from cdc.config import KafkaSource, PublishSettings
 from cdc.events import (
     EPOCH_DATE,
     UNAVAILABLE,
@@ -47,7 +48,6 @@ from cdc.events import (
     position_key,
 )
 from cdc.sink import ApplyStats, Batch, Offset
-from coexist.config import KafkaSource, PublishSettings
 
 log = logging.getLogger("coexist.kafka")
 
@@ -62,15 +62,23 @@ def _connect_field(name: str, duck_type: str) -> tuple[dict[str, Any], Callable[
     """The Kafka Connect schema of one column and a function turning its Python value into JSON."""
     t = duck_type.upper()
     if t.startswith("DECIMAL"):
-        precision, scale = (int(x) for x in t[t.index("(") + 1:-1].split(",")) if "(" in t else (18, 3)
+        precision, scale = (int(x) for x in t[t.index("(") + 1 : -1].split(",")) if "(" in t else (18, 3)
 
         def dec(v: Any) -> Any:
             unscaled = int(decimal.Decimal(v).scaleb(scale).to_integral_value())
-            return base64.b64encode(unscaled.to_bytes(max(1, (unscaled.bit_length() + 8) // 8), "big",
-                                                      signed=True)).decode()
+            return base64.b64encode(
+                unscaled.to_bytes(max(1, (unscaled.bit_length() + 8) // 8), "big", signed=True)
+            ).decode()
 
-        return ({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
-                 "parameters": {"scale": str(scale), "connect.decimal.precision": str(precision)}}, dec)
+        return (
+            {
+                "type": "bytes",
+                "name": "org.apache.kafka.connect.data.Decimal",
+                "version": 1,
+                "parameters": {"scale": str(scale), "connect.decimal.precision": str(precision)},
+            },
+            dec,
+        )
     if t in ("TINYINT", "SMALLINT", "UTINYINT"):
         return {"type": "int16"}, int
     if t in ("INTEGER", "USMALLINT"):
@@ -84,9 +92,9 @@ def _connect_field(name: str, duck_type: str) -> tuple[dict[str, Any], Callable[
     if t == "BOOLEAN":
         return {"type": "boolean"}, bool
     if t == "DATE":
-        return ({"type": "int32", "name": "io.debezium.time.Date", "version": 1},
-                lambda v: (v - EPOCH_DATE).days)
+        return ({"type": "int32", "name": "io.debezium.time.Date", "version": 1}, lambda v: (v - EPOCH_DATE).days)
     if t == "TIME":
+
         def micro_time(v: Any) -> int:
             if isinstance(v, dt.timedelta):
                 return v // MICRO
@@ -94,14 +102,20 @@ def _connect_field(name: str, duck_type: str) -> tuple[dict[str, Any], Callable[
 
         return {"type": "int64", "name": "io.debezium.time.MicroTime", "version": 1}, micro_time
     if t in ("TIMESTAMP", "TIMESTAMP_NS", "DATETIME"):
-        return ({"type": "int64", "name": "io.debezium.time.MicroTimestamp", "version": 1},
-                lambda v: (v.replace(tzinfo=None) - EPOCH_NAIVE) // MICRO)
+        return (
+            {"type": "int64", "name": "io.debezium.time.MicroTimestamp", "version": 1},
+            lambda v: (v.replace(tzinfo=None) - EPOCH_NAIVE) // MICRO,
+        )
     if t in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
-        return ({"type": "string", "name": "io.debezium.time.ZonedTimestamp", "version": 1},
-                lambda v: (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).isoformat())
+        return (
+            {"type": "string", "name": "io.debezium.time.ZonedTimestamp", "version": 1},
+            lambda v: (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).isoformat(),
+        )
     if t == "JSON":
-        return ({"type": "string", "name": "io.debezium.data.Json", "version": 1},
-                lambda v: v if isinstance(v, str) else dumps(v))
+        return (
+            {"type": "string", "name": "io.debezium.data.Json", "version": 1},
+            lambda v: v if isinstance(v, str) else dumps(v),
+        )
     if t == "BLOB":
         return {"type": "bytes"}, lambda v: base64.b64encode(v).decode()
     return {"type": "string"}, lambda v: v if isinstance(v, str) else str(v)
@@ -137,17 +151,35 @@ class Encoder:
                 fields.append(schema | {"optional": name not in event.key, "field": name})
                 encoders[name] = encode
             row = {"type": "struct", "fields": fields, "optional": True, "name": f"{topic}.Value"}
-            source = {"type": "struct", "optional": False, "name": "io.debezium.connector.coexist.Source",
-                      "field": "source", "fields": [
-                          {"type": "string", "optional": True, "field": f}
-                          for f in ("version", "connector", "name", "db", "schema", "table", "snapshot",
-                                    "coexist_position")]}
-            value_schema = {"type": "struct", "optional": False, "name": f"{topic}.Envelope", "version": 1,
-                            "fields": [row | {"field": "before"}, row | {"field": "after"}, source,
-                                       {"type": "string", "optional": False, "field": "op"},
-                                       {"type": "int64", "optional": True, "field": "ts_ms"}]}
-            key_schema = {"type": "struct", "optional": False, "name": f"{topic}.Key",
-                          "fields": [f for f in fields if f["field"] in event.key]}
+            source = {
+                "type": "struct",
+                "optional": False,
+                "name": "io.debezium.connector.coexist.Source",
+                "field": "source",
+                "fields": [
+                    {"type": "string", "optional": True, "field": f}
+                    for f in ("version", "connector", "name", "db", "schema", "table", "snapshot", "coexist_position")
+                ],
+            }
+            value_schema = {
+                "type": "struct",
+                "optional": False,
+                "name": f"{topic}.Envelope",
+                "version": 1,
+                "fields": [
+                    row | {"field": "before"},
+                    row | {"field": "after"},
+                    source,
+                    {"type": "string", "optional": False, "field": "op"},
+                    {"type": "int64", "optional": True, "field": "ts_ms"},
+                ],
+            }
+            key_schema = {
+                "type": "struct",
+                "optional": False,
+                "name": f"{topic}.Key",
+                "fields": [f for f in fields if f["field"] in event.key],
+            }
             plan = self._plans[cache] = _TablePlan(value_schema, key_schema, encoders)
         return plan
 
@@ -167,8 +199,13 @@ class Encoder:
         plan = self._plan(topic, event)
         source = {k: v for k, v in event.source_info.items() if not k.startswith("_")}
         source |= {"name": event.source, "table": event.table, "coexist_position": event.position}
-        payload = {"before": self._row(plan, event.before), "after": self._row(plan, event.after),
-                   "source": source, "op": event.op, "ts_ms": event.ts_ms}
+        payload = {
+            "before": self._row(plan, event.before),
+            "after": self._row(plan, event.after),
+            "source": source,
+            "op": event.op,
+            "ts_ms": event.ts_ms,
+        }
         key = {"schema": plan.key_schema, "payload": self._row(plan, event.key)}
         value = {"schema": plan.value_schema, "payload": payload}
         return topic, orjson.dumps(key, default=str), orjson.dumps(value, default=str)
@@ -187,9 +224,15 @@ class KafkaPublishSink:
         self._topics: set[str] = set(self.admin.list_topics())
         self._ensure_topics([settings.offsets_topic], partitions=1, compact=True)
         self.positions = self._read_positions()
-        self.producer = KafkaProducer(bootstrap_servers=settings.bootstrap_servers, client_id=client_id,
-                                      transactional_id=settings.transactional_id, enable_idempotence=True,
-                                      acks="all", linger_ms=5, max_in_flight_requests_per_connection=5)
+        self.producer = KafkaProducer(
+            bootstrap_servers=settings.bootstrap_servers,
+            client_id=client_id,
+            transactional_id=settings.transactional_id,
+            enable_idempotence=True,
+            acks="all",
+            linger_ms=5,
+            max_in_flight_requests_per_connection=5,
+        )
         self.producer.init_transactions()
 
     def _ensure_topics(self, names: list[str], partitions: int, compact: bool = False) -> None:
@@ -203,8 +246,12 @@ class KafkaPublishSink:
 
     def _read_positions(self) -> dict[tuple[str, str], dict[str, Any]]:
         """The last committed position per (source, partition), from the offsets topic."""
-        consumer = KafkaConsumer(bootstrap_servers=self.settings.bootstrap_servers, enable_auto_commit=False,
-                                 isolation_level="read_committed", auto_offset_reset="earliest")
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+        )
         try:
             tp = TopicPartition(self.settings.offsets_topic, 0)
             consumer.assign([tp])
@@ -240,9 +287,16 @@ class KafkaPublishSink:
             try:
                 encoded.append(self.encoder.encode(event))
             except (TypeError, ValueError, AttributeError, decimal.InvalidOperation) as exc:
-                dead.append(DeadLetter(event.source, event.table, f"cannot encode for Kafka: {exc}",
-                                       dumps({"key": event.key, "after": event.after}), event.position,
-                                       event.partition))
+                dead.append(
+                    DeadLetter(
+                        event.source,
+                        event.table,
+                        f"cannot encode for Kafka: {exc}",
+                        dumps({"key": event.key, "after": event.after}),
+                        event.position,
+                        event.partition,
+                    )
+                )
         self._ensure_topics(sorted({t for t, _, _ in encoded}), self.settings.partitions)
         if dead:
             self._ensure_topics([self.settings.dead_letter_topic], 1)
@@ -251,14 +305,28 @@ class KafkaPublishSink:
             for topic, key, value in encoded:
                 self.producer.send(topic, key=key, value=value)
             for d in dead:
-                self.producer.send(self.settings.dead_letter_topic, value=orjson.dumps(
-                    {"source": d.source, "table": d.table, "reason": d.reason, "raw": d.raw, "position": d.position}))
+                self.producer.send(
+                    self.settings.dead_letter_topic,
+                    value=orjson.dumps(
+                        {"source": d.source, "table": d.table, "reason": d.reason, "raw": d.raw, "position": d.position}
+                    ),
+                )
             docs: list[dict[str, Any]] = [
-                {"source": o.source, "partition": o.partition, "position": o.position, "resume": o.resume,
-                 "snapshot_done": o.snapshot_done} for o in batch.offsets]
+                {
+                    "source": o.source,
+                    "partition": o.partition,
+                    "position": o.position,
+                    "resume": o.resume,
+                    "snapshot_done": o.snapshot_done,
+                }
+                for o in batch.offsets
+            ]
             for doc in docs:
-                self.producer.send(self.settings.offsets_topic, key=f"{doc['source']}|{doc['partition']}".encode(),
-                                   value=orjson.dumps(doc))
+                self.producer.send(
+                    self.settings.offsets_topic,
+                    key=f"{doc['source']}|{doc['partition']}".encode(),
+                    value=orjson.dumps(doc),
+                )
             self.producer.commit_transaction()
         except BaseException:
             with contextlib.suppress(KafkaError):
@@ -321,8 +389,13 @@ class _Assignments(ConsumerRebalanceListener):
 class KafkaReader:
     """A member of a consumer group applying Debezium topics to the warehouse."""
 
-    def __init__(self, name: str, config: KafkaSource, batch_size: int = 5000,
-                 on_lag: Callable[[str, int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        config: KafkaSource,
+        batch_size: int = 5000,
+        on_lag: Callable[[str, int, int], None] | None = None,
+    ) -> None:
         self.name = name
         self.config = config
         self.batch_size = batch_size
@@ -356,15 +429,22 @@ class KafkaReader:
 
     def _consumer(self) -> KafkaConsumer:
         return KafkaConsumer(
-            bootstrap_servers=self.config.bootstrap_servers, group_id=self.config.group_id,
-            client_id=f"coexist-{self.name}", enable_auto_commit=False, auto_offset_reset="earliest",
-            isolation_level="read_committed", session_timeout_ms=self.config.session_timeout_ms,
-            heartbeat_interval_ms=self.config.heartbeat_interval_ms, max_poll_records=self.batch_size,
+            bootstrap_servers=self.config.bootstrap_servers,
+            group_id=self.config.group_id,
+            client_id=f"coexist-{self.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            session_timeout_ms=self.config.session_timeout_ms,
+            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            max_poll_records=self.batch_size,
             max_poll_interval_ms=self.config.max_poll_interval_ms,
-            metadata_max_age_ms=self.config.metadata_max_age_ms)
+            metadata_max_age_ms=self.config.metadata_max_age_ms,
+        )
 
-    def to_batch(self, records: dict[TopicPartition, list[Any]],
-                 consumer: KafkaConsumer | None = None) -> tuple[Batch, dict[TopicPartition, int]]:
+    def to_batch(
+        self, records: dict[TopicPartition, list[Any]], consumer: KafkaConsumer | None = None
+    ) -> tuple[Batch, dict[TopicPartition, int]]:
         batch = Batch()
         next_offsets: dict[TopicPartition, int] = {}
         for tp, messages in records.items():
@@ -374,13 +454,18 @@ class KafkaReader:
             last_position = None
             for message in messages:
                 try:
-                    event = decoder.decode(message.key, message.value, partition=part,
-                                           extra_source={"kafka_offset": message.offset})
+                    event = decoder.decode(
+                        message.key, message.value, partition=part, extra_source={"kafka_offset": message.offset}
+                    )
                 except DecodeError as exc:
-                    raw = message.value.decode(errors="replace") if isinstance(message.value, bytes) else \
-                        str(message.value)
-                    batch.dead_letters.append(DeadLetter(source, table or tp.topic, str(exc), raw,
-                                                         position_key(message.offset), part))
+                    raw = (
+                        message.value.decode(errors="replace")
+                        if isinstance(message.value, bytes)
+                        else str(message.value)
+                    )
+                    batch.dead_letters.append(
+                        DeadLetter(source, table or tp.topic, str(exc), raw, position_key(message.offset), part)
+                    )
                     continue
                 if event is None:  # tombstone
                     continue
@@ -396,8 +481,9 @@ class KafkaReader:
             next_offsets[tp] = next_offset
             # Positions of one partition are all source positions (published by coexist) or all offsets.
             position = last_position or self.committed.get(tp, ("", 0))[0]
-            batch.offsets.append(Offset(source, part, position,
-                                        {"topic": tp.topic, "partition": tp.partition, "offset": next_offset}))
+            batch.offsets.append(
+                Offset(source, part, position, {"topic": tp.topic, "partition": tp.partition, "offset": next_offset})
+            )
         return batch, next_offsets
 
     def _markers_batch(self, consumer: KafkaConsumer) -> tuple[Batch, dict[TopicPartition, int]]:
@@ -414,12 +500,23 @@ class KafkaReader:
                 continue
             if now > next_offset:
                 moved[tp] = now
-                batch.offsets.append(Offset(self.source_for(tp.topic)[0], partition_id(tp.topic, tp.partition),
-                                            position, {"topic": tp.topic, "partition": tp.partition, "offset": now}))
+                batch.offsets.append(
+                    Offset(
+                        self.source_for(tp.topic)[0],
+                        partition_id(tp.topic, tp.partition),
+                        position,
+                        {"topic": tp.topic, "partition": tp.partition, "offset": now},
+                    )
+                )
         return batch, moved
 
-    def run(self, apply: Callable[[Batch], ApplyStats], stored: Callable[..., Any], stop: threading.Event,
-            idle_seconds: float | None) -> None:
+    def run(
+        self,
+        apply: Callable[[Batch], ApplyStats],
+        stored: Callable[..., Any],
+        stop: threading.Event,
+        idle_seconds: float | None,
+    ) -> None:
         consumer = self._join(stored)
         last_record = unassigned_since = time.monotonic()
         # A rebalance may wait up to the rebalance timeout (max_poll_interval_ms) for a member that died.
@@ -451,8 +548,13 @@ class KafkaReader:
                 elif self.release is not None:
                     self.release()
                 lag = self._report_lag(consumer)
-                if idle_seconds is not None and not records and self.assigned and lag == 0 and \
-                        time.monotonic() - last_record >= idle_seconds:
+                if (
+                    idle_seconds is not None
+                    and not records
+                    and self.assigned
+                    and lag == 0
+                    and time.monotonic() - last_record >= idle_seconds
+                ):
                     return
         finally:
             consumer.close(autocommit=False)
@@ -492,13 +594,20 @@ def partition_lag(config: KafkaSource, committed: dict[str, int]) -> list[dict[s
 
     `committed` maps `kafka:<topic>:<n>` to the next offset the warehouse will apply.
     """
-    consumer = KafkaConsumer(bootstrap_servers=config.bootstrap_servers, enable_auto_commit=False,
-                             isolation_level="read_committed", auto_offset_reset="earliest",
-                             request_timeout_ms=10000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=config.bootstrap_servers,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+        auto_offset_reset="earliest",
+        request_timeout_ms=10000,
+    )
     try:
         pattern = re.compile(config.topic_pattern) if config.topic_pattern else None
-        topics = [t for t in consumer.topics() if (config.topics and t in config.topics) or
-                  (pattern is not None and pattern.fullmatch(t))]
+        topics = [
+            t
+            for t in consumer.topics()
+            if (config.topics and t in config.topics) or (pattern is not None and pattern.fullmatch(t))
+        ]
         tps = [TopicPartition(t, p) for t in sorted(topics) for p in sorted(consumer.partitions_for_topic(t) or [])]
         if not tps:
             return []
@@ -514,8 +623,15 @@ def partition_lag(config: KafkaSource, committed: dict[str, int]) -> list[dict[s
         for tp in tps:
             high = consumer.highwater(tp)
             next_offset = committed.get(partition_id(tp.topic, tp.partition), 0)
-            rows.append({"topic": tp.topic, "partition": tp.partition, "next_offset": next_offset,
-                         "high_water": high, "lag": None if high is None else max(0, high - next_offset)})
+            rows.append(
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "next_offset": next_offset,
+                    "high_water": high,
+                    "lag": None if high is None else max(0, high - next_offset),
+                }
+            )
         return rows
     finally:
         consumer.close()

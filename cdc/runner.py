@@ -22,9 +22,8 @@ import kafka.errors
 import psycopg
 import pymysql
 
-from cdc.binlog import SourceUnavailable
-from cdc.debezium import ConnectorFailed
 from cdc.sink import ApplyStats, Batch, DuckDBSink
+from core.errors import SourceUnavailable, WarehouseError
 
 log = logging.getLogger("coexist.cdc")
 
@@ -32,13 +31,17 @@ Apply = Callable[[Batch], ApplyStats]
 Stored = Callable[[str, str], "dict[str, Any] | None"]
 
 
-TRANSIENT = (SourceUnavailable, ConnectorFailed, psycopg.OperationalError, pymysql.err.OperationalError,
-             pymysql.err.InterfaceError, ConnectionError, OSError, kafka.errors.BrokerNotAvailableError,
-             kafka.errors.KafkaConnectionError, kafka.errors.KafkaTimeoutError)
-
-
-class WarehouseError(RuntimeError):
-    """The warehouse could not be written (disk full, file damaged); capture stops."""
+TRANSIENT = (
+    SourceUnavailable,
+    psycopg.OperationalError,
+    pymysql.err.OperationalError,
+    pymysql.err.InterfaceError,
+    ConnectionError,
+    OSError,
+    kafka.errors.BrokerNotAvailableError,
+    kafka.errors.KafkaConnectionError,
+    kafka.errors.KafkaTimeoutError,
+)
 
 
 class Sink(Protocol):
@@ -75,8 +78,13 @@ class SourceProgress:
 class Capture:
     """Runs readers against one warehouse until stopped or idle."""
 
-    def __init__(self, warehouse: Path | Sink, readers: list[Reader],
-                 on_batch: Callable[[str, ApplyStats], None] | None = None, retry_seconds: float = 120.0) -> None:
+    def __init__(
+        self,
+        warehouse: Path | Sink,
+        readers: list[Reader],
+        on_batch: Callable[[str, ApplyStats], None] | None = None,
+        retry_seconds: float = 120.0,
+    ) -> None:
         self.retry_seconds = retry_seconds
         self.sink: Any = DuckDBSink(warehouse) if isinstance(warehouse, Path) else warehouse
         self.readers = readers
@@ -121,7 +129,8 @@ class Capture:
                     raise WarehouseError(
                         f"cannot write the warehouse {getattr(self.sink, 'path', '')}: {exc}. Nothing was "
                         "half-applied; free disk space (or fix the file) and run again to resume from the last "
-                        "commit.") from exc
+                        "commit."
+                    ) from exc
                 except TRANSIENT as exc:
                     if self.stop.is_set() or time.monotonic() + delay > deadline:
                         raise
@@ -139,8 +148,10 @@ class Capture:
             self.progress[reader.name].finished = True
 
     def run(self, idle_seconds: float | None = None, install_signals: bool = True) -> dict[str, SourceProgress]:
-        threads = [threading.Thread(target=self._run_one, args=(r, idle_seconds), name=f"cdc-{r.name}",
-                                    daemon=True) for r in self.readers]
+        threads = [
+            threading.Thread(target=self._run_one, args=(r, idle_seconds), name=f"cdc-{r.name}", daemon=True)
+            for r in self.readers
+        ]
         previous: dict[signal.Signals, Any] = {}
         if install_signals and threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):

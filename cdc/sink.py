@@ -22,6 +22,8 @@ import orjson
 import pyarrow as pa
 
 from cdc.events import UNAVAILABLE, ChangeEvent, DeadLetter, dumps
+from core import warehouse
+from core.warehouse import quote, transaction
 
 META_DDL = """
 CREATE SCHEMA IF NOT EXISTS cdc;
@@ -47,14 +49,29 @@ CREATE TABLE IF NOT EXISTS cdc.batches (
 META_COLUMNS = {"_cdc_position": "VARCHAR", "_cdc_ts_ms": "BIGINT"}
 
 _ARROW_TYPES: dict[str, pa.DataType] = {
-    "BOOLEAN": pa.bool_(), "TINYINT": pa.int8(), "SMALLINT": pa.int16(), "INTEGER": pa.int32(),
-    "BIGINT": pa.int64(), "UBIGINT": pa.uint64(), "UINTEGER": pa.uint32(), "HUGEINT": pa.decimal128(38, 0),
-    "FLOAT": pa.float32(), "DOUBLE": pa.float64(), "VARCHAR": pa.string(), "JSON": pa.string(),
-    "UUID": pa.string(), "BLOB": pa.binary(), "DATE": pa.date32(), "TIME": pa.time64("us"),
-    "TIMESTAMP": pa.timestamp("us"), "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
+    "BOOLEAN": pa.bool_(),
+    "TINYINT": pa.int8(),
+    "SMALLINT": pa.int16(),
+    "INTEGER": pa.int32(),
+    "BIGINT": pa.int64(),
+    "UBIGINT": pa.uint64(),
+    "UINTEGER": pa.uint32(),
+    "HUGEINT": pa.decimal128(38, 0),
+    "FLOAT": pa.float32(),
+    "DOUBLE": pa.float64(),
+    "VARCHAR": pa.string(),
+    "JSON": pa.string(),
+    "UUID": pa.string(),
+    "BLOB": pa.binary(),
+    "DATE": pa.date32(),
+    "TIME": pa.time64("us"),
+    "TIMESTAMP": pa.timestamp("us"),
+    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
     # information_schema spells some types out
-    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"), "TIMESTAMP_NS": pa.timestamp("ns"),
-    "UTINYINT": pa.uint8(), "USMALLINT": pa.uint16(),
+    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
+    "TIMESTAMP_NS": pa.timestamp("ns"),
+    "UTINYINT": pa.uint8(),
+    "USMALLINT": pa.uint16(),
 }
 
 
@@ -84,10 +101,6 @@ def infer_type(value: Any) -> str:
     if isinstance(value, dict | list):
         return "JSON"
     return "VARCHAR"
-
-
-def quote(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 @dataclass(slots=True)
@@ -151,8 +164,7 @@ class DuckDBSink:
 
     def __init__(self, path: Path | str, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        self.con = warehouse.connect(self.path, read_only=read_only)
         if not read_only:
             self.con.execute(META_DDL)
         self._columns: dict[tuple[str, str], dict[str, str]] = {}
@@ -212,52 +224,63 @@ class DuckDBSink:
         started = time.perf_counter()
         stats = ApplyStats(received=len(batch.events))
         positions = self._positions
-        fresh = [e for e in batch.events
-                 if e.op == "r" or (last := positions.get((e.source, e.partition))) is None or e.position > last]
+        fresh = [
+            e
+            for e in batch.events
+            if e.op == "r" or (last := positions.get((e.source, e.partition))) is None or e.position > last
+        ]
         stats.duplicates = len(batch.events) - len(fresh)
         dead = list(batch.dead_letters)
         batch_id = uuid.uuid4().hex[:16]
         now = dt.datetime.now(dt.UTC)
         con = self.con
-        con.execute("BEGIN TRANSACTION")
         try:
-            for source in batch.reset_sources:
-                for table in self.replica_tables(source):
-                    con.execute(f"DELETE FROM replica_{source}.{quote(table)}")
-                con.execute("DELETE FROM cdc.changelog WHERE source = ? AND op = 'r'", [source])
-            for source, table in batch.reset_tables:
-                if table in self.replica_tables(source):
-                    con.execute(f"DELETE FROM replica_{source}.{quote(table)}")
-                con.execute("DELETE FROM cdc.changelog WHERE source = ? AND table_name = ? AND op = 'r'",
-                            [source, table])
-            by_table: dict[tuple[str, str], list[ChangeEvent]] = {}
-            for event in fresh:
-                by_table.setdefault((event.source, event.table), []).append(event)
-            applied: list[ChangeEvent] = []
-            for (source, table), events in by_table.items():
-                good, bad = self._apply_table(source, table, events)
-                applied.extend(good)
-                dead.extend(bad)
-            stats.applied = len(applied)
-            if applied:
-                self._append_changelog(applied, batch_id, now)
-            if dead:
-                self._append_dead_letters(dead, now)
-            summary = _summarise(applied)
-            self._write_offsets(batch, summary, now)
-            max_ts = max((p.last_ts for p in summary.values()), default=None)
-            stats.dead_letters = len(dead)
-            stats.seconds = time.perf_counter() - started
-            stats.lag_ms = int(time.time() * 1000) - max_ts if max_ts else None
-            con.execute(
-                "INSERT INTO cdc.batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [batch_id, ",".join(sorted({e.source for e in batch.events} | {o.source for o in batch.offsets})),
-                 stats.received, stats.applied, stats.duplicates, stats.dead_letters, max_ts,
-                 stats.lag_ms, now, stats.seconds * 1000],
-            )
-            con.execute("COMMIT")
+            with transaction(con):
+                for source in batch.reset_sources:
+                    for table in self.replica_tables(source):
+                        con.execute(f"DELETE FROM replica_{source}.{quote(table)}")
+                    con.execute("DELETE FROM cdc.changelog WHERE source = ? AND op = 'r'", [source])
+                for source, table in batch.reset_tables:
+                    if table in self.replica_tables(source):
+                        con.execute(f"DELETE FROM replica_{source}.{quote(table)}")
+                    con.execute(
+                        "DELETE FROM cdc.changelog WHERE source = ? AND table_name = ? AND op = 'r'", [source, table]
+                    )
+                by_table: dict[tuple[str, str], list[ChangeEvent]] = {}
+                for event in fresh:
+                    by_table.setdefault((event.source, event.table), []).append(event)
+                applied: list[ChangeEvent] = []
+                for (source, table), events in by_table.items():
+                    good, bad = self._apply_table(source, table, events)
+                    applied.extend(good)
+                    dead.extend(bad)
+                stats.applied = len(applied)
+                if applied:
+                    self._append_changelog(applied, batch_id, now)
+                if dead:
+                    self._append_dead_letters(dead, now)
+                summary = _summarise(applied)
+                self._write_offsets(batch, summary, now)
+                max_ts = max((p.last_ts for p in summary.values()), default=None)
+                stats.dead_letters = len(dead)
+                stats.seconds = time.perf_counter() - started
+                stats.lag_ms = int(time.time() * 1000) - max_ts if max_ts else None
+                con.execute(
+                    "INSERT INTO cdc.batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        batch_id,
+                        ",".join(sorted({e.source for e in batch.events} | {o.source for o in batch.offsets})),
+                        stats.received,
+                        stats.applied,
+                        stats.duplicates,
+                        stats.dead_letters,
+                        max_ts,
+                        stats.lag_ms,
+                        now,
+                        stats.seconds * 1000,
+                    ],
+                )
         except BaseException:
-            con.execute("ROLLBACK")
             self._columns.clear()
             raise
         for offset in batch.offsets:
@@ -293,8 +316,9 @@ class DuckDBSink:
             cols = [f"{quote(n)} {t}" for n, t in wanted.items()]
             cols += [f"{quote(n)} {t}" for n, t in META_COLUMNS.items()]
             pk = ", ".join(quote(k) for k in key_cols)
-            self.con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{quote(table)} ({', '.join(cols)}, "
-                             f"PRIMARY KEY ({pk}))")
+            self.con.execute(
+                f"CREATE TABLE IF NOT EXISTS {schema}.{quote(table)} ({', '.join(cols)}, PRIMARY KEY ({pk}))"
+            )
             self._columns.pop((source, table), None)
             return self._table_columns(source, table)
         added = False
@@ -307,17 +331,25 @@ class DuckDBSink:
             return self._table_columns(source, table)
         return existing
 
-    def _apply_table(self, source: str, table: str,
-                     events: list[ChangeEvent]) -> tuple[list[ChangeEvent], list[DeadLetter]]:
+    def _apply_table(
+        self, source: str, table: str, events: list[ChangeEvent]
+    ) -> tuple[list[ChangeEvent], list[DeadLetter]]:
         columns = self._ensure_table(source, table, events)
         key_cols = list(events[0].key)
         dead: list[DeadLetter] = []
         good: list[ChangeEvent] = []
         for event in events:
             if list(event.key) != key_cols:
-                dead.append(DeadLetter(source, table, f"key columns {list(event.key)} differ from {key_cols}",
-                                       dumps({"key": event.key, "after": event.after, "before": event.before}),
-                                       event.position, event.partition))
+                dead.append(
+                    DeadLetter(
+                        source,
+                        table,
+                        f"key columns {list(event.key)} differ from {key_cols}",
+                        dumps({"key": event.key, "after": event.after, "before": event.before}),
+                        event.position,
+                        event.partition,
+                    )
+                )
             else:
                 good.append(event)
         final: dict[tuple[Any, ...], ChangeEvent] = {}
@@ -327,8 +359,14 @@ class DuckDBSink:
         data_cols = [c for c in columns if c not in META_COLUMNS]
         try:
             self._write_rows(source, table, key_cols, data_cols, columns, final)
-        except (pa.ArrowException, duckdb.ConversionException, duckdb.ConstraintException,
-                duckdb.InvalidInputException, TypeError, ValueError):
+        except (
+            pa.ArrowException,
+            duckdb.ConversionException,
+            duckdb.ConstraintException,
+            duckdb.InvalidInputException,
+            TypeError,
+            ValueError,
+        ):
             # Find the events that do not fit, dead-letter them, apply the rest.
             keep: dict[tuple[Any, ...], ChangeEvent] = {}
             for key, event in final.items():
@@ -336,16 +374,24 @@ class DuckDBSink:
                     self._rows_table(data_cols, columns, {key: event})
                     keep[key] = event
                 except (pa.ArrowException, TypeError, ValueError) as exc:
-                    dead.append(DeadLetter(source, table, f"value does not fit the replica: {exc}",
-                                           dumps({"key": event.key, "after": event.after}),
-                                           event.position, event.partition))
+                    dead.append(
+                        DeadLetter(
+                            source,
+                            table,
+                            f"value does not fit the replica: {exc}",
+                            dumps({"key": event.key, "after": event.after}),
+                            event.position,
+                            event.partition,
+                        )
+                    )
             bad_keys = {k for k in final if k not in keep}
             good = [e for e in good if tuple(e.key[k] for k in key_cols) not in bad_keys]
             self._write_rows(source, table, key_cols, data_cols, columns, keep)
         return good, dead
 
-    def _resolve_unavailable(self, source: str, table: str, key_cols: list[str],
-                             final: dict[tuple[Any, ...], ChangeEvent]) -> None:
+    def _resolve_unavailable(
+        self, source: str, table: str, key_cols: list[str], final: dict[tuple[Any, ...], ChangeEvent]
+    ) -> None:
         """Unchanged TOAST values keep their previous value: from the before image, else the replica."""
         missing: dict[tuple[Any, ...], list[str]] = {}
         for key, event in final.items():
@@ -370,8 +416,9 @@ class DuckDBSink:
         where = " AND ".join(f"{quote(k)} = ?" for k in key_cols)
         for key, cols in missing.items():
             selected = ", ".join(quote(c) for c in cols)
-            row = self.con.execute(f"SELECT {selected} FROM replica_{source}.{quote(table)} WHERE {where}",
-                                   list(key)).fetchall()
+            row = self.con.execute(
+                f"SELECT {selected} FROM replica_{source}.{quote(table)} WHERE {where}", list(key)
+            ).fetchall()
             event = final[key]
             assert event.after is not None
             after = dict(event.after)
@@ -380,8 +427,9 @@ class DuckDBSink:
             event.after = after
 
     @staticmethod
-    def _rows_table(data_cols: list[str], columns: dict[str, str],
-                    final: dict[tuple[Any, ...], ChangeEvent]) -> pa.Table:
+    def _rows_table(
+        data_cols: list[str], columns: dict[str, str], final: dict[tuple[Any, ...], ChangeEvent]
+    ) -> pa.Table:
         upserts = [e for e in final.values() if e.op != "d"]
         arrays = {}
         for col in data_cols:
@@ -390,13 +438,24 @@ class DuckDBSink:
         arrays["_cdc_ts_ms"] = pa.array([e.ts_ms for e in upserts], type=pa.int64())
         return pa.table(arrays)
 
-    def _write_rows(self, source: str, table: str, key_cols: list[str], data_cols: list[str],
-                    columns: dict[str, str], final: dict[tuple[Any, ...], ChangeEvent]) -> None:
+    def _write_rows(
+        self,
+        source: str,
+        table: str,
+        key_cols: list[str],
+        data_cols: list[str],
+        columns: dict[str, str],
+        final: dict[tuple[Any, ...], ChangeEvent],
+    ) -> None:
         if not final:
             return
         target = f"replica_{source}.{quote(table)}"
-        keys = pa.table({k: pa.array([key[i] for key in final], type=arrow_type(columns.get(k, "VARCHAR")))
-                         for i, k in enumerate(key_cols)})
+        keys = pa.table(
+            {
+                k: pa.array([key[i] for key in final], type=arrow_type(columns.get(k, "VARCHAR")))
+                for i, k in enumerate(key_cols)
+            }
+        )
         rows = self._rows_table(data_cols, columns, final)
         self.con.register("_cx_keys", keys)
         self.con.register("_cx_rows", rows)
@@ -412,36 +471,48 @@ class DuckDBSink:
 
     def _append_changelog(self, events: Iterable[ChangeEvent], batch_id: str, now: dt.datetime) -> None:
         events = list(events)
-        table = pa.table({
-            "source": pa.array([e.source for e in events], pa.string()),
-            "table_name": pa.array([e.table for e in events], pa.string()),
-            "op": pa.array([e.op for e in events], pa.string()),
-            "key": pa.array([dumps(e.key) for e in events], pa.string()),
-            "before": pa.array([dumps(e.before) if e.before is not None else None for e in events], pa.string()),
-            "after": pa.array([dumps(e.after) if e.after is not None else None for e in events], pa.string()),
-            "position": pa.array([e.position for e in events], pa.string()),
-            "partition": pa.array([e.partition for e in events], pa.string()),
-            "ts_ms": pa.array([e.ts_ms for e in events], pa.int64()),
-            "snapshot": pa.array([e.snapshot for e in events], pa.string()),
-        })
+        table = pa.table(
+            {
+                "source": pa.array([e.source for e in events], pa.string()),
+                "table_name": pa.array([e.table for e in events], pa.string()),
+                "op": pa.array([e.op for e in events], pa.string()),
+                "key": pa.array([dumps(e.key) for e in events], pa.string()),
+                "before": pa.array([dumps(e.before) if e.before is not None else None for e in events], pa.string()),
+                "after": pa.array([dumps(e.after) if e.after is not None else None for e in events], pa.string()),
+                "position": pa.array([e.position for e in events], pa.string()),
+                "partition": pa.array([e.partition for e in events], pa.string()),
+                "ts_ms": pa.array([e.ts_ms for e in events], pa.int64()),
+                "snapshot": pa.array([e.snapshot for e in events], pa.string()),
+            }
+        )
         self.con.register("_cx_log", table)
         try:
             self.con.execute(
                 "INSERT INTO cdc.changelog SELECT source, table_name, op, key, before, after, position, partition, "
-                "ts_ms, snapshot, ?, ? FROM _cx_log", [batch_id, now])
+                "ts_ms, snapshot, ?, ? FROM _cx_log",
+                [batch_id, now],
+            )
         finally:
             self.con.unregister("_cx_log")
 
     def _append_dead_letters(self, dead: list[DeadLetter], now: dt.datetime) -> None:
-        table = pa.table({
-            "source": [d.source for d in dead], "table_name": [d.table for d in dead],
-            "reason": [d.reason for d in dead], "raw": [d.raw for d in dead],
-            "position": [d.position for d in dead], "partition": [d.partition for d in dead],
-        })
+        table = pa.table(
+            {
+                "source": [d.source for d in dead],
+                "table_name": [d.table for d in dead],
+                "reason": [d.reason for d in dead],
+                "raw": [d.raw for d in dead],
+                "position": [d.position for d in dead],
+                "partition": [d.partition for d in dead],
+            }
+        )
         self.con.register("_cx_dead", table)
         try:
-            self.con.execute("INSERT INTO cdc.dead_letter SELECT source, table_name, reason, raw, position, "
-                             "partition, ? FROM _cx_dead", [now])
+            self.con.execute(
+                "INSERT INTO cdc.dead_letter SELECT source, table_name, reason, raw, position, "
+                "partition, ? FROM _cx_dead",
+                [now],
+            )
         finally:
             self.con.unregister("_cx_dead")
 
@@ -453,8 +524,14 @@ class DuckDBSink:
                 "SET position = excluded.position, resume = excluded.resume, "
                 "snapshot_done = excluded.snapshot_done, events = cdc.offsets.events + excluded.events, "
                 "last_ts_ms = greatest(cdc.offsets.last_ts_ms, excluded.last_ts_ms), updated_at = excluded.updated_at",
-                [offset.source, offset.partition, offset.position,
-                 dumps(offset.resume) if offset.resume is not None else None, offset.snapshot_done,
-                 summary[key].events if key in summary else 0,
-                 summary[key].last_ts if key in summary else None, now],
+                [
+                    offset.source,
+                    offset.partition,
+                    offset.position,
+                    dumps(offset.resume) if offset.resume is not None else None,
+                    offset.snapshot_done,
+                    summary[key].events if key in summary else 0,
+                    summary[key].last_ts if key in summary else None,
+                    now,
+                ],
             )

@@ -11,24 +11,37 @@ import psycopg
 import pymysql
 from kafka.errors import KafkaError
 
+from cdc.config import KafkaSource, MariaDBSource, PostgresSource
 from cdc.kafka import partition_lag
-from coexist.config import KafkaSource, MariaDBSource, PostgresSource
 
 
 def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any] | None) -> dict[str, Any]:
     """How far the committed position is behind the source's log head (bytes), when reachable."""
     try:
         if isinstance(config, PostgresSource):
-            with psycopg.connect(host=config.host, port=config.port, dbname=config.database, user=config.user,
-                                 password=config.resolved_password(), connect_timeout=5) as conn:
+            with psycopg.connect(
+                host=config.host,
+                port=config.port,
+                dbname=config.database,
+                user=config.user,
+                password=config.resolved_password(),
+                connect_timeout=5,
+            ) as conn:
                 row = conn.execute(
                     "SELECT pg_current_wal_lsn() - confirmed_flush_lsn, active FROM pg_replication_slots "
-                    "WHERE slot_name = %s", (config.slot_name,)).fetchone()
+                    "WHERE slot_name = %s",
+                    (config.slot_name,),
+                ).fetchone()
                 if row is None:
                     return {"reachable": True, "slot": "missing"}
                 return {"reachable": True, "behind_bytes": int(row[0] or 0), "slot_active": bool(row[1])}
-        conn = pymysql.connect(host=config.host, port=config.port, user=config.user,
-                               password=config.resolved_password() or "", connect_timeout=5)
+        conn = pymysql.connect(
+            host=config.host,
+            port=config.port,
+            user=config.user,
+            password=config.resolved_password() or "",
+            connect_timeout=5,
+        )
         try:
             with conn.cursor() as cur:
                 cur.execute("SHOW MASTER STATUS")
@@ -52,40 +65,62 @@ def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any]
 
 def kafka_status(con: duckdb.DuckDBPyConnection, name: str, config: KafkaSource) -> dict[str, Any]:
     """A Kafka source: per partition, the warehouse's next offset, the broker's high-water mark and the lag."""
-    committed = {r[0]: int(orjson.loads(r[1])["offset"]) for r in con.execute(
-        "SELECT partition, resume FROM cdc.offsets WHERE partition LIKE 'kafka:%' AND resume IS NOT NULL").fetchall()}
+    committed = {
+        r[0]: int(orjson.loads(r[1])["offset"])
+        for r in con.execute(
+            "SELECT partition, resume FROM cdc.offsets WHERE partition LIKE 'kafka:%' AND resume IS NOT NULL"
+        ).fetchall()
+    }
     entry: dict[str, Any] = {"source": name, "kind": "kafka", "url": config.url()}
     try:
         partitions = partition_lag(config, committed)
     except KafkaError as exc:
         return entry | {"reachable": False, "error": str(exc), "partitions": []}
     lags = [p["lag"] for p in partitions if p["lag"] is not None]
-    return entry | {"reachable": True, "partitions": partitions, "lag_total": sum(lags),
-                    "lag_max": max(lags, default=0)}
+    return entry | {
+        "reachable": True,
+        "partitions": partitions,
+        "lag_total": sum(lags),
+        "lag_max": max(lags, default=0),
+    }
 
 
-def capture_status(con: duckdb.DuckDBPyConnection,
-                   sources: dict[str, PostgresSource | MariaDBSource]) -> list[dict[str, Any]]:
+def capture_status(
+    con: duckdb.DuckDBPyConnection, sources: dict[str, PostgresSource | MariaDBSource]
+) -> list[dict[str, Any]]:
     now_ms = int(time.time() * 1000)
-    offsets = {r[0]: r for r in con.execute(
-        "SELECT source, position, resume, snapshot_done, events, last_ts_ms, updated_at FROM cdc.offsets "
-        "WHERE partition = ''").fetchall()}
+    offsets = {
+        r[0]: r
+        for r in con.execute(
+            "SELECT source, position, resume, snapshot_done, events, last_ts_ms, updated_at FROM cdc.offsets "
+            "WHERE partition = ''"
+        ).fetchall()
+    }
     per_table = con.execute(
-        "SELECT source, table_name, count(*) FROM cdc.changelog GROUP BY ALL ORDER BY ALL").fetchall()
-    dead = con.execute("SELECT source, coalesce(table_name, '?'), count(*) FROM cdc.dead_letter GROUP BY ALL"
-                       ).fetchall()
-    lags = {r[0]: r[1:] for r in con.execute(
-        "SELECT source, quantile_cont(lag_ms, 0.5), quantile_cont(lag_ms, 0.95), max(committed_at) FROM "
-        "(SELECT * FROM cdc.batches WHERE applied > 0 ORDER BY committed_at DESC LIMIT 200) GROUP BY source"
-    ).fetchall()}
+        "SELECT source, table_name, count(*) FROM cdc.changelog GROUP BY ALL ORDER BY ALL"
+    ).fetchall()
+    dead = con.execute(
+        "SELECT source, coalesce(table_name, '?'), count(*) FROM cdc.dead_letter GROUP BY ALL"
+    ).fetchall()
+    lags = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "SELECT source, quantile_cont(lag_ms, 0.5), quantile_cont(lag_ms, 0.95), max(committed_at) FROM "
+            "(SELECT * FROM cdc.batches WHERE applied > 0 ORDER BY committed_at DESC LIMIT 200) GROUP BY source"
+        ).fetchall()
+    }
     report = []
     for name, config in sources.items():
         row = offsets.get(name)
         resume = orjson.loads(row[2]) if row and row[2] else None
         entry: dict[str, Any] = {
-            "source": name, "kind": config.kind, "url": config.url(),
-            "position": row[1] if row else None, "resume": resume,
-            "snapshot_done": bool(row[3]) if row else False, "events": int(row[4] or 0) if row else 0,
+            "source": name,
+            "kind": config.kind,
+            "url": config.url(),
+            "position": row[1] if row else None,
+            "resume": resume,
+            "snapshot_done": bool(row[3]) if row else False,
+            "events": int(row[4] or 0) if row else 0,
             "last_event_age_s": round((now_ms - row[5]) / 1000, 1) if row and row[5] else None,
             "updated_at": str(row[6]) if row else None,
             "lag_p50_s": round(lags[name][0] / 1000, 3) if name in lags and lags[name][0] is not None else None,

@@ -15,7 +15,7 @@ import psycopg
 import pyarrow as pa
 import pymysql
 
-from coexist.config import MariaDBSource, PostgresSource
+from cdc.config import MariaDBSource, PostgresSource
 
 NULL_MARK = "\\N"
 
@@ -80,20 +80,26 @@ def _my_kind(data_type: str) -> str:
 def _pg_expr(col: _Column) -> str:
     c = f'"{col.name}"'
     return {
-        "int": f"{c}::text", "decimal": f"{c}::text", "numeric": f"trim_scale({c})::text",
-        "bool": f"CASE WHEN {c} THEN 't' ELSE 'f' END", "date": f"to_char({c}, 'YYYY-MM-DD')",
+        "int": f"{c}::text",
+        "decimal": f"{c}::text",
+        "numeric": f"trim_scale({c})::text",
+        "bool": f"CASE WHEN {c} THEN 't' ELSE 'f' END",
+        "date": f"to_char({c}, 'YYYY-MM-DD')",
         "ts": f"(extract(epoch from {c}) * 1000000)::bigint::text",
-        "float": f"round({c}::numeric, 6)::text", "text": f"{c}::text",
+        "float": f"round({c}::numeric, 6)::text",
+        "text": f"{c}::text",
     }[col.kind]
 
 
 def _my_expr(col: _Column) -> str:
     c = f"`{col.name}`"
     return {
-        "int": f"CAST({c} AS CHAR)", "decimal": f"CAST({c} AS CHAR)",
+        "int": f"CAST({c} AS CHAR)",
+        "decimal": f"CAST({c} AS CHAR)",
         "date": f"DATE_FORMAT({c}, '%Y-%m-%d')",
         "ts": f"CAST(TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', {c}) AS CHAR)",
-        "float": f"CAST(CAST(ROUND({c}, 6) AS DECIMAL(38,6)) AS CHAR)", "text": f"CAST({c} AS CHAR)",
+        "float": f"CAST(CAST(ROUND({c}, 6) AS DECIMAL(38,6)) AS CHAR)",
+        "text": f"CAST({c} AS CHAR)",
     }[col.kind]
 
 
@@ -104,16 +110,21 @@ def _duck_expr(col: _Column) -> str:
     return {
         "int": f"CAST({c} AS VARCHAR)",
         "numeric": f"regexp_replace(regexp_replace(CAST({c} AS VARCHAR), '(\\.[0-9]*?)0+$', '\\1'), '\\.$', '')",
-        "bool": f"CASE WHEN {c} THEN 't' ELSE 'f' END", "date": f"strftime(CAST({c} AS DATE), '%Y-%m-%d')",
+        "bool": f"CASE WHEN {c} THEN 't' ELSE 'f' END",
+        "date": f"strftime(CAST({c} AS DATE), '%Y-%m-%d')",
         "ts": f"CAST(epoch_us({c}) AS VARCHAR)",
-        "float": f"CAST(CAST(round({c}, 6) AS DECIMAL(38,6)) AS VARCHAR)", "text": f"CAST({c} AS VARCHAR)",
+        "float": f"CAST(CAST(round({c}, 6) AS DECIMAL(38,6)) AS VARCHAR)",
+        "text": f"CAST({c} AS VARCHAR)",
     }[col.kind]
 
 
 def _hash(exprs: list[str], dialect: str) -> str:
     marked = [f"COALESCE({e}, '{NULL_MARK}')" if dialect != "mysql" else f"COALESCE({e}, '\\\\N')" for e in exprs]
-    return f"md5(concat_ws('|', {', '.join(marked)}))" if dialect != "mysql" else \
-        f"MD5(CONCAT_WS('|', {', '.join(marked)}))"
+    return (
+        f"md5(concat_ws('|', {', '.join(marked)}))"
+        if dialect != "mysql"
+        else f"MD5(CONCAT_WS('|', {', '.join(marked)}))"
+    )
 
 
 class _SourceSide:
@@ -125,15 +136,22 @@ class _SourceSide:
 
     def tables(self) -> list[str]:
         if isinstance(self.config, PostgresSource):
-            rows = self._pg("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-                            "AND table_type = 'BASE TABLE' ORDER BY 1", (self.config.schema_name,))
+            rows = self._pg(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "AND table_type = 'BASE TABLE' ORDER BY 1",
+                (self.config.schema_name,),
+            )
         else:
-            rows = self._my("SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
-                            "AND table_type = 'BASE TABLE' ORDER BY 1", (self.config.database,))
+            rows = self._my(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s "
+                "AND table_type = 'BASE TABLE' ORDER BY 1",
+                (self.config.database,),
+            )
         names = [r[0] for r in rows]
         if not names:
-            raise RuntimeError(f"source {self.name!r}: no tables visible to user {self.config.user!r} "
-                               "(missing SELECT grants?)")
+            raise RuntimeError(
+                f"source {self.name!r}: no tables visible to user {self.config.user!r} (missing SELECT grants?)"
+            )
         return [n for n in names if not self.config.tables or n in self.config.tables]
 
     def columns(self, table: str) -> tuple[list[_Column], list[str]]:
@@ -145,14 +163,17 @@ class _SourceSide:
                 "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = format('%%I.%%I', c.table_schema, "
                 "c.table_name)::regclass AND i.indisprimary) "
                 "FROM information_schema.columns c WHERE c.table_schema = %s AND c.table_name = %s "
-                "ORDER BY c.ordinal_position", (self.config.schema_name, table))
+                "ORDER BY c.ordinal_position",
+                (self.config.schema_name, table),
+            )
             cols = [_Column(r[0], _pg_kind(r[1], r[2]), r[2]) for r in rows]
             key = [r[0] for r in rows if r[3]]
         else:
             rows = self._my(
                 "SELECT column_name, data_type, numeric_scale, column_key FROM information_schema.columns "
                 "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
-                (self.config.database, table))
+                (self.config.database, table),
+            )
             cols = [_Column(r[0], _my_kind(r[1]), r[2]) for r in rows]
             key = [r[0] for r in rows if r[3] == "PRI"]
         return cols, key
@@ -160,8 +181,10 @@ class _SourceSide:
     def hashes(self, table: str, cols: list[_Column], key: list[_Column]) -> pa.Table:
         if isinstance(self.config, PostgresSource):
             key_expr = "concat_ws('|', " + ", ".join(_pg_expr(c) for c in key) + ")"
-            sql = (f'SELECT {key_expr} AS k, {_hash([_pg_expr(c) for c in cols], "pg")} AS h '
-                   f'FROM "{self.config.schema_name}"."{table}"')
+            sql = (
+                f"SELECT {key_expr} AS k, {_hash([_pg_expr(c) for c in cols], 'pg')} AS h "
+                f'FROM "{self.config.schema_name}"."{table}"'
+            )
             rows = self._pg(sql)
         else:
             key_expr = "CONCAT_WS('|', " + ", ".join(_my_expr(c) for c in key) + ")"
@@ -171,15 +194,26 @@ class _SourceSide:
 
     def _pg(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         assert isinstance(self.config, PostgresSource)
-        with psycopg.connect(host=self.config.host, port=self.config.port, dbname=self.config.database,
-                             user=self.config.user, password=self.config.resolved_password(),
-                             connect_timeout=10) as conn:
+        with psycopg.connect(
+            host=self.config.host,
+            port=self.config.port,
+            dbname=self.config.database,
+            user=self.config.user,
+            password=self.config.resolved_password(),
+            connect_timeout=10,
+        ) as conn:
             return list(conn.execute(sql, params or None).fetchall())
 
     def _my(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = pymysql.connect(host=self.config.host, port=self.config.port, user=self.config.user,
-                               password=self.config.resolved_password() or "", database=self.config.database,
-                               charset="utf8mb4", connect_timeout=10)
+        conn = pymysql.connect(
+            host=self.config.host,
+            port=self.config.port,
+            user=self.config.user,
+            password=self.config.resolved_password() or "",
+            database=self.config.database,
+            charset="utf8mb4",
+            connect_timeout=10,
+        )
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, params or None)
@@ -188,11 +222,16 @@ class _SourceSide:
             conn.close()
 
 
-def verify_source(con: duckdb.DuckDBPyConnection, name: str, config: PostgresSource | MariaDBSource,
-                  sample: int = 10) -> list[TableDiff]:
+def verify_source(
+    con: duckdb.DuckDBPyConnection, name: str, config: PostgresSource | MariaDBSource, sample: int = 10
+) -> list[TableDiff]:
     side = _SourceSide(name, config)
-    replica_tables = {r[0] for r in con.execute(
-        "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [f"replica_{name}"]).fetchall()}
+    replica_tables = {
+        r[0]
+        for r in con.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = ?", [f"replica_{name}"]
+        ).fetchall()
+    }
     out: list[TableDiff] = []
     for table in side.tables():
         cols, key_names = side.columns(table)
@@ -202,15 +241,27 @@ def verify_source(con: duckdb.DuckDBPyConnection, name: str, config: PostgresSou
         key = [c for c in cols if c.name in key_names]
         src = side.hashes(table, cols, key)
         if table not in replica_tables:
-            out.append(TableDiff(name, table, src.num_rows, 0, missing=[str(k) for k in src["k"][:sample]
-                                                                         .to_pylist()],
-                                 n_missing=src.num_rows, note=None if src.num_rows == 0 else "no replica table"))
+            out.append(
+                TableDiff(
+                    name,
+                    table,
+                    src.num_rows,
+                    0,
+                    missing=[str(k) for k in src["k"][:sample].to_pylist()],
+                    n_missing=src.num_rows,
+                    note=None if src.num_rows == 0 else "no replica table",
+                )
+            )
             if src.num_rows == 0:
                 out[-1].note = None
             continue
-        replica_cols = {r[0] for r in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-            [f"replica_{name}", table]).fetchall()}
+        replica_cols = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+                [f"replica_{name}", table],
+            ).fetchall()
+        }
         absent = [c.name for c in cols if c.name not in replica_cols]
         present = [c if c.name in replica_cols else _Column(c.name, "absent") for c in cols]
         exprs = [_duck_expr(c) if c.kind != "absent" else "NULL" for c in present]
@@ -219,7 +270,7 @@ def verify_source(con: duckdb.DuckDBPyConnection, name: str, config: PostgresSou
         try:
             replica_rows = con.execute(f'SELECT count(*) FROM replica_{name}."{table}"').fetchall()[0][0]
             diff = con.execute(f"""
-                WITH rep AS (SELECT {key_expr} AS k, {_hash(exprs, 'duck')} AS h FROM replica_{name}."{table}")
+                WITH rep AS (SELECT {key_expr} AS k, {_hash(exprs, "duck")} AS h FROM replica_{name}."{table}")
                 SELECT CASE WHEN rep.k IS NULL THEN 'missing' WHEN s.k IS NULL THEN 'extra' ELSE 'different' END,
                        coalesce(s.k, rep.k)
                 FROM _cx_src s FULL OUTER JOIN rep ON s.k = rep.k

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cdc.config import DatabaseSource, KafkaSource, MariaDBSource
 from cdc.runner import Reader
-from coexist import sandbox
-from coexist.config import ConfigError, DatabaseSource, KafkaSource, MariaDBSource, Settings
+from coexist.config import Settings
+from coexist.sandbox import servers as sandbox
+from core.errors import ConfigError
 
 
 def configured_sources(settings: Settings, required: bool = True) -> dict[str, DatabaseSource]:
@@ -23,8 +25,9 @@ def configured_sources(settings: Settings, required: bool = True) -> dict[str, D
     if state is None:
         if not required:
             return {}
-        raise ConfigError("no sources configured and no sandbox found: run `coexist sandbox up` "
-                          "or add [sources.NAME] to coexist.toml")
+        raise ConfigError(
+            "no sources configured and no sandbox found: run `coexist sandbox up` or add [sources.NAME] to coexist.toml"
+        )
     return dict(sandbox.sandbox_sources(state))
 
 
@@ -46,8 +49,13 @@ def make_reader(name: str, source: DatabaseSource | KafkaSource, settings: Setti
 
     if publish:
         source = source.model_copy(update={"slot_name": f"{source.slot_name}_publish"})
-    return DebeziumPostgresReader(name, source, state_dir=Path(settings.data_dir) / ("publish" if publish else "cdc"),
-                                  batch_size=settings.cdc.batch_size, heap_mb=settings.cdc.jvm_heap_mb)
+    return DebeziumPostgresReader(
+        name,
+        source,
+        state_dir=Path(settings.data_dir) / ("publish" if publish else "cdc"),
+        batch_size=settings.cdc.batch_size,
+        heap_mb=settings.cdc.jvm_heap_mb,
+    )
 
 
 def readers(settings: Settings, only: list[str] | None = None, databases_only: bool = False) -> list[Reader]:

@@ -10,7 +10,8 @@ def pairwise_quality(con: duckdb.DuckDBPyConnection, entity: str, truth: pa.Tabl
     """`truth` has columns source_system, source_id, true_id. Pairs are counted inside DuckDB."""
     con.register("_mdm_truth", truth)
     try:
-        row = con.execute("""
+        row = con.execute(
+            """
             WITH t AS (SELECT source_system || ':' || source_id AS rid, true_id FROM _mdm_truth),
                  x AS (SELECT t.rid, t.true_id, coalesce(x.golden_id, 'unresolved:' || t.rid) AS golden_id
                        FROM t LEFT JOIN mdm.xref x ON x.entity = ? AND x.rid = t.rid),
@@ -18,7 +19,9 @@ def pairwise_quality(con: duckdb.DuckDBPyConnection, entity: str, truth: pa.Tabl
                                ON a.golden_id = b.golden_id AND a.rid < b.rid),
                  actual AS (SELECT count(*) AS n FROM x a JOIN x b ON a.true_id = b.true_id AND a.rid < b.rid)
             SELECT (SELECT count(*) FROM predicted), (SELECT count(*) FILTER (WHERE correct) FROM predicted),
-                   (SELECT n FROM actual)""", [entity]).fetchall()[0]
+                   (SELECT n FROM actual)""",
+            [entity],
+        ).fetchall()[0]
     finally:
         con.unregister("_mdm_truth")
     predicted, true_positive, actual = (int(v or 0) for v in row)

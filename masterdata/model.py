@@ -6,14 +6,12 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from core.models import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Source(_Strict):
+class Source(Strict):
     """One input: a SQL query, a table, or a Parquet/CSV path; it must yield `source_id`."""
 
     system: str
@@ -46,25 +44,25 @@ class Source(_Strict):
         return base
 
 
-class Deterministic(_Strict):
+class Deterministic(Strict):
     name: str
     condition: str
     block: list[str] = Field(min_length=1, description="columns equal on both sides (the join)")
 
 
-class Level(_Strict):
+class Level(Strict):
     when: str
     weight: float
     label: str
     tf: str | None = Field(default=None, description="column whose value frequency discounts this level")
 
 
-class Comparison(_Strict):
+class Comparison(Strict):
     name: str
     levels: list[Level] = Field(min_length=1)
 
 
-class Thresholds(_Strict):
+class Thresholds(Strict):
     match: float
     review: float
 
@@ -75,13 +73,13 @@ class Thresholds(_Strict):
         return self
 
 
-class Survivorship(_Strict):
+class Survivorship(Strict):
     field: str
     rule: Literal["source_priority", "most_recent", "most_complete", "most_frequent"]
     order: list[str] | None = None
 
 
-class Entity(_Strict):
+class Entity(Strict):
     id_prefix: str
     order: int = 10
     sources: list[Source] = Field(min_length=1)
@@ -91,8 +89,12 @@ class Entity(_Strict):
     comparisons: list[Comparison] = Field(default_factory=list)
     thresholds: Thresholds
     tf_weight: float = 2.0
-    max_block_size: int = Field(default=500, ge=2, description="blocks larger than this are skipped by the "
-                                "probabilistic rules (generic values); deterministic rules are not capped")
+    max_block_size: int = Field(
+        default=500,
+        ge=2,
+        description="blocks larger than this are skipped by the "
+        "probabilistic rules (generic values); deterministic rules are not capped",
+    )
     survivorship: list[Survivorship] = Field(default_factory=list)
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-import uuid
 from dataclasses import dataclass
 
 import duckdb
 
+from core.warehouse import literal, new_run_id, transaction
 from masterdata.model import Entity
 from masterdata.standardise import install
 
@@ -66,15 +66,15 @@ class ResolveResult:
     seconds: float
 
 
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class Resolver:
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
         con.execute(DDL)
         install(con)
+
+    def has_run(self, name: str) -> bool:
+        """True once `name` has been resolved in this warehouse (an incremental run has a base)."""
+        return bool(self.con.execute("SELECT count(*) FROM mdm.runs WHERE entity = ?", [name]).fetchall()[0][0])
 
     # ------------------------------------------------------------ steps
 
@@ -82,8 +82,10 @@ class Resolver:
         """Standardised records of every source, with value frequencies and a content hash."""
         parts = []
         for source in entity.sources:
-            parts.append(f"SELECT {_lit(source.system)} AS source_system, CAST(source_id AS VARCHAR) AS source_id, * "
-                         f"EXCLUDE (source_id) FROM {source.relation()} src")
+            parts.append(
+                f"SELECT {literal(source.system)} AS source_system, CAST(source_id AS VARCHAR) AS source_id, * "
+                f"EXCLUDE (source_id) FROM {source.relation()} src"
+            )
         union = " UNION ALL BY NAME ".join(parts)
         std = ", ".join(f"{expr} AS {col}" for col, expr in entity.standardise.items())
         tf_cols = sorted({lvl.tf for c in entity.comparisons for lvl in c.levels if lvl.tf})
@@ -91,8 +93,8 @@ class Resolver:
         table = f"mdm.input_{name}"
         self.con.execute(f"""
             CREATE OR REPLACE TABLE {table} AS
-            WITH u AS ({union}), s AS (SELECT *, {std or '1 AS _none'} FROM u)
-            SELECT source_system || ':' || source_id AS rid, *{', ' + tf if tf else ''},
+            WITH u AS ({union}), s AS (SELECT *, {std or "1 AS _none"} FROM u)
+            SELECT source_system || ':' || source_id AS rid, *{", " + tf if tf else ""},
                    md5(CAST(struct_pack(*COLUMNS(lambda c: c <> 'updated_at')) AS VARCHAR)) AS row_hash
             FROM s""")
         return table
@@ -103,19 +105,25 @@ class Resolver:
         candidates = []
         for rule in entity.deterministic:
             on = " AND ".join(f"l.{c} = r.{c}" for c in rule.block)
-            candidates.append(f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {table} l JOIN {table} r ON {on} "
-                              f"AND l.rid < r.rid WHERE {rule.condition}{restrict}")
+            candidates.append(
+                f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {table} l JOIN {table} r ON {on} "
+                f"AND l.rid < r.rid WHERE {rule.condition}{restrict}"
+            )
         for block in entity.blocking:
             keys = ", ".join(f"{expr} AS _b{i}" for i, expr in enumerate(block))
             nonempty = " AND ".join(f"coalesce(CAST({expr} AS VARCHAR), '') <> ''" for expr in block)
             # Generic values make huge blocks: past max_block_size they are left to the deterministic rules.
-            blocked = (f"(SELECT rid, {keys}, count(*) OVER (PARTITION BY {', '.join(block)}) AS _bs "
-                       f"FROM {table} WHERE {nonempty})")
+            blocked = (
+                f"(SELECT rid, {keys}, count(*) OVER (PARTITION BY {', '.join(block)}) AS _bs "
+                f"FROM {table} WHERE {nonempty})"
+            )
             on = " AND ".join(f"l._b{i} = r._b{i}" for i in range(len(block)))
-            candidates.append(f"SELECT l.rid, r.rid FROM {blocked} l JOIN {blocked} r ON {on} AND l.rid < r.rid "
-                              f"WHERE l._bs <= {entity.max_block_size}{restrict}")
+            candidates.append(
+                f"SELECT l.rid, r.rid FROM {blocked} l JOIN {blocked} r ON {on} AND l.rid < r.rid "
+                f"WHERE l._bs <= {entity.max_block_size}{restrict}"
+            )
 
-        det_case = " ".join(f"WHEN {rule.condition} THEN {_lit(rule.name)}" for rule in entity.deterministic)
+        det_case = " ".join(f"WHEN {rule.condition} THEN {literal(rule.name)}" for rule in entity.deterministic)
         score_terms = []
         evidence = []
         for comparison in entity.comparisons:
@@ -124,21 +132,26 @@ class Resolver:
                 weight = f"{level.weight}"
                 if level.tf:
                     # A value held by more records than there are sources is shared by different entities.
-                    weight = (f"({level.weight} - {entity.tf_weight} * greatest(0, log2(greatest(l.tf_{level.tf}, "
-                              f"r.tf_{level.tf}) / {float(len(entity.sources))})))")
+                    weight = (
+                        f"({level.weight} - {entity.tf_weight} * greatest(0, log2(greatest(l.tf_{level.tf}, "
+                        f"r.tf_{level.tf}) / {float(len(entity.sources))})))"
+                    )
                 whens.append((level.when, weight, level.label))
             score_terms.append("CASE " + " ".join(f"WHEN {w} THEN {wt}" for w, wt, _ in whens) + " ELSE 0 END")
-            evidence.append(f"{_lit(comparison.name)}, CASE " + " ".join(f"WHEN {w} THEN {_lit(lb)}"
-                                                                         for w, _, lb in whens) + " END")
+            evidence.append(
+                f"{literal(comparison.name)}, CASE "
+                + " ".join(f"WHEN {w} THEN {literal(lb)}" for w, _, lb in whens)
+                + " END"
+            )
         score = " + ".join(score_terms) or "0"
         # Score every candidate, keep what can matter, and only then spell out the per-field evidence.
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _mdm_pairs AS
-            WITH c AS ({' UNION '.join(candidates)}),
-                 scored AS (SELECT c.l_rid, c.r_rid, {('CASE ' + det_case + ' END') if det_case else 'NULL'} AS det_rule,
+            WITH c AS ({" UNION ".join(candidates)}),
+                 scored AS (SELECT c.l_rid, c.r_rid, {("CASE " + det_case + " END") if det_case else "NULL"} AS det_rule,
                                    {score} AS score
                             FROM c JOIN {table} l ON l.rid = c.l_rid JOIN {table} r ON r.rid = c.r_rid)
-            SELECT s.*, json_object({', '.join(evidence)}) AS evidence
+            SELECT s.*, json_object({", ".join(evidence)}) AS evidence
             FROM scored s JOIN {table} l ON l.rid = s.l_rid JOIN {table} r ON r.rid = s.r_rid
             WHERE s.det_rule IS NOT NULL OR s.score >= {entity.thresholds.review}""")
 
@@ -154,8 +167,9 @@ class Resolver:
                 SELECT l.rid, least(l.label, coalesce(min(n.label), l.label)) AS label
                 FROM _mdm_labels l LEFT JOIN _mdm_undirected e ON e.a = l.rid LEFT JOIN _mdm_labels n ON n.rid = e.b
                 GROUP BY l.rid, l.label""")
-            diff = con.execute("SELECT count(*) FROM _mdm_next x JOIN _mdm_labels y USING (rid) "
-                               "WHERE x.label <> y.label").fetchall()[0][0]
+            diff = con.execute(
+                "SELECT count(*) FROM _mdm_next x JOIN _mdm_labels y USING (rid) WHERE x.label <> y.label"
+            ).fetchall()[0][0]
             con.execute("CREATE OR REPLACE TEMP TABLE _mdm_labels AS SELECT * FROM _mdm_next")
             if diff == 0:
                 break
@@ -166,7 +180,7 @@ class Resolver:
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _mdm_votes AS
             SELECT l.label, x.golden_id, count(*) AS votes, min(l.rid) AS first_rid
-            FROM _mdm_labels l JOIN mdm.xref x ON x.entity = {_lit(name)} AND x.rid = l.rid
+            FROM _mdm_labels l JOIN mdm.xref x ON x.entity = {literal(name)} AND x.rid = l.rid
             GROUP BY ALL""")
         # An old ID goes to the cluster holding most of its records; a cluster takes its best-supported ID.
         con.execute("""
@@ -175,38 +189,53 @@ class Resolver:
                             QUALIFY row_number() OVER (PARTITION BY golden_id ORDER BY votes DESC, first_rid) = 1)
             SELECT label, golden_id FROM per_id
             QUALIFY row_number() OVER (PARTITION BY label ORDER BY votes DESC, golden_id) = 1""")
-        clusters = [r[0] for r in con.execute(
-            "SELECT DISTINCT label FROM _mdm_labels WHERE label NOT IN (SELECT label FROM _mdm_claims) ORDER BY 1"
-        ).fetchall()]
+        clusters = [
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT label FROM _mdm_labels WHERE label NOT IN (SELECT label FROM _mdm_claims) ORDER BY 1"
+            ).fetchall()
+        ]
         row = con.execute("SELECT next_id FROM mdm.id_counters WHERE entity = ?", [name]).fetchall()
         start = row[0][0] if row else 1
         con.execute("CREATE OR REPLACE TEMP TABLE _mdm_new (label VARCHAR, golden_id VARCHAR)")
         if clusters:
-            con.execute("INSERT INTO _mdm_new SELECT label, ? || '-' || lpad(CAST(? + row_number() OVER (ORDER BY label) "
-                        "- 1 AS VARCHAR), 7, '0') FROM (SELECT unnest(?) AS label)",
-                        [entity.id_prefix, start, clusters])
-        con.execute("INSERT INTO mdm.id_counters VALUES (?, ?) ON CONFLICT (entity) DO UPDATE SET next_id = "
-                    "excluded.next_id", [name, start + len(clusters)])
+            con.execute(
+                "INSERT INTO _mdm_new SELECT label, ? || '-' || lpad(CAST(? + row_number() OVER (ORDER BY label) "
+                "- 1 AS VARCHAR), 7, '0') FROM (SELECT unnest(?) AS label)",
+                [entity.id_prefix, start, clusters],
+            )
+        con.execute(
+            "INSERT INTO mdm.id_counters VALUES (?, ?) ON CONFLICT (entity) DO UPDATE SET next_id = excluded.next_id",
+            [name, start + len(clusters)],
+        )
         con.execute("""CREATE OR REPLACE TEMP TABLE _mdm_ids AS
                        SELECT label, golden_id FROM _mdm_claims UNION ALL SELECT label, golden_id FROM _mdm_new""")
         # Lineage: new IDs (with the ID they split from, if any), IDs merged into another, IDs retired.
-        con.execute(f"""
+        con.execute(
+            f"""
             INSERT INTO mdm.lineage
-            SELECT {_lit(name)}, ?, CASE WHEN v.golden_id IS NULL THEN 'new' ELSE 'split' END, n.golden_id,
+            SELECT {literal(name)}, ?, CASE WHEN v.golden_id IS NULL THEN 'new' ELSE 'split' END, n.golden_id,
                    v.golden_id, ?
             FROM _mdm_new n LEFT JOIN (SELECT label, any_value(golden_id) AS golden_id FROM _mdm_votes GROUP BY label) v
-              USING (label)""", [run_id, now])
-        con.execute(f"""
+              USING (label)""",
+            [run_id, now],
+        )
+        con.execute(
+            f"""
             INSERT INTO mdm.lineage
-            SELECT DISTINCT {_lit(name)}, ?, 'merge', i.golden_id, v.golden_id, ?
+            SELECT DISTINCT {literal(name)}, ?, 'merge', i.golden_id, v.golden_id, ?
             FROM _mdm_votes v JOIN _mdm_ids i USING (label)
-            WHERE v.golden_id <> i.golden_id AND v.golden_id NOT IN (SELECT golden_id FROM _mdm_ids)""", [run_id, now])
+            WHERE v.golden_id <> i.golden_id AND v.golden_id NOT IN (SELECT golden_id FROM _mdm_ids)""",
+            [run_id, now],
+        )
         return len(clusters)
 
     def _golden(self, name: str, entity: Entity, run_id: str) -> None:
         """Golden attributes by survivorship per field, each with the record it came from."""
-        base = (f"(SELECT i.*, x.golden_id FROM mdm.input_{name} i JOIN mdm.xref x ON x.entity = {_lit(name)} "
-                f"AND x.rid = i.rid)")
+        base = (
+            f"(SELECT i.*, x.golden_id FROM mdm.input_{name} i JOIN mdm.xref x ON x.entity = {literal(name)} "
+            f"AND x.rid = i.rid)"
+        )
         frequent = [r.field for r in entity.survivorship if r.rule == "most_frequent"]
         if frequent:
             freq = ", ".join(f"count(*) OVER (PARTITION BY golden_id, {c}) AS _freq_{c}" for c in frequent)
@@ -215,7 +244,7 @@ class Resolver:
         for rule in entity.survivorship:
             col = rule.field
             if rule.rule == "source_priority":
-                whens = " ".join(f"WHEN {_lit(s)} THEN {n}" for n, s in enumerate(rule.order or []))
+                whens = " ".join(f"WHEN {literal(s)} THEN {n}" for n, s in enumerate(rule.order or []))
                 order = f"CASE source_system {whens} ELSE 99 END"
             elif rule.rule == "most_recent":
                 order = "coalesce(-epoch_us(CAST(updated_at AS TIMESTAMP)), 9e18)"
@@ -228,8 +257,8 @@ class Resolver:
             selects.append(f"arg_min(rid, ({order}, rid)) FILTER (WHERE {present}) AS {col}_source")
         self.con.execute(f"""
             CREATE OR REPLACE TABLE mdm.golden_{name} AS
-            SELECT golden_id, {', '.join(selects)}, count(*) AS members, list(rid ORDER BY rid) AS member_records,
-                   {_lit(run_id)} AS run_id
+            SELECT golden_id, {", ".join(selects)}, count(*) AS members, list(rid ORDER BY rid) AS member_records,
+                   {literal(run_id)} AS run_id
             FROM {base} b GROUP BY golden_id""")
 
     # ------------------------------------------------------------ the run
@@ -238,10 +267,14 @@ class Resolver:
         con = self.con
         started = time.perf_counter()
         now = dt.datetime.now(dt.UTC)
-        run_id = f"{now:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-        had_previous = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'mdm' AND table_name = ?",
-            [f"input_{name}"]).fetchall()[0][0] > 0
+        run_id = new_run_id(now)
+        had_previous = (
+            con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'mdm' AND table_name = ?",
+                [f"input_{name}"],
+            ).fetchall()[0][0]
+            > 0
+        )
         if incremental and had_previous:
             con.execute(f"CREATE OR REPLACE TEMP TABLE _mdm_prev AS SELECT rid, row_hash FROM mdm.input_{name}")
         table = self._input(name, entity)
@@ -257,32 +290,39 @@ class Resolver:
             changed = con.execute("SELECT count(*) FROM _mdm_changed").fetchall()[0][0]
             only = "_mdm_changed"
             if changed == 0:
-                result = ResolveResult(name, run_id, mode, records, 0, 0, 0, 0, 0, 0, 0,
-                                       time.perf_counter() - started)
+                result = ResolveResult(name, run_id, mode, records, 0, 0, 0, 0, 0, 0, 0, time.perf_counter() - started)
                 self._log_run(result, now)
                 return result
         self._pairs(name, entity, table, only)
         t = entity.thresholds
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             if only:
-                con.execute(f"DELETE FROM mdm.match_pairs WHERE entity = ? AND (l_rid IN (SELECT rid FROM {only}) "
-                            f"OR r_rid IN (SELECT rid FROM {only}))", [name])
+                con.execute(
+                    f"DELETE FROM mdm.match_pairs WHERE entity = ? AND (l_rid IN (SELECT rid FROM {only}) "
+                    f"OR r_rid IN (SELECT rid FROM {only}))",
+                    [name],
+                )
             else:
                 con.execute("DELETE FROM mdm.match_pairs WHERE entity = ?", [name])
-            con.execute(f"""
+            con.execute(
+                f"""
                 INSERT INTO mdm.match_pairs
                 SELECT ?, l_rid, r_rid, coalesce(det_rule, 'probabilistic'), score, evidence,
                        CASE WHEN det_rule IS NOT NULL OR score >= {t.match} THEN 'link'
                             WHEN score >= {t.review} THEN 'review' ELSE 'reject' END, ?
-                FROM _mdm_pairs WHERE det_rule IS NOT NULL OR score >= {t.review}""", [name, run_id])
+                FROM _mdm_pairs WHERE det_rule IS NOT NULL OR score >= {t.review}""",
+                [name, run_id],
+            )
             # Accepted links, plus manual links, minus manual splits.
-            con.execute("""
+            con.execute(
+                """
                 CREATE OR REPLACE TEMP TABLE _mdm_edges AS
                 SELECT l_rid, r_rid FROM mdm.match_pairs p WHERE entity = ? AND decision = 'link'
                   AND NOT EXISTS (SELECT 1 FROM mdm.overrides o WHERE o.entity = p.entity AND o.action = 'split'
                                   AND ((o.a_rid = p.l_rid AND o.b_rid = p.r_rid) OR (o.a_rid = p.r_rid AND o.b_rid = p.l_rid)))
-                UNION SELECT a_rid, b_rid FROM mdm.overrides WHERE entity = ? AND action = 'link'""", [name, name])
+                UNION SELECT a_rid, b_rid FROM mdm.overrides WHERE entity = ? AND action = 'link'""",
+                [name, name],
+            )
             self._components(name)
             self._enforce_splits(name)
             if only:
@@ -291,9 +331,10 @@ class Resolver:
             else:
                 touched = None
             new_ids = self._assign_ids(name, entity, run_id, now)
-            con.execute(f"""
+            con.execute(
+                f"""
                 CREATE OR REPLACE TEMP TABLE _mdm_xref AS
-                SELECT {_lit(name)} AS entity, i.source_system, i.source_id, ids.golden_id,
+                SELECT {literal(name)} AS entity, i.source_system, i.source_id, ids.golden_id,
                        coalesce(best.rule, 'singleton') AS rule, best.score, i.rid
                 FROM mdm.input_{name} i JOIN _mdm_labels l USING (rid) JOIN _mdm_ids ids USING (label)
                 LEFT JOIN (SELECT rid, arg_max(rule, score) AS rule, max(score) AS score FROM (
@@ -301,15 +342,20 @@ class Resolver:
                                UNION ALL SELECT r_rid, rule, score FROM mdm.match_pairs WHERE entity = ? AND decision = 'link'
                                UNION ALL SELECT a_rid, 'override', NULL FROM mdm.overrides WHERE entity = ? AND action = 'link'
                                UNION ALL SELECT b_rid, 'override', NULL FROM mdm.overrides WHERE entity = ? AND action = 'link')
-                           GROUP BY rid) best ON best.rid = i.rid""", [name, name, name, name])
+                           GROUP BY rid) best ON best.rid = i.rid""",
+                [name, name, name, name],
+            )
             if touched is None:
-                touched = con.execute("SELECT count(DISTINCT golden_id) FROM _mdm_xref x WHERE NOT EXISTS ("
-                                      "SELECT 1 FROM mdm.xref o WHERE o.entity = x.entity AND o.rid = x.rid "
-                                      "AND o.golden_id = x.golden_id)").fetchall()[0][0]
+                touched = con.execute(
+                    "SELECT count(DISTINCT golden_id) FROM _mdm_xref x WHERE NOT EXISTS ("
+                    "SELECT 1 FROM mdm.xref o WHERE o.entity = x.entity AND o.rid = x.rid "
+                    "AND o.golden_id = x.golden_id)"
+                ).fetchall()[0][0]
             con.execute("DELETE FROM mdm.xref WHERE entity = ?", [name])
             con.execute("INSERT INTO mdm.xref SELECT * FROM _mdm_xref")
             con.execute("DELETE FROM mdm.review_queue WHERE entity = ?", [name])
-            con.execute("""
+            con.execute(
+                """
                 INSERT INTO mdm.review_queue
                 SELECT p.entity, p.l_rid, p.r_rid, p.score, p.evidence, a.golden_id, b.golden_id, p.run_id
                 FROM mdm.match_pairs p JOIN mdm.xref a ON a.entity = p.entity AND a.rid = p.l_rid
@@ -317,18 +363,32 @@ class Resolver:
                 WHERE p.entity = ? AND p.decision = 'review' AND a.golden_id <> b.golden_id
                   AND NOT EXISTS (SELECT 1 FROM mdm.overrides o WHERE o.entity = p.entity
                                   AND ((o.a_rid = p.l_rid AND o.b_rid = p.r_rid) OR (o.a_rid = p.r_rid AND o.b_rid = p.l_rid)))
-            """, [name])
+            """,
+                [name],
+            )
             self._golden(name, entity, run_id)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
-        counts = con.execute("SELECT count(*), count(*) FILTER (WHERE decision = 'link'), "
-                             "count(*) FILTER (WHERE decision = 'review') FROM mdm.match_pairs WHERE entity = ?",
-                             [name]).fetchall()[0]
-        clusters = con.execute("SELECT count(DISTINCT golden_id) FROM mdm.xref WHERE entity = ?", [name]).fetchall()[0][0]
-        result = ResolveResult(name, run_id, mode, records, int(changed), int(counts[0]), int(counts[1]),
-                               int(counts[2]), int(clusters), int(touched), new_ids, time.perf_counter() - started)
+        counts = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE decision = 'link'), "
+            "count(*) FILTER (WHERE decision = 'review') FROM mdm.match_pairs WHERE entity = ?",
+            [name],
+        ).fetchall()[0]
+        clusters = con.execute("SELECT count(DISTINCT golden_id) FROM mdm.xref WHERE entity = ?", [name]).fetchall()[0][
+            0
+        ]
+        result = ResolveResult(
+            name,
+            run_id,
+            mode,
+            records,
+            int(changed),
+            int(counts[0]),
+            int(counts[1]),
+            int(counts[2]),
+            int(clusters),
+            int(touched),
+            new_ids,
+            time.perf_counter() - started,
+        )
         self._log_run(result, now)
         return result
 
@@ -336,31 +396,73 @@ class Resolver:
         """A manual split that connected components still join: cut every automatic edge of the second record."""
         con = self.con
         for _ in range(5):
-            together = con.execute("""
+            together = con.execute(
+                """
                 SELECT o.a_rid, o.b_rid FROM mdm.overrides o JOIN _mdm_labels a ON a.rid = o.a_rid
                 JOIN _mdm_labels b ON b.rid = o.b_rid WHERE o.entity = ? AND o.action = 'split' AND a.label = b.label
-            """, [name]).fetchall()
+            """,
+                [name],
+            ).fetchall()
             if not together:
                 return
             for _a, b in together:
-                con.execute("""DELETE FROM _mdm_edges WHERE (l_rid = ? OR r_rid = ?) AND NOT EXISTS (
+                con.execute(
+                    """DELETE FROM _mdm_edges WHERE (l_rid = ? OR r_rid = ?) AND NOT EXISTS (
                     SELECT 1 FROM mdm.overrides o WHERE o.entity = ? AND o.action = 'link'
                     AND ((o.a_rid = _mdm_edges.l_rid AND o.b_rid = _mdm_edges.r_rid)
-                      OR (o.a_rid = _mdm_edges.r_rid AND o.b_rid = _mdm_edges.l_rid)))""", [b, b, name])
+                      OR (o.a_rid = _mdm_edges.r_rid AND o.b_rid = _mdm_edges.l_rid)))""",
+                    [b, b, name],
+                )
             self._components(name)
 
     def _log_run(self, r: ResolveResult, now: dt.datetime) -> None:
-        self.con.execute("INSERT INTO mdm.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                         [r.run_id, r.entity, r.mode, r.records, r.changed_records, r.pairs, r.links, r.reviews,
-                          r.clusters, r.touched_clusters, r.new_ids, r.seconds, now])
+        self.con.execute(
+            "INSERT INTO mdm.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                r.run_id,
+                r.entity,
+                r.mode,
+                r.records,
+                r.changed_records,
+                r.pairs,
+                r.links,
+                r.reviews,
+                r.clusters,
+                r.touched_clusters,
+                r.new_ids,
+                r.seconds,
+                now,
+            ],
+        )
 
 
 def _side(expr: str, alias: str) -> str:
     """Qualify a blocking expression's bare column names with a table alias (l or r)."""
     import re
 
-    keywords = {"substr", "split_part", "lower", "upper", "left", "right", "coalesce", "cast", "as", "varchar",
-                "and", "or", "not", "null", "trim", "soundex", "strftime", "year", "month"}
-    return re.sub(r"(?<![.'\w])([a-z_][a-z0-9_]*)(?![\w(])",
-                  lambda m: m.group(1) if m.group(1) in keywords else f"{alias}.{m.group(1)}", expr)
-
+    keywords = {
+        "substr",
+        "split_part",
+        "lower",
+        "upper",
+        "left",
+        "right",
+        "coalesce",
+        "cast",
+        "as",
+        "varchar",
+        "and",
+        "or",
+        "not",
+        "null",
+        "trim",
+        "soundex",
+        "strftime",
+        "year",
+        "month",
+    }
+    return re.sub(
+        r"(?<![.'\w])([a-z_][a-z0-9_]*)(?![\w(])",
+        lambda m: m.group(1) if m.group(1) in keywords else f"{alias}.{m.group(1)}",
+        expr,
+    )

@@ -13,13 +13,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import duckdb
 
+from core.warehouse import literal, new_run_id, quote, transaction
 from reconcile.rules import Rule
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -63,14 +62,6 @@ class RunResult:
     counts_by_type: dict[str, int] = field(default_factory=dict)
 
 
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _lit(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 class Engine:
     """Runs rules against one DuckDB connection (the warehouse, or any DuckDB with the inputs)."""
 
@@ -90,8 +81,9 @@ class Engine:
         for i, expr in enumerate(key_exprs):
             cols.append(f"{expr} AS k{i}")
         ident = rule.row_id[side] if rule.row_id else None
-        id_expr = ident if ident else ("concat_ws('|', " + ", ".join(key_exprs) + ")" if len(key_exprs) > 1
-                                       else key_exprs[0])
+        id_expr = (
+            ident if ident else ("concat_ws('|', " + ", ".join(key_exprs) + ")" if len(key_exprs) > 1 else key_exprs[0])
+        )
         cols.append(f"{id_expr} AS _id")
         if rule.fx is not None:
             currency_measure = next((m for m in rule.measures if m.currency), None)
@@ -99,13 +91,15 @@ class Engine:
                 fx = rule.fx
                 ccy, date = currency_measure.currency[side], currency_measure.fx_date[side]
                 # The rate in force on the date (ASOF), under names that cannot clash with the dataset's.
-                rel = (f"(SELECT s.*, CASE WHEN s._cx_ccy = {_lit(fx.reporting_currency)} THEN 1.0 "
-                       f"ELSE fx._cx_rate END AS _fx FROM (SELECT *, CAST({ccy} AS VARCHAR) AS _cx_ccy, "
-                       f"CAST({date} AS DATE) AS _cx_date FROM {rel} s0) s ASOF LEFT JOIN ("
-                       f"SELECT {_q(fx.from_ccy)} AS _cx_from, CAST({_q(fx.date)} AS DATE) AS _cx_rate_date, "
-                       f"CAST({_q(fx.rate)} AS DOUBLE) AS _cx_rate FROM {fx.table} "
-                       f"WHERE {_q(fx.to_ccy)} = {_lit(fx.reporting_currency)}) fx "
-                       f"ON fx._cx_from = s._cx_ccy AND s._cx_date >= fx._cx_rate_date)")
+                rel = (
+                    f"(SELECT s.*, CASE WHEN s._cx_ccy = {literal(fx.reporting_currency)} THEN 1.0 "
+                    f"ELSE fx._cx_rate END AS _fx FROM (SELECT *, CAST({ccy} AS VARCHAR) AS _cx_ccy, "
+                    f"CAST({date} AS DATE) AS _cx_date FROM {rel} s0) s ASOF LEFT JOIN ("
+                    f"SELECT {quote(fx.from_ccy)} AS _cx_from, CAST({quote(fx.date)} AS DATE) AS _cx_rate_date, "
+                    f"CAST({quote(fx.rate)} AS DOUBLE) AS _cx_rate FROM {fx.table} "
+                    f"WHERE {quote(fx.to_ccy)} = {literal(fx.reporting_currency)}) fx "
+                    f"ON fx._cx_from = s._cx_ccy AND s._cx_date >= fx._cx_rate_date)"
+                )
         for i, measure in enumerate(rule.measures):
             expr = measure.left if side == 0 else measure.right
             value = f"CAST({expr} AS DOUBLE)"
@@ -125,14 +119,13 @@ class Engine:
     def _ok(self, rule: Rule, i: int, left: str, right: str) -> str:
         m = rule.measures[i]
         lv, rv = f"coalesce({left}.m{i}, 0)", f"coalesce({right}.m{i}, 0)"
-        return (f"(abs({lv} - {rv}) <= greatest({m.abs_tol}, {m.rel_tol} * greatest(abs({lv}), abs({rv}))) "
-                "+ 1e-9)")
+        return f"(abs({lv} - {rv}) <= greatest({m.abs_tol}, {m.rel_tol} * greatest(abs({lv}), abs({rv}))) + 1e-9)"
 
     def _attr_ok(self, rule: Rule, i: int, left: str, right: str) -> str:
         attribute = rule.attributes[i]
         lv = f"{left}.a{i}"
         if attribute.map:
-            cases = " ".join(f"WHEN {lv} = {_lit(k)} THEN {_lit(v)}" for k, v in attribute.map.items())
+            cases = " ".join(f"WHEN {lv} = {literal(k)} THEN {literal(v)}" for k, v in attribute.map.items())
             lv = f"(CASE {cases} ELSE {lv} END)"
         return f"({lv} IS NOT DISTINCT FROM {right}.a{i})"
 
@@ -141,7 +134,7 @@ class Engine:
     def run(self, name: str, rule: Rule, trigger: str = "manual") -> RunResult:
         """Compare, classify, record. Only break rows are materialised with their values and details."""
         con = self.con
-        run_id = f"{dt.datetime.now(dt.UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+        run_id = new_run_id()
         started_at = dt.datetime.now(dt.UTC)
         t0 = time.perf_counter()
         line = rule.grain == "line"
@@ -158,8 +151,9 @@ class Engine:
 
         value_cols = [f"m{i}" for i in range(nm)] + [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)]
         ctx_cols = ["ctx_project", "ctx_period", "ctx_legal_entity"]
-        first = ", ".join(f"any_value({c}) AS {c}" for c in [f"a{i}" for i in range(na)]
-                          + [f"f{i}" for i in range(nf)] + ctx_cols)
+        first = ", ".join(
+            f"any_value({c}) AS {c}" for c in [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)] + ctx_cols
+        )
         summed = ", ".join(f"{'sum' if not line else 'any_value'}(m{i}) AS m{i}" for i in range(nm))
         aggregates = ", ".join(x for x in (summed, first) if x)
         # The right side is aggregated per key (a count above one is a duplicate posting); so is the
@@ -169,26 +163,28 @@ class Engine:
             on = " AND ".join(f"r.{k} = d.{k}" for k in keys)
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE _cx_dups AS
-                SELECT {', '.join(keys)}, count(*) AS _n FROM _cx_right WHERE {has_key}
-                GROUP BY {', '.join(keys)} HAVING count(*) > 1""")
+                SELECT {", ".join(keys)}, count(*) AS _n FROM _cx_right WHERE {has_key}
+                GROUP BY {", ".join(keys)} HAVING count(*) > 1""")
             con.execute(f"""
                 CREATE OR REPLACE TEMP VIEW _cx_right_agg AS
-                SELECT {', '.join(f'r.{k}' for k in keys)}, coalesce(d._n, 1) AS _n, r._id,
-                       {', '.join(f'r.{c}' for c in value_cols + ctx_cols)}
-                FROM _cx_right r LEFT JOIN _cx_dups d ON {on} WHERE {has_key.replace('k', 'r.k')}""")
+                SELECT {", ".join(f"r.{k}" for k in keys)}, coalesce(d._n, 1) AS _n, r._id,
+                       {", ".join(f"r.{c}" for c in value_cols + ctx_cols)}
+                FROM _cx_right r LEFT JOIN _cx_dups d ON {on} WHERE {has_key.replace("k", "r.k")}""")
         else:
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE _cx_right_agg AS
-                SELECT {', '.join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
-                FROM _cx_right WHERE {has_key} GROUP BY {', '.join(keys)}""")
+                SELECT {", ".join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
+                FROM _cx_right WHERE {has_key} GROUP BY {", ".join(keys)}""")
         if line:
-            con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {', '.join(keys)}, 1 AS _n, _id, "
-                        f"{', '.join(value_cols + ctx_cols)} FROM _cx_left WHERE {has_key}")
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {', '.join(keys)}, 1 AS _n, _id, "
+                f"{', '.join(value_cols + ctx_cols)} FROM _cx_left WHERE {has_key}"
+            )
         else:
             con.execute(f"""
                 CREATE OR REPLACE TEMP TABLE _cx_left_agg AS
-                SELECT {', '.join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
-                FROM _cx_left WHERE {has_key} GROUP BY {', '.join(keys)}""")
+                SELECT {", ".join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
+                FROM _cx_left WHERE {has_key} GROUP BY {", ".join(keys)}""")
 
         # Rows whose key is missing on the right may still be the same thing: match them on the
         # fallback keys, one-to-one, when every measure agrees.
@@ -200,7 +196,7 @@ class Engine:
             con.execute(f"""
                 INSERT INTO _cx_fallback
                 WITH lu AS (SELECT * FROM _cx_left_agg a WHERE NOT EXISTS (
-                                SELECT 1 FROM _cx_right_agg b WHERE {' AND '.join(f'a.{k} = b.{k}' for k in keys)})
+                                SELECT 1 FROM _cx_right_agg b WHERE {" AND ".join(f"a.{k} = b.{k}" for k in keys)})
                             QUALIFY count(*) OVER (PARTITION BY {part}) = 1),
                      ru AS (SELECT * FROM _cx_right WHERE NOT ({has_key})
                             QUALIFY count(*) OVER (PARTITION BY {part}) = 1)
@@ -214,102 +210,159 @@ class Engine:
             checks.append((f"duplicate_in_{rule.left_name.lower()}", "l._n > 1"))
         checks.append((rule.missing_right_type, "r._n IS NULL"))
         checks.append((rule.missing_left_type, "l._n IS NULL"))
-        value_checks = [(m.break_type, f"NOT {self._ok(rule, i, 'l', 'r')}", m.label)
-                        for i, m in enumerate(rule.measures)]
-        value_checks += [(a.break_type, f"NOT {self._attr_ok(rule, i, 'l', 'r')}", a.label)
-                         for i, a in enumerate(rule.attributes)]
+        value_checks = [
+            (m.break_type, f"NOT {self._ok(rule, i, 'l', 'r')}", m.label) for i, m in enumerate(rule.measures)
+        ]
+        value_checks += [
+            (a.break_type, f"NOT {self._attr_ok(rule, i, 'l', 'r')}", a.label) for i, a in enumerate(rule.attributes)
+        ]
         if rule.check_order:
             order = {t: n for n, t in enumerate(rule.check_order)}
             value_checks.sort(key=lambda c: order.get(c[0], len(order)))
         if not line:
             checks = [c for c in checks if not c[0].startswith("duplicate_in_")]
-        case = " ".join(f"WHEN {cond} THEN {_lit(bt)}" for bt, cond in checks)
-        case += " " + " ".join(f"WHEN {cond} THEN {_lit(bt)}" for bt, cond, _ in value_checks)
-        fallback_filter = "WHERE l._id IS NULL OR CAST(l._id AS VARCHAR) NOT IN (SELECT l_id FROM _cx_fallback)" \
-            if fallback_matched else ""
+        case = " ".join(f"WHEN {cond} THEN {literal(bt)}" for bt, cond in checks)
+        case += " " + " ".join(f"WHEN {cond} THEN {literal(bt)}" for bt, cond, _ in value_checks)
+        fallback_filter = (
+            "WHERE l._id IS NULL OR CAST(l._id AS VARCHAR) NOT IN (SELECT l_id FROM _cx_fallback)"
+            if fallback_matched
+            else ""
+        )
         # The comparison pass: one full outer join; only rows that break are kept.
         con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _cx_pairs AS
             SELECT * FROM (
-                SELECT {', '.join(f'coalesce(l.{k}, r.{k}) AS {k}' for k in keys)},
+                SELECT {", ".join(f"coalesce(l.{k}, r.{k}) AS {k}" for k in keys)},
                        l._n AS l_n, r._n AS r_n, l._id AS l_id, r._id AS r_id,
-                       {', '.join(f'l.{c} AS l_{c}, r.{c} AS r_{c}' for c in value_cols + ctx_cols)},
+                       {", ".join(f"l.{c} AS l_{c}, r.{c} AS r_{c}" for c in value_cols + ctx_cols)},
                        CASE {case} ELSE NULL END AS break_type
-                FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {' AND '.join(f'l.{k} = r.{k}' for k in keys)}
+                FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)}
                 {fallback_filter}
             ) WHERE break_type IS NOT NULL
-            QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} ORDER BY r_id) = 1 OR k0 IS NULL""")
+            QUALIFY row_number() OVER (PARTITION BY {", ".join(keys)} ORDER BY r_id) = 1 OR k0 IS NULL""")
         left_rows = con.execute("SELECT count(*) FROM _cx_left").fetchall()[0][0]
         right_rows = con.execute("SELECT count(*) FROM _cx_right").fetchall()[0][0] or 0
 
         def side_values(prefix: str, n: str) -> str:
-            return "json_object(" + ", ".join(
-                [f"{_lit(m.label)}, {prefix}_m{i}" for i, m in enumerate(rule.measures)]
-                + [f"{_lit(a.label)}, {prefix}_a{i}" for i, a in enumerate(rule.attributes)]
-                + [f"'rows', {n}"]) + ")"
+            return (
+                "json_object("
+                + ", ".join(
+                    [f"{literal(m.label)}, {prefix}_m{i}" for i, m in enumerate(rule.measures)]
+                    + [f"{literal(a.label)}, {prefix}_a{i}" for i, a in enumerate(rule.attributes)]
+                    + [f"'rows', {n}"]
+                )
+                + ")"
+            )
 
-        details = ("concat_ws('; ', " + ", ".join(
-            f"CASE WHEN l_n IS NOT NULL AND r_n IS NOT NULL AND {cond.replace('l.', 'l_').replace('r.', 'r_')} "
-            f"THEN {_lit(label + ': ' + bt)} END" for bt, cond, label in value_checks) + ")") \
-            if value_checks else "NULL"
+        details = (
+            (
+                "concat_ws('; ', "
+                + ", ".join(
+                    f"CASE WHEN l_n IS NOT NULL AND r_n IS NOT NULL AND {cond.replace('l.', 'l_').replace('r.', 'r_')} "
+                    f"THEN {literal(label + ': ' + bt)} END"
+                    for bt, cond, label in value_checks
+                )
+                + ")"
+            )
+            if value_checks
+            else "NULL"
+        )
         delta = "coalesce(r_m0, 0) - coalesce(l_m0, 0)" if nm else "NULL"
         key_text = f"concat_ws('|', {', '.join(keys)})"
-        dup_ids = (f"(SELECT string_agg(CAST(x._id AS VARCHAR), ',' ORDER BY x._id) FROM _cx_right x "
-                   f"WHERE {' AND '.join(f'x.{k} = p.{k}' for k in keys)})")
+        dup_ids = (
+            f"(SELECT string_agg(CAST(x._id AS VARCHAR), ',' ORDER BY x._id) FROM _cx_right x "
+            f"WHERE {' AND '.join(f'x.{k} = p.{k}' for k in keys)})"
+        )
         unkeyed_values = side_values("r", "1").replace("r_m", "r.m").replace("r_a", "r.a")
-        con.execute(f"""
+        con.execute(
+            f"""
             CREATE OR REPLACE TEMP TABLE _cx_breaks AS
             WITH b AS (
                 SELECT nullif({key_text}, '') AS key, CAST(l_id AS VARCHAR) AS left_id,
                        CASE WHEN r_n > 1 THEN {dup_ids} ELSE CAST(r_id AS VARCHAR) END AS right_id,
                        break_type, {details} AS details, {delta} AS delta, l_n,
-                       {side_values('l', 'l_n')} AS left_values, {side_values('r', 'r_n')} AS right_values,
+                       {side_values("l", "l_n")} AS left_values, {side_values("r", "r_n")} AS right_values,
                        coalesce(l_ctx_project, r_ctx_project) AS project,
                        coalesce(l_ctx_period, r_ctx_period) AS period,
                        coalesce(l_ctx_legal_entity, r_ctx_legal_entity) AS legal_entity
                 FROM _cx_pairs p
                 UNION ALL
-                SELECT NULL, NULL, CAST(r._id AS VARCHAR), {_lit(rule.missing_left_type)}, NULL,
-                       {'r.m0' if nm else 'NULL'}, NULL, json_object('rows', 0), {unkeyed_values},
+                SELECT NULL, NULL, CAST(r._id AS VARCHAR), {literal(rule.missing_left_type)}, NULL,
+                       {"r.m0" if nm else "NULL"}, NULL, json_object('rows', 0), {unkeyed_values},
                        r.ctx_project, r.ctx_period, r.ctx_legal_entity
-                FROM _cx_right r WHERE NOT ({has_key.replace('k', 'r.k')})
+                FROM _cx_right r WHERE NOT ({has_key.replace("k", "r.k")})
                   AND CAST(r._id AS VARCHAR) NOT IN (SELECT r_id FROM _cx_fallback)
             )
             SELECT *, md5(concat_ws('|', ?, break_type, coalesce(key, ''),
                                     CASE WHEN l_n IS NULL THEN coalesce(right_id, '') ELSE '' END)) AS break_id
-            FROM b""", [name])
+            FROM b""",
+            [name],
+        )
         counts = dict(con.execute("SELECT break_type, count(*) FROM _cx_breaks GROUP BY 1 ORDER BY 1").fetchall())
         breaks_with_left = con.execute("SELECT count(*) FROM _cx_breaks WHERE l_n IS NOT NULL").fetchall()[0][0]
         left_keyed = left_rows if line else con.execute("SELECT count(*) FROM _cx_left_agg").fetchall()[0][0]
         matched = max(0, int(left_keyed) - int(breaks_with_left) - int(fallback_matched))
         new, resolved = self._record(name, run_id, started_at)
         seconds = time.perf_counter() - t0
-        result = RunResult(run_id, name, seconds, int(left_rows), int(right_rows), matched, int(fallback_matched),
-                           sum(counts.values()), new, resolved, counts)
-        con.execute("INSERT INTO recon.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
-                    [run_id, name, rule.version(), started_at, dt.datetime.now(dt.UTC), seconds, left_rows,
-                     right_rows, matched, fallback_matched, result.breaks, new, resolved, json.dumps(counts),
-                     trigger])
+        result = RunResult(
+            run_id,
+            name,
+            seconds,
+            int(left_rows),
+            int(right_rows),
+            matched,
+            int(fallback_matched),
+            sum(counts.values()),
+            new,
+            resolved,
+            counts,
+        )
+        con.execute(
+            "INSERT INTO recon.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
+            [
+                run_id,
+                name,
+                rule.version(),
+                started_at,
+                dt.datetime.now(dt.UTC),
+                seconds,
+                left_rows,
+                right_rows,
+                matched,
+                fallback_matched,
+                result.breaks,
+                new,
+                resolved,
+                json.dumps(counts),
+                trigger,
+            ],
+        )
         return result
 
     def _record(self, name: str, run_id: str, now: dt.datetime) -> tuple[int, int]:
         """Lifecycle: new breaks open, seen ones keep their first run, absent ones resolve."""
         con = self.con
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             new = con.execute("""
                 SELECT count(*) FROM _cx_breaks b WHERE NOT EXISTS (
                     SELECT 1 FROM recon.break_state s WHERE s.break_id = b.break_id AND s.status = 'open')
             """).fetchall()[0][0]
-            resolved = con.execute("""
+            resolved = con.execute(
+                """
                 SELECT count(*) FROM recon.break_state s WHERE s.recon = ? AND s.status = 'open'
-                AND NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = s.break_id)""", [name]).fetchall()[0][0]
-            con.execute("""
+                AND NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = s.break_id)""",
+                [name],
+            ).fetchall()[0][0]
+            con.execute(
+                """
                 UPDATE recon.break_state SET status = 'resolved', resolved_run = ?, resolved_at = ?
                 WHERE recon = ? AND status = 'open'
                 AND NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = recon.break_state.break_id)
-            """, [run_id, now, name])
-            con.execute("""
+            """,
+                [run_id, now, name],
+            )
+            con.execute(
+                """
                 INSERT INTO recon.break_state
                 SELECT break_id, ?, break_type, key, left_id, right_id, project, period, legal_entity, 'open',
                        ?, ?, ?, ?, NULL, NULL, delta, left_values, right_values, details
@@ -323,40 +376,28 @@ class Engine:
                     resolved_run = NULL, resolved_at = NULL, delta = excluded.delta,
                     left_values = excluded.left_values, right_values = excluded.right_values,
                     details = excluded.details
-            """, [name, run_id, now, run_id, now])
-            con.execute("""
+            """,
+                [name, run_id, now, run_id, now],
+            )
+            con.execute(
+                """
                 INSERT INTO recon.breaks
                 SELECT ?, ?, b.break_id, b.break_type, b.key, b.left_id, b.right_id, b.left_values, b.right_values,
                        NULL, b.delta, b.details, b.project, b.period, b.legal_entity,
                        CASE WHEN s.first_seen_run = ? THEN 'new' ELSE 'open' END, s.first_seen_run, s.first_seen_at,
                        date_diff('second', s.first_seen_at, ?::TIMESTAMPTZ) / 86400.0
                 FROM _cx_breaks b JOIN recon.break_state s USING (break_id)
-            """, [run_id, name, run_id, now])
-            con.execute("""
+            """,
+                [run_id, name, run_id, now],
+            )
+            con.execute(
+                """
                 INSERT INTO recon.breaks
                 SELECT ?, recon, break_id, break_type, key, left_id, right_id, left_values, right_values, NULL, delta,
                        details, project, period, legal_entity, 'resolved', first_seen_run, first_seen_at,
                        date_diff('second', first_seen_at, ?::TIMESTAMPTZ) / 86400.0
                 FROM recon.break_state WHERE recon = ? AND resolved_run = ?
-            """, [run_id, now, name, run_id])
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+            """,
+                [run_id, now, name, run_id],
+            )
         return int(new), int(resolved)
-
-
-def open_breaks(con: duckdb.DuckDBPyConnection, recon: str | None = None, break_type: str | None = None,
-                open_only: bool = True) -> list[tuple[Any, ...]]:
-    sql = ("SELECT recon, break_type, key, left_id, right_id, delta, project, period, legal_entity, status, "
-           "first_seen_run, details FROM recon.break_state WHERE 1=1")
-    params: list[Any] = []
-    if open_only:
-        sql += " AND status = 'open'"
-    if recon:
-        sql += " AND recon = ?"
-        params.append(recon)
-    if break_type:
-        sql += " AND break_type = ?"
-        params.append(break_type)
-    return con.execute(sql + " ORDER BY recon, break_type, key", params).fetchall()

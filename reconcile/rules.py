@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from core.cron import cron_trigger
+from core.models import Strict
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Dataset(_Strict):
+class Dataset(Strict):
     """Exactly one of `table`, `sql`, `sql_file` or `path` (Parquet or CSV); `where` filters it."""
 
     table: str | None = None
@@ -51,7 +51,7 @@ class Dataset(_Strict):
         return f"(SELECT * FROM {base} AS src)"
 
 
-class Measure(_Strict):
+class Measure(Strict):
     """A numeric column compared within tolerances; `break_type` names a difference."""
 
     left: str
@@ -61,8 +61,10 @@ class Measure(_Strict):
     break_type: str = "amount_mismatch"
     name: str | None = None
     currency: tuple[str, str] | None = Field(
-        default=None, description="(left currency column, right currency column): convert both to the "
-                                  "reporting currency through the rule's fx table before comparing")
+        default=None,
+        description="(left currency column, right currency column): convert both to the "
+        "reporting currency through the rule's fx table before comparing",
+    )
     fx_date: tuple[str, str] | None = Field(default=None, description="(left date, right date) for the rate")
 
     @property
@@ -70,7 +72,7 @@ class Measure(_Strict):
         return self.name or self.left
 
 
-class Attribute(_Strict):
+class Attribute(Strict):
     """A non-numeric column that must be equal (after an optional value map on the left)."""
 
     left: str
@@ -84,7 +86,7 @@ class Attribute(_Strict):
         return self.name or self.left
 
 
-class Fx(_Strict):
+class Fx(Strict):
     table: str
     date: str = "rate_date"
     from_ccy: str = "from_ccy"
@@ -93,7 +95,7 @@ class Fx(_Strict):
     reporting_currency: str = "USD"
 
 
-class Context(_Strict):
+class Context(Strict):
     """Columns (SQL expressions per side) that describe a break for the people who act on it."""
 
     project: tuple[str, str] | None = None
@@ -101,18 +103,21 @@ class Context(_Strict):
     legal_entity: tuple[str, str] | None = None
 
 
-class Rule(_Strict):
+class Rule(Strict):
     left: Dataset
     right: Dataset
     keys: list[tuple[str, str]] = Field(min_length=1)
     fallback_keys: list[tuple[str, str]] | None = Field(
-        default=None, description="for rows unmatched by `keys` whose key is missing: match on these instead, "
-                                  "when every measure agrees too")
+        default=None,
+        description="for rows unmatched by `keys` whose key is missing: match on these instead, "
+        "when every measure agrees too",
+    )
     grain: Literal["line"] | list[tuple[str, str]] = "line"
     measures: list[Measure] = Field(default_factory=list)
     attributes: list[Attribute] = Field(default_factory=list)
     check_order: list[str] | None = Field(
-        default=None, description="break types in priority order; a pair of rows gets the first that applies")
+        default=None, description="break types in priority order; a pair of rows gets the first that applies"
+    )
     fx: Fx | None = None
     context: Context = Field(default_factory=Context)
     left_name: str = "left"
@@ -120,10 +125,11 @@ class Rule(_Strict):
     duplicates: bool = Field(default=True, description="report keys posted more than once on the right")
     duplicate_type: str = "duplicate_posting"
     row_id: tuple[str, str] | None = Field(
-        default=None, description="(left, right) expressions naming a row, e.g. a document number; "
-                                  "defaults to the key")
-    schedule: str | None = Field(default=None,
-                                 description="cron expression for the scheduler: 5 fields, or 6 with seconds first")
+        default=None, description="(left, right) expressions naming a row, e.g. a document number; defaults to the key"
+    )
+    schedule: str | None = Field(
+        default=None, description="cron expression for the scheduler: 5 fields, or 6 with seconds first"
+    )
     description: str | None = None
 
     @model_validator(mode="after")
@@ -132,8 +138,6 @@ class Rule(_Strict):
             if measure.currency and self.fx is None:
                 raise ValueError(f"measure {measure.label!r} converts currency but the rule has no fx table")
         if self.schedule is not None:
-            from coexist.cron import cron_trigger
-
             try:
                 cron_trigger(self.schedule)
             except ValueError as exc:
@@ -151,3 +155,9 @@ class Rule(_Strict):
     def version(self) -> str:
         """A hash of the rule's content: runs record which rule version produced them."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def builtin_rules() -> dict[str, Rule]:
+    """The built-in PSA/ERP reconciliations (`builtin.toml`): time, invoices, margin."""
+    raw = tomllib.loads(Path(__file__).with_name("builtin.toml").read_text())
+    return {name: Rule.model_validate(body) for name, body in raw.items()}

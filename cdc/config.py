@@ -1,0 +1,117 @@
+"""Configuration of capture: the sources (PostgreSQL, MariaDB/MySQL, Kafka), batching, the Kafka publisher.
+
+The application (`coexist.config`) composes these into its settings; nothing here reads files.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from core.errors import ConfigError
+from core.models import Strict
+
+
+class _DatabaseSource(Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    database: str
+    user: str
+    password_env: str | None = Field(default=None, description="name of the environment variable holding the password")
+    # Set only by the sandbox, from its private state file; a user's file must use password_env.
+    password: str | None = Field(default=None, exclude=True, repr=False)
+    tables: list[str] | None = Field(default=None, description="tables to capture; all when absent")
+
+    def resolved_password(self) -> str | None:
+        if self.password is not None:
+            return self.password
+        if self.password_env is None:
+            return None
+        secret = os.environ.get(self.password_env)
+        if secret is None:
+            raise ConfigError(f"password_env names {self.password_env!r}, but that environment variable is not set")
+        return secret
+
+
+class PostgresSource(_DatabaseSource):
+    kind: Literal["postgres"]
+    schema_name: str = Field(default="public", alias="schema")
+    slot_name: str = "coexist"
+    publication: str = "coexist_pub"
+
+    def url(self) -> str:
+        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+class MariaDBSource(_DatabaseSource):
+    kind: Literal["mariadb", "mysql"]
+    server_id: int = Field(default=5401, ge=1, le=4294967295, description="unique among binlog clients")
+
+    def url(self) -> str:
+        return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+
+class KafkaSource(Strict):
+    """Debezium topics on Kafka, consumed in a consumer group (see `cdc/kafka.py`)."""
+
+    kind: Literal["kafka"]
+    bootstrap_servers: str = "127.0.0.1:9092"
+    group_id: str = "coexist"
+    topics: list[str] | None = Field(default=None, description="topics to consume")
+    topic_pattern: str | None = Field(default=None, description="regular expression of topics to consume")
+    tables: dict[str, str] = Field(
+        default_factory=dict, description="topic -> 'source.table' in the warehouse (replica_<source>.<table>)"
+    )
+    prefix_sources: dict[str, str] = Field(
+        default_factory=dict, description="topic prefix (Debezium topic.prefix) -> source name; default: the prefix"
+    )
+    session_timeout_ms: int = Field(default=6000, ge=1000)
+    heartbeat_interval_ms: int = Field(default=1000, ge=100)
+    metadata_max_age_ms: int = Field(default=30000, ge=1000, description="how often topic_pattern looks for new topics")
+    max_poll_interval_ms: int = Field(
+        default=30000, ge=1000, description="also the rebalance timeout: how long a rebalance waits for a member"
+    )
+    hold_seconds: float = Field(
+        default=2.0, gt=0, description="how long one group member keeps the warehouse before letting another in"
+    )
+
+    @model_validator(mode="after")
+    def _some_topics(self) -> KafkaSource:
+        if not self.topics and not self.topic_pattern:
+            raise ValueError("set topics (a list) or topic_pattern (a regular expression)")
+        if self.topic_pattern:
+            try:
+                re.compile(self.topic_pattern)
+            except re.error as exc:
+                raise ValueError(f"topic_pattern is not a regular expression: {exc}") from None
+        for topic, target in self.tables.items():
+            if target.count(".") != 1:
+                raise ValueError(f"tables.{topic}: {target!r} must be 'source.table'")
+        return self
+
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap_servers}/{self.group_id}"
+
+
+Source = Annotated[PostgresSource | MariaDBSource | KafkaSource, Field(discriminator="kind")]
+DatabaseSource = PostgresSource | MariaDBSource
+
+
+class PublishSettings(Strict):
+    """`coexist cdc publish`: database readers -> Debezium topics on Kafka."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = Field(default=3, ge=1, description="partitions of the topics it creates")
+    transactional_id: str = Field(default="coexist-publisher", description="one per publisher process")
+    offsets_topic: str = "coexist.publisher.offsets"
+    dead_letter_topic: str = "coexist.dead_letter"
+
+
+class CdcSettings(Strict):
+    batch_size: int = Field(default=5000, ge=1)
+    idle_seconds: float = Field(default=3.0, gt=0, description="--until-idle stops after this quiet spell")
+    jvm_heap_mb: int = Field(default=256, ge=64)
+    poll_seconds: float = Field(default=0.5, gt=0)

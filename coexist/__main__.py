@@ -1,0 +1,3 @@
+from coexist.cli import main
+
+main()

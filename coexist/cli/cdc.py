@@ -1,0 +1,324 @@
+"""`coexist cdc ...`: capture into the warehouse, publish to Kafka, status, verify, resnapshot."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+import typer
+
+from coexist.cli.common import exit_process, read_warehouse, settings
+from coexist.cli.output import CsvOpt, JsonOpt, Output, err_console
+from coexist.config import Settings
+from core.errors import CompareFailed, UsageError
+
+app = typer.Typer(help="Change data capture into the DuckDB warehouse.", no_args_is_help=True)
+
+SourceOpt = Annotated[list[str] | None, typer.Option("--source", "-s", help="only this source (repeatable)")]
+UntilIdleOpt = Annotated[bool, typer.Option("--until-idle", help="stop once every source is quiet")]
+IdleOpt = Annotated[float | None, typer.Option(help="quiet spell that counts as idle (seconds)")]
+
+
+def _report(out: Output, result: dict[str, Any], verb: str) -> int:
+    """One row per source; a source that stopped is reported on stderr and makes the exit code 2."""
+    failed = False
+    for name, p in result.items():
+        if p.error:
+            failed = True
+            err_console.print(f"{name} stopped: {p.error}", style="red", markup=False)
+    out.rows(
+        [
+            {
+                "source": name,
+                verb: p.applied,
+                "batches": p.batches,
+                "duplicates": p.duplicates,
+                "dead_letters": p.dead_letters,
+                "error": p.error,
+            }
+            for name, p in result.items()
+        ],
+        title="capture",
+    )
+    return 2 if failed else 0
+
+
+@app.command("run")
+def run(
+    source: SourceOpt = None,
+    until_idle: UntilIdleOpt = False,
+    idle_seconds: IdleOpt = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Capture changes from the sources into the warehouse until Ctrl-C / SIGTERM (or idle).
+
+    Example: coexist cdc run --until-idle
+    """
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    from cdc.runner import Capture
+    from coexist import sources
+
+    out = Output(as_json, as_csv)
+    cfg = settings()
+    readers = sources.readers(cfg, source)
+    if any(type(r).__name__ == "KafkaReader" for r in readers):
+        from coexist.service import logs
+
+        logs.setup("text")  # group membership (partitions assigned/revoked) goes to stderr
+    capture = Capture(_capture_target(cfg, readers), readers)
+    idle = (idle_seconds or cfg.cdc.idle_seconds) if until_idle else None
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+        disable=not out.human,
+    ) as progress:
+        tasks = {r.name: progress.add_task(f"{r.name}: starting", total=None) for r in readers}
+
+        def on_batch(name: str, stats: Any) -> None:
+            p = capture.progress[name]
+            progress.update(
+                tasks[name],
+                description=f"{name}: {p.applied:,} applied, {p.duplicates:,} duplicates, "
+                f"{p.dead_letters:,} dead letters",
+            )
+
+        capture.on_batch = on_batch
+        result = capture.run(idle_seconds=idle)
+    exit_process(_report(out, result, "applied"))
+
+
+def _capture_target(cfg: Settings, readers: list[Any]) -> Any:
+    """The warehouse; shared turn by turn (a file lock) when Kafka group members may run beside this one."""
+    from cdc.handoff import HandoffSink
+    from cdc.kafka import KafkaReader
+
+    group = [r for r in readers if isinstance(r, KafkaReader)]
+    if not group:
+        return cfg.warehouse_path
+    sink = HandoffSink(cfg.warehouse_path, hold_seconds=min(r.config.hold_seconds for r in group))
+    for reader in group:
+        reader.release = sink.release
+    return sink
+
+
+@app.command("publish")
+def publish(
+    source: SourceOpt = None,
+    until_idle: UntilIdleOpt = False,
+    idle_seconds: IdleOpt = None,
+    bootstrap_servers: Annotated[
+        str | None, typer.Option(help="Kafka brokers (else publish.bootstrap_servers)")
+    ] = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Read the databases and publish their changes to Kafka as Debezium topics (<source>.<db>.<table>).
+
+    Keyed by primary key; one Kafka transaction per batch holds the events and the reader's
+    position, so a restart neither skips nor repeats.
+
+    Example: coexist cdc publish --bootstrap-servers 127.0.0.1:9092
+    """
+    from cdc.kafka import KafkaPublishSink
+    from cdc.runner import Capture
+    from coexist import sources
+    from core.errors import SourceUnavailable
+
+    out = Output(as_json, as_csv)
+    cfg = settings()
+    if bootstrap_servers:
+        cfg.publish.bootstrap_servers = bootstrap_servers
+    readers = sources.readers(cfg, source, databases_only=True)
+    try:
+        sink = KafkaPublishSink(cfg.publish)
+    except Exception as exc:
+        raise SourceUnavailable(f"cannot reach Kafka at {cfg.publish.bootstrap_servers}: {exc}") from None
+    capture = Capture(sink, readers)
+    idle = (idle_seconds or cfg.cdc.idle_seconds) if until_idle else None
+    with out.status("publishing to Kafka") as status:
+        if status is not None:
+            capture.on_batch = lambda name, stats: status.update(
+                "published " + ", ".join(f"{n}: {p.applied:,}" for n, p in capture.progress.items())
+            )
+        result = capture.run(idle_seconds=idle)
+    exit_process(_report(out, result, "published"))
+
+
+@app.command("status")
+def status(as_json: JsonOpt = False) -> None:
+    """Per source: position, lag, events and dead letters per table (works while capture runs).
+
+    Example: coexist cdc status --json
+    """
+    from cdc.status import capture_status, kafka_status
+    from coexist import sources
+
+    out = Output(as_json)
+    con = read_warehouse()
+    try:
+        report = capture_status(con, sources.configured_sources(settings(), required=False))
+        kafka = [kafka_status(con, name, config) for name, config in sources.kafka_sources(settings()).items()]
+    finally:
+        con.close()
+    if not out.human:
+        out.document(report + kafka)
+        return
+    for entry in kafka:
+        out.say(
+            f"{entry['source']} (kafka) {entry['url']}  "
+            + (
+                f"lag {entry['lag_total']:,} messages (max {entry['lag_max']:,} in one partition)"
+                if entry["reachable"]
+                else f"unreachable: {entry['error']}"
+            )
+        )
+        out.rows(
+            [
+                {
+                    "topic": p["topic"],
+                    "partition": p["partition"],
+                    "next offset": p["next_offset"],
+                    "high water": p["high_water"],
+                    "lag": p["lag"],
+                }
+                for p in entry["partitions"]
+            ]
+        )
+    for entry in report:
+        behind = entry["source_state"].get("behind_bytes")
+        out.say(
+            f"{entry['source']} ({entry['kind']}) {entry['url']}  snapshot "
+            f"{'done' if entry['snapshot_done'] else 'not finished'}  events {entry['events']:,}  "
+            f"dead letters {entry['dead_letters']:,}  lag p50/p95 {entry['lag_p50_s']}/{entry['lag_p95_s']} s"
+            f"  behind {behind if behind is not None else '?'} bytes"
+        )
+        out.rows(
+            [
+                {"table": name, "events": counts["events"], "dead letters": counts["dead_letters"]}
+                for name, counts in entry["tables"].items()
+            ]
+        )
+
+
+@app.command("verify")
+def verify(source: SourceOpt = None, as_json: JsonOpt = False, as_csv: CsvOpt = False) -> None:
+    """Compare every replica table with its live source: counts, then a per-key hash diff.
+
+    Exit codes: 0 every table equal, 1 a table differs, 3 a source could not be compared.
+
+    Example: coexist cdc verify --source erp
+    """
+    import psycopg
+    import pymysql
+
+    from cdc.verify import verify_source
+    from coexist import sources
+
+    out = Output(as_json, as_csv)
+    configured = sources.configured_sources(settings())
+    unknown = [s for s in source or [] if s not in configured]
+    if unknown:
+        raise UsageError(f"unknown source {unknown[0]!r}; configured: {', '.join(configured)}")
+    con = read_warehouse()
+    diffs = []
+    try:
+        for name, config in configured.items():
+            if source and name not in source:
+                continue
+            try:
+                diffs.extend(verify_source(con, name, config))
+            except (psycopg.Error, pymysql.Error, OSError) as exc:
+                raise CompareFailed(f"cannot compare source {name!r} ({config.url()}): {exc}") from None
+    finally:
+        con.close()
+    if out.format == "json":
+        out.document([asdict(d) | {"equal": d.equal} for d in diffs])
+    else:
+        out.rows(
+            [
+                {
+                    "source": d.source,
+                    "table": d.table,
+                    "source rows": d.source_rows,
+                    "replica rows": d.replica_rows,
+                    "missing": d.n_missing,
+                    "extra": d.n_extra,
+                    "different": d.n_different,
+                    "equal": d.equal,
+                    "note": d.note,
+                }
+                for d in diffs
+            ],
+            title="replica vs source",
+        )
+        for d in diffs:
+            for kind in ("missing", "extra", "different"):
+                keys = getattr(d, kind)
+                if keys:
+                    out.say(f"{d.source}.{d.table} {kind}: {', '.join(keys)}")
+    if not all(d.equal for d in diffs):
+        raise typer.Exit(1)
+
+
+@app.command("resnapshot")
+def resnapshot(
+    table: Annotated[list[str] | None, typer.Argument(help="table(s) to reload; all when omitted")] = None,
+    source: Annotated[str | None, typer.Option("--source", "-s", help="source holding the table")] = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Reload tables from a fresh consistent snapshot of the source (capture keeps its position).
+
+    Run it while `coexist cdc run` is stopped (DuckDB has one writer).
+
+    Example: coexist cdc resnapshot customers --source erp
+    """
+    from cdc.binlog import BinlogReader
+    from cdc.config import MariaDBSource
+    from cdc.pgsnapshot import pg_snapshot
+    from cdc.sink import DuckDBSink
+    from coexist import sources
+    from core import warehouse
+
+    out = Output(as_json, as_csv)
+    cfg = settings()
+    configured = sources.configured_sources(cfg)
+    if source and source not in configured:
+        raise UsageError(f"unknown source {source!r}; configured: {', '.join(configured)}")
+    names = [source] if source else list(configured)
+    warehouse.connect(cfg.warehouse_path).close()  # a busy or damaged warehouse is reported before any work
+    sink = DuckDBSink(cfg.warehouse_path)
+    reloaded: list[dict[str, Any]] = []
+    try:
+        for name in names:
+            config = configured[name]
+            if isinstance(config, MariaDBSource):
+                reader = BinlogReader(name, config, batch_size=cfg.cdc.batch_size)
+                conn = reader.connect()
+                available = reader.list_tables(conn)
+                conn.close()
+            else:
+                available = sorted(sink.replica_tables(name)) or list(config.tables or [])
+            wanted = [t for t in (table or available) if t in available]
+            if not wanted:
+                continue
+            batches = (
+                reader.snapshot(wanted)
+                if isinstance(config, MariaDBSource)
+                else pg_snapshot(name, config, wanted, cfg.cdc.batch_size)
+            )
+            rows = 0
+            with out.status(f"resnapshot {name}: {', '.join(wanted)}"):
+                for batch in batches:
+                    rows += sink.apply(batch).applied
+            reloaded.append({"source": name, "tables": ", ".join(wanted), "rows": rows})
+    finally:
+        sink.close()
+    if table and not reloaded:
+        raise UsageError(f"no source has table(s) {', '.join(table)}")
+    out.rows(reloaded, ["source", "tables", "rows"], title="reloaded")

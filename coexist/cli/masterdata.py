@@ -1,0 +1,153 @@
+"""`coexist masterdata ...`: golden records, the review queue, overrides, explanations."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from coexist import tasks
+from coexist.cli.common import read_warehouse, settings, write_warehouse
+from coexist.cli.output import CsvOpt, JsonOpt, Output
+from core.errors import UsageError
+from masterdata import review
+
+app = typer.Typer(help="Master data: golden records for customers, projects and resources.", no_args_is_help=True)
+
+
+@app.command("run")
+def run(
+    entity: Annotated[list[str] | None, typer.Option("--entity", "-e", help="only this entity (repeatable)")] = None,
+    incremental: Annotated[bool, typer.Option(help="re-resolve only records changed since the last run")] = False,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Resolve entities into golden records (customers first: projects use their golden IDs).
+
+    Example: coexist masterdata run --incremental
+    """
+    out = Output(as_json, as_csv)
+    con = write_warehouse()
+    try:
+        results = tasks.refresh_masterdata(con, settings(), entity, incremental=incremental)
+    finally:
+        con.close()
+    out.rows(
+        [
+            {
+                "entity": r.entity,
+                "mode": r.mode,
+                "records": r.records,
+                "changed": r.changed_records,
+                "links": r.links,
+                "reviews": r.reviews,
+                "golden records": r.clusters,
+                "touched": r.touched_clusters,
+                "new IDs": r.new_ids,
+                "seconds": round(r.seconds, 2),
+            }
+            for r in results
+        ],
+        title="master data",
+    )
+
+
+@app.command("review")
+def review_cmd(
+    entity: Annotated[str | None, typer.Option("--entity", "-e", help="only this entity")] = None,
+    limit: Annotated[int, typer.Option(help="pairs to show (0 for all)")] = 30,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Show pairs between the review and match thresholds, with the evidence per field.
+
+    Decide with `coexist masterdata override link|split A B`.
+
+    Example: coexist masterdata review --entity customer
+    """
+    out = Output(as_json, as_csv)
+    con = read_warehouse()
+    try:
+        rows = review.review_queue(con, entity, limit + 1 if limit else None)
+    finally:
+        con.close()
+    more = bool(limit) and len(rows) > limit
+    shown = rows[:limit] if limit else rows
+    out.rows(
+        shown,
+        ["entity", "record_a", "record_b", "score", "evidence"],
+        title=f"review queue ({len(shown)} shown)",
+        more=more,
+        limit=limit,
+    )
+
+
+@app.command("override")
+def override(
+    action: Annotated[str, typer.Argument(help="link | split")],
+    record_a: Annotated[str, typer.Argument(help="SYSTEM:ID, e.g. psa:12")],
+    record_b: Annotated[str, typer.Argument(help="SYSTEM:ID, e.g. erp:C010044")],
+    entity: Annotated[str, typer.Option("--entity", "-e", help="entity of both records")] = "customer",
+    note: Annotated[str | None, typer.Option(help="why")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a manual decision that every later run honours, and re-resolve the entity.
+
+    Example: coexist masterdata override split psa:12 erp:C010044 --entity customer --note "two companies"
+    """
+    out = Output(as_json)
+    entities = settings().all_entities()
+    if entity not in entities:
+        raise UsageError(f"unknown entity {entity!r}; defined: {', '.join(entities)}")
+    con = write_warehouse()
+    try:
+        review.add_override(con, entity, action, record_a, record_b, note)
+        result = tasks.refresh_masterdata(con, settings(), [entity], incremental=False)[0]
+    finally:
+        con.close()
+    out.record(
+        {
+            "recorded": action,
+            "record_a": record_a,
+            "record_b": record_b,
+            "entity": entity,
+            "golden_records": result.clusters,
+        }
+    )
+
+
+@app.command("explain")
+def explain(
+    record: Annotated[str, typer.Argument(help="SYSTEM:ID or a bare source id")],
+    entity: Annotated[str | None, typer.Option("--entity", "-e", help="entity, when the id is ambiguous")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Say why a record sits in its cluster: its golden record, members and the links that join them.
+
+    Example: coexist masterdata explain erp:C010044
+    """
+    out = Output(as_json)
+    con = read_warehouse()
+    try:
+        found = review.explain(con, record, entity)
+    finally:
+        con.close()
+
+    def render() -> None:
+        for hit in found:
+            _render(out, hit)
+
+    out.document(found, render)
+
+
+def _render(out: Output, hit: dict[str, Any]) -> None:
+    out.say(
+        f"{hit['record']} is {hit['entity']} {hit['golden_id']} (joined by {hit['rule']}, score {hit['score']})", "bold"
+    )
+    if hit["golden_record"]:
+        out.record(hit["golden_record"], title="golden record")
+    out.rows(hit["members"], ["rid", "rule", "score"], title="members")
+    if hit["links"]:
+        out.rows(hit["links"], ["l_rid", "r_rid", "decision", "rule", "score", "evidence"], title="links")
+    for o in hit["overrides"]:
+        out.say(f"override {o['action']} {o['a_rid']} {o['b_rid']}: {o['note'] or ''}")

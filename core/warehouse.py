@@ -1,0 +1,82 @@
+"""The DuckDB warehouse: open it, quote names and literals, run a transaction, make run ids.
+
+Every module that touches the warehouse goes through here, so a busy, damaged or full
+warehouse is reported the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from core.errors import NotReady, WarehouseBusy, WarehouseError
+
+Connection = duckdb.DuckDBPyConnection
+
+
+def quote(name: str) -> str:
+    """A SQL identifier, double-quoted."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    """Sortable and unique: `20260131T120000-1a2b3c`."""
+    return f"{(now or dt.datetime.now(dt.UTC)):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def explain(exc: BaseException, path: Path | str) -> str:
+    """What a DuckDB error on opening or writing `path` means, in words (lock, disk full, damage)."""
+    text = str(exc)
+    low = text.lower()
+    if "lock" in low or "conflicting lock" in low or "being used by another" in low:
+        return f"the warehouse {path} is in use by another process (DuckDB has one writer): {text}"
+    if "no space left" in low or "disk is full" in low or ("could not write" in low and "space" in low):
+        return f"the disk holding the warehouse {path} is full: free space and run again ({text})"
+    if "not a valid duckdb database" in low or "corrupt" in low or "checksum" in low:
+        return f"the warehouse {path} is damaged or not a DuckDB file: {text}"
+    return f"the warehouse {path} cannot be used: {text}"
+
+
+def is_busy(exc: BaseException) -> bool:
+    low = str(exc).lower()
+    return "lock" in low or "being used by another" in low
+
+
+def connect(path: Path | str, read_only: bool = False) -> Connection:
+    """Open the warehouse; a missing (read-only), busy or damaged file becomes a clear CoexistError."""
+    path = Path(path)
+    if read_only and not path.exists():
+        raise NotReady(f"no warehouse at {path}: run `coexist cdc run` first")
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        # No replacement scans: a missing table must be an error, not a Python variable of the same name.
+        return duckdb.connect(str(path), read_only=read_only, config={"python_enable_replacements": False})
+    except duckdb.Error as exc:
+        if is_busy(exc):
+            raise WarehouseBusy(explain(exc, path)) from None
+        raise WarehouseError(explain(exc, path)) from None
+
+
+@contextmanager
+def transaction(con: Connection) -> Iterator[Connection]:
+    """BEGIN ... COMMIT, rolled back on any exception (the exception goes on)."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # already aborted by the error that brought us here
+            con.execute("ROLLBACK")
+        raise
+    con.execute("COMMIT")

