@@ -152,16 +152,7 @@ class BinlogReader:
             reraise=True,
         )
         def attempt() -> pymysql.Connection:
-            return pymysql.connect(
-                host=self.config.host,
-                port=self.config.port,
-                user=self.config.user,
-                password=self.config.resolved_password() or "",
-                database=self.config.database,
-                charset="utf8mb4",
-                autocommit=True,
-                connect_timeout=5,
-            )
+            return self.config.connect(timeout=5)
 
         try:
             return attempt()

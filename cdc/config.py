@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
+import psycopg
+import pymysql
 from pydantic import Field, model_validator
 
 from core.errors import ConfigError
@@ -45,6 +47,18 @@ class PostgresSource(_DatabaseSource):
     def url(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
+    def connect(self, timeout: int = 10, autocommit: bool = False) -> psycopg.Connection[Any]:
+        """A plain SQL connection to this source (the one place that turns the config into one)."""
+        return psycopg.connect(
+            host=self.host,
+            port=self.port,
+            dbname=self.database,
+            user=self.user,
+            password=self.resolved_password(),
+            connect_timeout=timeout,
+            autocommit=autocommit,
+        )
+
 
 class MariaDBSource(_DatabaseSource):
     kind: Literal["mariadb", "mysql"]
@@ -52,6 +66,19 @@ class MariaDBSource(_DatabaseSource):
 
     def url(self) -> str:
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
+
+    def connect(self, timeout: int = 10, autocommit: bool = True, with_database: bool = True) -> pymysql.Connection:
+        """A plain SQL connection to this source (the one place that turns the config into one)."""
+        return pymysql.connect(
+            host=self.host,
+            port=self.port,
+            user=self.user,
+            password=self.resolved_password() or "",
+            database=self.database if with_database else None,
+            charset="utf8mb4",
+            autocommit=autocommit,
+            connect_timeout=timeout,
+        )
 
 
 class KafkaSource(Strict):

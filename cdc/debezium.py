@@ -149,15 +149,7 @@ class DebeziumPostgresReader:
     def _slot_exists(self, wait_inactive: float = 10.0) -> bool:
         """Whether our slot exists; waits for a killed predecessor's walsender to let go of it."""
         try:
-            with psycopg.connect(
-                host=self.config.host,
-                port=self.config.port,
-                dbname=self.config.database,
-                user=self.config.user,
-                password=self.config.resolved_password(),
-                connect_timeout=10,
-                autocommit=True,
-            ) as conn:
+            with self.config.connect(autocommit=True) as conn:
                 deadline = time.monotonic() + wait_inactive
                 while True:
                     row = conn.execute(

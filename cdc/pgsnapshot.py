@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import psycopg
 from psycopg.rows import dict_row
 
 from cdc.config import PostgresSource
@@ -40,13 +39,7 @@ _PG_TO_DUCK = {
 
 
 def pg_snapshot(name: str, config: PostgresSource, tables: list[str], batch_size: int = 5000) -> Iterator[Batch]:
-    with psycopg.connect(
-        host=config.host,
-        port=config.port,
-        dbname=config.database,
-        user=config.user,
-        password=config.resolved_password(),
-    ) as conn:
+    with config.connect() as conn:
         conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         lsn_row = conn.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn").fetchone()
         lsn = int(lsn_row[0]) if lsn_row else 0

@@ -19,14 +19,7 @@ def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any]
     """How far the committed position is behind the source's log head (bytes), when reachable."""
     try:
         if isinstance(config, PostgresSource):
-            with psycopg.connect(
-                host=config.host,
-                port=config.port,
-                dbname=config.database,
-                user=config.user,
-                password=config.resolved_password(),
-                connect_timeout=5,
-            ) as conn:
+            with config.connect(timeout=5) as conn:
                 row = conn.execute(
                     "SELECT pg_current_wal_lsn() - confirmed_flush_lsn, active FROM pg_replication_slots "
                     "WHERE slot_name = %s",
@@ -35,13 +28,7 @@ def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any]
                 if row is None:
                     return {"reachable": True, "slot": "missing"}
                 return {"reachable": True, "behind_bytes": int(row[0] or 0), "slot_active": bool(row[1])}
-        conn = pymysql.connect(
-            host=config.host,
-            port=config.port,
-            user=config.user,
-            password=config.resolved_password() or "",
-            connect_timeout=5,
-        )
+        conn = config.connect(timeout=5, autocommit=False, with_database=False)
         try:
             with conn.cursor() as cur:
                 cur.execute("SHOW MASTER STATUS")

@@ -11,9 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
-import psycopg
 import pyarrow as pa
-import pymysql
 
 from cdc.config import MariaDBSource, PostgresSource
 
@@ -194,26 +192,11 @@ class _SourceSide:
 
     def _pg(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         assert isinstance(self.config, PostgresSource)
-        with psycopg.connect(
-            host=self.config.host,
-            port=self.config.port,
-            dbname=self.config.database,
-            user=self.config.user,
-            password=self.config.resolved_password(),
-            connect_timeout=10,
-        ) as conn:
+        with self.config.connect() as conn:
             return list(conn.execute(sql, params or None).fetchall())
 
     def _my(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        conn = pymysql.connect(
-            host=self.config.host,
-            port=self.config.port,
-            user=self.config.user,
-            password=self.config.resolved_password() or "",
-            database=self.config.database,
-            charset="utf8mb4",
-            connect_timeout=10,
-        )
+        conn = self.config.connect(autocommit=False)
         try:
             with conn.cursor() as cur:
                 cur.execute(sql, params or None)

@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from coexist.config import Settings
 from coexist.sandbox import generator
@@ -118,43 +119,27 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: 
         time.sleep(every)
 
 
-def pg_slot_state(settings: Settings, slot: str = "coexist") -> tuple[bool, bool]:
-    """(the slot is active, its confirmed position has reached the server's current WAL position)."""
+def _pg_superuser(settings: Settings) -> Any:
     import psycopg
 
     state = sandbox.require_state(settings)
+    return psycopg.connect(
+        host=state.postgres.socket_dir,
+        port=state.postgres.port,
+        dbname="psa",
+        user="postgres",
+        autocommit=True,
+        connect_timeout=5,
+    )
+
+
+def pg_slot_active(settings: Settings, slot: str = "coexist") -> bool:
+    """A walsender is streaming from the capture slot (the PostgreSQL reader is attached)."""
+    import psycopg
+
     try:
-        with psycopg.connect(
-            host=state.postgres.socket_dir,
-            port=state.postgres.port,
-            dbname="psa",
-            user="postgres",
-            autocommit=True,
-            connect_timeout=5,
-        ) as conn:
-            row = conn.execute(
-                "SELECT active, confirmed_flush_lsn >= pg_current_wal_lsn() FROM pg_replication_slots "
-                "WHERE slot_name = %s",
-                (slot,),
-            ).fetchone()
+        with _pg_superuser(settings) as conn:
+            row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
     except psycopg.OperationalError:
-        return False, False
-    return (bool(row[0]), bool(row[1])) if row else (False, False)
-
-
-def binlog_client_attached(settings: Settings) -> bool:
-    """A binlog dump thread serves the capture user (the MariaDB reader is streaming)."""
-    import pymysql
-
-    state = sandbox.require_state(settings)
-    try:
-        with (
-            pymysql.connect(
-                unix_socket=f"{state.mariadb.socket_dir}/mysqld.sock", user="root", connect_timeout=3
-            ) as conn,
-            conn.cursor() as cur,
-        ):
-            cur.execute("SELECT count(*) FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%%'")
-            return int(cur.fetchone()[0]) > 0
-    except pymysql.Error:
         return False
+    return bool(row and row[0])

@@ -15,7 +15,7 @@ import pytest
 from coexist.config import Settings
 from coexist.sandbox import generator
 from coexist.sandbox import servers as sandbox
-from tests.harness import binlog_client_attached, cli, pg_slot_state, seeded_and_captured, wait_until
+from tests.harness import cli, pg_slot_active, seeded_and_captured, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_source_restarts_while_capturing_and_sigterm_stops_cleanly(captured: Set
         text=True,
     )
     try:
-        wait_until(lambda: pg_slot_state(captured)[0] and binlog_client_attached(captured), 60, "capture streaming")
+        wait_until(lambda: pg_slot_active(captured), 60, "PostgreSQL capture to stream")
         erp_change(captured, "UPDATE customers SET city = 'Before Restart' WHERE cust_no LIKE '%3'")
         psa_change(captured, "UPDATE resources SET labor_category = 'Principal' WHERE resource_id % 4 = 0")
         state = sandbox.require_state(captured)
@@ -80,12 +80,9 @@ def test_source_restarts_while_capturing_and_sigterm_stops_cleanly(captured: Set
         erp_change(captured, "UPDATE customers SET city = 'After Restart' WHERE cust_no LIKE '%7'")
         erp_change(captured, "DELETE FROM payments ORDER BY payment_id LIMIT 5")
         psa_change(captured, "UPDATE resources SET labor_category = 'Director' WHERE resource_id % 5 = 0")
-        # The running capture reconnects by itself and commits what changed after the restart.
-        wait_until(
-            lambda: pg_slot_state(captured) == (True, True) and binlog_client_attached(captured),
-            90,
-            "capture to reattach to both restarted databases and catch up",
-        )
+        # The running capture reconnects by itself (the ERP's binlog reader polls without a standing
+        # connection: that it survived is shown by the exit code and report below, its data by verify).
+        wait_until(lambda: pg_slot_active(captured), 90, "PostgreSQL capture to reattach after the restart")
         assert proc.poll() is None, proc.communicate()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
