@@ -58,15 +58,27 @@ def run_reconciliation(name: str, trigger: str = "schedule") -> RunResult | None
         return None
     finally:
         con.close()
+    log_run(result)
+    return result
+
+
+def log_run(result: RunResult) -> None:
+    """One JSON log line per reconciliation run, with its counts as fields."""
     log.info(
         "reconciliation %s: %d breaks (%d new, %d resolved) in %.2f s",
-        name,
+        result.recon,
         result.breaks,
         result.new_breaks,
         result.resolved_breaks,
         result.seconds,
+        extra={
+            "job": f"reconcile:{result.recon}",
+            "breaks": result.breaks,
+            "new_breaks": result.new_breaks,
+            "resolved_breaks": result.resolved_breaks,
+            "by_type": result.counts_by_type,
+        },
     )
-    return result
 
 
 def refresh_masterdata() -> None:

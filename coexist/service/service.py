@@ -153,21 +153,7 @@ class Service:
             self.metrics.recon_last_run.labels(name).set(time.time())
             self.metrics.recon_breaks.labels(name).set(result.breaks)
             self.metrics.recon_new_breaks.labels(name).set(result.new_breaks)
-            log.info(
-                "reconciliation %s: %d breaks (%d new, %d resolved) in %.2f s",
-                name,
-                result.breaks,
-                result.new_breaks,
-                result.resolved_breaks,
-                result.seconds,
-                extra={
-                    "job": f"reconcile:{name}",
-                    "breaks": result.breaks,
-                    "new_breaks": result.new_breaks,
-                    "resolved_breaks": result.resolved_breaks,
-                    "by_type": result.counts_by_type,
-                },
-            )
+            jobs.log_run(result)
             self.publish_snapshot()
         return result
 
