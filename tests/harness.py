@@ -143,3 +143,19 @@ def pg_slot_active(settings: Settings, slot: str = "coexist") -> bool:
     except psycopg.OperationalError:
         return False
     return bool(row and row[0])
+
+
+def assert_changelog_exactly_once(con: Any) -> dict[str, int]:
+    """No change applied twice (by position, op and key), no snapshot row twice, and every op of both sources
+    present; returns the count per `source:op`."""
+    dups = con.execute(
+        "SELECT source, table_name, position, op, key, count(*) FROM cdc.changelog GROUP BY ALL HAVING count(*) > 1"
+    ).fetchall()
+    assert dups == []
+    snapshot_dups = con.execute(
+        "SELECT source, table_name, key FROM cdc.changelog WHERE op = 'r' GROUP BY ALL HAVING count(*) > 1"
+    ).fetchall()
+    assert snapshot_dups == []
+    ops = dict(con.execute("SELECT source || ':' || op, count(*) FROM cdc.changelog GROUP BY 1").fetchall())
+    assert all(ops.get(f"{s}:{op}", 0) > 0 for s in ("psa", "erp") for op in ("c", "u", "d")), ops
+    return ops

@@ -18,7 +18,7 @@ import pytest
 from coexist.config import Settings
 from coexist.sandbox import generator, workload
 from coexist.sandbox import servers as sandbox
-from tests.harness import cli, make_data_dir
+from tests.harness import assert_changelog_exactly_once, cli, make_data_dir
 
 
 @pytest.mark.slow
@@ -86,19 +86,7 @@ def test_random_workload_with_sigkills_leaves_replica_equal_to_source() -> None:
 
         con = duckdb.connect(str(settings.warehouse_path), read_only=True)
         try:
-            dups = con.execute(
-                "SELECT source, table_name, position, op, key, count(*) FROM cdc.changelog "
-                "GROUP BY ALL HAVING count(*) > 1"
-            ).fetchall()
-            assert dups == []
-            snapshot_dups = con.execute(
-                "SELECT source, table_name, key FROM cdc.changelog WHERE op = 'r' GROUP BY ALL HAVING count(*) > 1"
-            ).fetchall()
-            assert snapshot_dups == []
-            ops = dict(con.execute("SELECT source || ':' || op, count(*) FROM cdc.changelog GROUP BY 1").fetchall())
-            for source in ("psa", "erp"):
-                for op in ("c", "u", "d"):
-                    assert ops.get(f"{source}:{op}", 0) > 0, (source, op, ops)
+            assert_changelog_exactly_once(con)
             columns = {
                 r[0]
                 for r in con.execute(

@@ -25,7 +25,7 @@ from coexist.config import Settings
 from coexist.sandbox import generator, workload
 from coexist.sandbox import servers as sandbox
 from tests.cdc.test_events import fixture, strip_schema
-from tests.harness import cli, make_data_dir, tansu_broker
+from tests.harness import assert_changelog_exactly_once, cli, make_data_dir, tansu_broker
 
 
 @pytest.mark.slow
@@ -199,17 +199,7 @@ max_poll_interval_ms = 10000
             assert {("psa", "time_entries"), ("erp", "labor_postings")} <= {(d["source"], d["table"]) for d in diffs}
         con = duckdb.connect(str(settings.warehouse_path), read_only=True)
         try:
-            dups = con.execute(
-                "SELECT source, table_name, position, op, key, count(*) FROM cdc.changelog "
-                "GROUP BY ALL HAVING count(*) > 1"
-            ).fetchall()
-            assert dups == []
-            snapshot_dups = con.execute(
-                "SELECT source, table_name, key FROM cdc.changelog WHERE op = 'r' GROUP BY ALL HAVING count(*) > 1"
-            ).fetchall()
-            assert snapshot_dups == []
-            ops = dict(con.execute("SELECT source || ':' || op, count(*) FROM cdc.changelog GROUP BY 1").fetchall())
-            assert all(ops.get(f"{s}:{op}", 0) > 0 for s in ("psa", "erp") for op in ("c", "u", "d")), ops
+            assert_changelog_exactly_once(con)
             partitions = con.execute("SELECT count(*) FROM cdc.offsets WHERE partition LIKE 'kafka:%'").fetchall()
             assert partitions[0][0] >= 30
         finally:
