@@ -7,7 +7,8 @@ run, then (re)install the analyst views that read what was just written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
+from typing import TypeVar
 
 import duckdb
 
@@ -18,15 +19,26 @@ from masterdata.resolve import Resolver, ResolveResult
 from reconcile.engine import Engine, RunResult
 
 Progress = Callable[[str], None]
+T = TypeVar("T")
 
 
-def _chosen(kind: str, defined: dict[str, object], names: list[str] | None) -> list[str]:
-    if not names:
-        return list(defined)
-    unknown = [n for n in names if n not in defined]
+def _each(
+    kind: str, defined: Collection[str], names: list[str] | None, on_start: Progress | None, run: Callable[[str], T]
+) -> list[T]:
+    """`run` each named item (all of `defined` when None, in its order); unknown names and DuckDB errors are
+    reported naming the item."""
+    unknown = [n for n in names or [] if n not in defined]
     if unknown:
         raise UsageError(f"unknown {kind} {unknown[0]!r}; defined: {', '.join(defined) or 'none'}")
-    return list(names)
+    results = []
+    for name in names or list(defined):
+        if on_start:
+            on_start(name)
+        try:
+            results.append(run(name))
+        except duckdb.Error as exc:
+            raise TerminalError(f"{kind} {name!r} failed: {exc}") from None
+    return results
 
 
 def reconcile(
@@ -38,15 +50,8 @@ def reconcile(
 ) -> list[RunResult]:
     """Run the named reconciliations (all when None) and record breaks and history."""
     rules = settings.all_reconciliations()
-    results = []
     engine = Engine(con)
-    for name in _chosen("reconciliation", dict(rules), names):
-        if on_start:
-            on_start(name)
-        try:
-            results.append(engine.run(name, rules[name], trigger=trigger))
-        except duckdb.Error as exc:
-            raise TerminalError(f"reconciliation {name!r} failed: {exc}") from None
+    results = _each("reconciliation", rules, names, on_start, lambda name: engine.run(name, rules[name], trigger))
     views.install(con)
     return results
 
@@ -64,15 +69,12 @@ def refresh_masterdata(
     """
     entities = settings.all_entities()
     resolver = Resolver(con)
-    results = []
-    for name in _chosen("entity", dict(entities), names):
-        if on_start:
-            on_start(name)
+
+    def resolve(name: str) -> ResolveResult:
         mode = incremental if incremental is not None else resolver.has_run(name)
-        try:
-            results.append(resolver.resolve(name, entities[name], incremental=mode))
-        except duckdb.Error as exc:
-            raise TerminalError(f"entity {name!r} failed: {exc}") from None
+        return resolver.resolve(name, entities[name], incremental=mode)
+
+    results = _each("entity", entities, names, on_start, resolve)
     views.install(con)
     return results
 
