@@ -26,7 +26,7 @@ from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, RotateEvent, 
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from cdc.config import MariaDBSource
+from cdc.config import MariaDBSource, mysql_connect
 from cdc.events import ChangeEvent, dumps, position_key
 from cdc.sink import Batch, Offset
 from core.errors import SourceUnavailable
@@ -169,7 +169,7 @@ class BinlogReader:
 
         def wrapper(**kwargs: Any) -> pymysql.Connection:
             try:
-                conn = pymysql.connect(**kwargs)
+                conn = mysql_connect(min(10.0, self.connect_timeout), **kwargs)
             except pymysql.err.OperationalError as exc:
                 failures.append(time.monotonic())
                 if len(failures) >= 10 or time.monotonic() - failures[0] > self.connect_timeout:

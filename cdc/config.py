@@ -13,8 +13,12 @@ import psycopg
 import pymysql
 from pydantic import Field, model_validator
 
-from core.errors import ConfigError
+from core.errors import ConfigError, SourceRefused
 from core.models import Strict
+
+# Login refusals: retrying them only hides the cause (access denied, unknown database, no such role).
+MYSQL_REFUSALS = {1044, 1045, 1049, 1698}
+PG_REFUSALS = ("password authentication failed", "no pg_hba.conf entry", "does not exist", "permission denied")
 
 
 class _DatabaseSource(Strict):
@@ -48,16 +52,24 @@ class PostgresSource(_DatabaseSource):
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"
 
     def connect(self, timeout: int = 10, autocommit: bool = False) -> psycopg.Connection[Any]:
-        """A plain SQL connection to this source (the one place that turns the config into one)."""
-        return psycopg.connect(
-            host=self.host,
-            port=self.port,
-            dbname=self.database,
-            user=self.user,
-            password=self.resolved_password(),
-            connect_timeout=timeout,
-            autocommit=autocommit,
-        )
+        """A plain SQL connection to this source (the one place that turns the config into one).
+
+        A refused login raises SourceRefused (retrying will not help); anything else stays psycopg's error.
+        """
+        try:
+            return psycopg.connect(
+                host=self.host,
+                port=self.port,
+                dbname=self.database,
+                user=self.user,
+                password=self.resolved_password(),
+                connect_timeout=timeout,
+                autocommit=autocommit,
+            )
+        except psycopg.OperationalError as exc:
+            if any(marker in str(exc) for marker in PG_REFUSALS):
+                raise SourceRefused(f"{self.url()} refused the login: {str(exc).strip()}") from None
+            raise
 
 
 class MariaDBSource(_DatabaseSource):
@@ -68,8 +80,13 @@ class MariaDBSource(_DatabaseSource):
         return f"mysql://{self.user}@{self.host}:{self.port}/{self.database}"
 
     def connect(self, timeout: int = 10, autocommit: bool = True, with_database: bool = True) -> pymysql.Connection:
-        """A plain SQL connection to this source (the one place that turns the config into one)."""
-        return pymysql.connect(
+        """A plain SQL connection to this source (the one place that turns the config into one).
+
+        The handshake is bounded by `timeout` too (a port that is not MySQL would otherwise hang for ever);
+        a refused login raises SourceRefused.
+        """
+        return mysql_connect(
+            timeout,
             host=self.host,
             port=self.port,
             user=self.user,
@@ -77,8 +94,27 @@ class MariaDBSource(_DatabaseSource):
             database=self.database if with_database else None,
             charset="utf8mb4",
             autocommit=autocommit,
-            connect_timeout=timeout,
         )
+
+
+def mysql_connect(timeout: float, **kwargs: Any) -> pymysql.Connection:
+    """pymysql.connect with connect and handshake bounded by `timeout`, reads unbounded afterwards."""
+    kwargs.pop("read_timeout", None)
+    kwargs["connect_timeout"] = timeout
+    try:
+        conn = pymysql.connect(read_timeout=timeout, **kwargs)
+    except pymysql.err.OperationalError as exc:
+        if exc.args and exc.args[0] in MYSQL_REFUSALS:
+            raise SourceRefused(
+                f"mysql://{kwargs.get('user')}@{kwargs.get('host')}:{kwargs.get('port')} refused the "
+                f"login: {exc.args[-1]}"
+            ) from None
+        raise
+    # pymysql keeps one read timeout for the handshake and every later read; long reads must not time out.
+    conn._read_timeout = None
+    if conn._sock is not None:
+        conn._sock.settimeout(None)
+    return conn
 
 
 class KafkaSource(Strict):

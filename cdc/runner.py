@@ -23,6 +23,7 @@ import psycopg
 import pymysql
 
 from cdc.sink import ApplyStats, Batch, DuckDBSink
+from core import warehouse
 from core.errors import SourceUnavailable, WarehouseError
 
 log = logging.getLogger("coexist.cdc")
@@ -127,9 +128,8 @@ class Capture:
                     return
                 except duckdb.Error as exc:
                     raise WarehouseError(
-                        f"cannot write the warehouse {getattr(self.sink, 'path', '')}: {exc}. Nothing was "
-                        "half-applied; free disk space (or fix the file) and run again to resume from the last "
-                        "commit."
+                        f"{warehouse.explain(exc, getattr(self.sink, 'path', ''))}. Nothing was half-applied: "
+                        "once that is dealt with, run again to resume from the last commit."
                     ) from exc
                 except TRANSIENT as exc:
                     if self.stop.is_set() or time.monotonic() + delay > deadline:

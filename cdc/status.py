@@ -13,6 +13,7 @@ from kafka.errors import KafkaError
 
 from cdc.config import KafkaSource, MariaDBSource, PostgresSource
 from cdc.kafka import partition_lag
+from core.errors import SourceRefused
 
 
 def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any] | None) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any]
             elif file > resume["file"]:
                 behind += int(size)
         return {"reachable": True, "behind_bytes": max(0, behind), "head": f"{head[0]}:{head[1]}"}
-    except (psycopg.Error, pymysql.Error) as exc:
+    except (psycopg.Error, pymysql.Error, SourceRefused) as exc:
         return {"reachable": False, "error": str(exc).splitlines()[0]}
 
 

@@ -8,6 +8,7 @@ Secrets never live in the file: a source names the environment variable that hol
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -20,10 +21,12 @@ from core.cron import cron_trigger
 from core.errors import ConfigError
 from core.models import Strict
 from masterdata.model import Entity, builtin_entities
-from reconcile.rules import Rule, builtin_rules
+from reconcile.engine import SQL_DIR
+from reconcile.rules import Rule, builtin_rules, missing_files
 
 CONFIG_ENV = "COEXIST_CONFIG"
 DEFAULT_CONFIG_NAME = "coexist.toml"
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 class SchedulerSettings(Strict):
@@ -90,6 +93,23 @@ class Settings(BaseSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     config_file: Path | None = Field(default=None, exclude=True)
+
+    @field_validator("sources", "reconciliations", "entities")
+    @classmethod
+    def _names_are_identifiers(cls, value: dict[str, Any]) -> dict[str, Any]:
+        """Names become table, schema and run names in SQL: letters, digits and underscores only."""
+        for name in value:
+            if not IDENTIFIER.fullmatch(name):
+                raise ValueError(f"{name!r} is not a valid name: use letters, digits and _ (not starting with a digit)")
+        return value
+
+    @field_validator("reconciliations")
+    @classmethod
+    def _sql_files_exist(cls, value: dict[str, Rule]) -> dict[str, Rule]:
+        problems = [f"{name}.{problem}" for name, rule in value.items() for problem in missing_files(rule, SQL_DIR)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
     @classmethod
     def settings_customise_sources(

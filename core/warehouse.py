@@ -39,7 +39,7 @@ def explain(exc: BaseException, path: Path | str) -> str:
     """What a DuckDB error on opening or writing `path` means, in words (lock, disk full, damage)."""
     text = str(exc)
     low = text.lower()
-    if "lock" in low or "conflicting lock" in low or "being used by another" in low:
+    if is_busy(exc):
         return f"the warehouse {path} is in use by another process (DuckDB has one writer): {text}"
     if "no space left" in low or "disk is full" in low or ("could not write" in low and "space" in low):
         return f"the disk holding the warehouse {path} is full: free space and run again ({text})"
@@ -49,8 +49,9 @@ def explain(exc: BaseException, path: Path | str) -> str:
 
 
 def is_busy(exc: BaseException) -> bool:
+    """DuckDB's file lock is held by another process (not: any message containing "lock", like "block")."""
     low = str(exc).lower()
-    return "lock" in low or "being used by another" in low
+    return "could not set lock" in low or "conflicting lock" in low
 
 
 def connect(path: Path | str, read_only: bool = False) -> Connection:

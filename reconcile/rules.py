@@ -56,8 +56,8 @@ class Measure(Strict):
 
     left: str
     right: str
-    abs_tol: float = 0.0
-    rel_tol: float = 0.0
+    abs_tol: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="absolute tolerance, finite, >= 0")
+    rel_tol: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="relative tolerance, finite, >= 0")
     break_type: str = "amount_mismatch"
     name: str | None = None
     currency: tuple[str, str] | None = Field(
@@ -155,6 +155,15 @@ class Rule(Strict):
     def version(self) -> str:
         """A hash of the rule's content: runs record which rule version produced them."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def missing_files(rule: Rule, sql_dir: Path) -> list[str]:
+    """`left.sql_file: ...` for each side whose SQL file does not exist (checked when the settings load)."""
+    return [
+        f"{side}.sql_file: no file {sql_dir / dataset.sql_file}"
+        for side, dataset in (("left", rule.left), ("right", rule.right))
+        if dataset.sql_file and not (sql_dir / dataset.sql_file).is_file()
+    ]
 
 
 def builtin_rules() -> dict[str, Rule]:

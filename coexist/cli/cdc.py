@@ -10,7 +10,7 @@ import typer
 from coexist.cli.common import exit_process, read_warehouse, settings
 from coexist.cli.output import CsvOpt, JsonOpt, Output, err_console
 from coexist.config import Settings
-from core.errors import CompareFailed, UsageError
+from core.errors import CompareFailed, SourceRefused, UsageError
 
 app = typer.Typer(help="Change data capture into the DuckDB warehouse.", no_args_is_help=True)
 
@@ -232,7 +232,7 @@ def verify(source: SourceOpt = None, as_json: JsonOpt = False, as_csv: CsvOpt = 
                 continue
             try:
                 diffs.extend(verify_source(con, name, config))
-            except (psycopg.Error, pymysql.Error, OSError) as exc:
+            except (psycopg.Error, pymysql.Error, OSError, SourceRefused) as exc:
                 raise CompareFailed(f"cannot compare source {name!r} ({config.url()}): {exc}") from None
     finally:
         con.close()

@@ -104,3 +104,29 @@ def test_schedule_list_shows_expressions_and_the_service_jobs(tmp_path: Path) ->
     recons = [j for name, j in jobs.items() if name.startswith("reconcile:")]
     assert recons and all(len(j["schedule"].split()) in (5, 6) for j in recons)
     assert jobs["masterdata"]["schedule"] == "*/30 * * * *" and jobs["alerts"]["schedule"].startswith("every ")
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mariadb"])
+def test_verify_against_a_port_that_never_answers_says_it_could_not_compare(tmp_path: Path, kind: str) -> None:
+    """A server that accepts and then says nothing (not MySQL, not PostgreSQL): an error within the connect
+    timeout and exit code 3, not a hang and not "replica differs" (1)."""
+    import socket
+    import time
+
+    duckdb.connect(str(tmp_path / "warehouse.duckdb")).close()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    port = silent.getsockname()[1]
+    (tmp_path / "coexist.toml").write_text(
+        f'[sources.src]\nkind = "{kind}"\nport = {port}\ndatabase = "d"\nuser = "u"\n'
+    )
+    try:
+        started = time.monotonic()
+        proc = cli(tmp_path, "cdc", "verify", check=False, timeout=60)
+        elapsed = time.monotonic() - started
+    finally:
+        silent.close()
+    assert proc.returncode == 3, (proc.stdout, proc.stderr)
+    assert "cannot compare source 'src'" in proc.stderr and "Traceback" not in proc.stderr
+    assert elapsed < 30

@@ -98,6 +98,12 @@ def test_config_flag_and_env_variable(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+RULE = (
+    '[reconciliations.r]\nleft = {{ table = "a" }}\nright = {{ table = "b" }}\nkeys = [["id", "id"]]\n'
+    'measures = [{{ left = "v", right = "v", abs_tol = {tol} }}]\n'
+)
+
+
 @pytest.mark.parametrize(
     "body,key",
     [
@@ -107,6 +113,27 @@ def test_config_flag_and_env_variable(tmp_path: Path) -> None:
         ('[sources.bus]\nkind = "kafka"\ntopics = ["a.b.c"]\ntables = {"a.b.c" = "no_dot"}\n', "sources.bus.kafka"),
         ('[service]\nhttp_host = "0.0.0.0"\n', "service.http_host"),
         ("[alerts]\nlag_seconds = -1\n", "alerts.lag_seconds"),
+        (RULE.format(tol="-0.5"), "reconciliations.r.measures.0.abs_tol: Input should be greater than or equal to 0"),
+        (RULE.format(tol="nan"), "reconciliations.r.measures.0.abs_tol: Input should be a finite number"),
+        (RULE.format(tol="inf"), "reconciliations.r.measures.0.abs_tol: Input should be a finite number"),
+        (
+            RULE.replace("[reconciliations.r]", "[reconciliations.my-rule]").format(tol="1"),
+            "reconciliations: Value error, 'my-rule' is not a valid name",
+        ),
+        (
+            '[reconciliations.r]\nleft = { sql_file = "reconcile/nope.sql" }\nright = { table = "b" }\n'
+            'keys = [["id", "id"]]\n',
+            "reconciliations: Value error, r.left.sql_file: no file",
+        ),
+        (
+            '[entities.bad-name]\nid_prefix = "B"\nsources = [{ system = "crm", table = "t" }]\n'
+            "thresholds = { match = 5.0, review = 2.0 }\n",
+            "entities: Value error, 'bad-name' is not a valid name",
+        ),
+        (
+            '[sources."psa.x"]\nkind = "postgres"\nport = 1\ndatabase = "p"\nuser = "u"\n',
+            "sources: Value error, 'psa.x' is not a valid name",
+        ),
     ],
 )
 def test_service_and_kafka_config_errors_name_the_key(tmp_path: Path, body: str, key: str) -> None:
