@@ -7,10 +7,13 @@ updates as batches commit and jobs finish, so a scrape never touches the warehou
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import socket
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client import (
@@ -23,6 +26,7 @@ from prometheus_client import (
 )
 
 disable_created_metrics()
+log = logging.getLogger("coexist.http")
 
 
 class Metrics:
@@ -75,40 +79,91 @@ class Metrics:
 
 
 class HttpServer:
-    """A small threaded HTTP server for /metrics and /healthz, bound to loopback."""
+    """/metrics and /healthz on loopback: one event-loop thread, whatever the number of clients.
 
-    def __init__(self, host: str, port: int, metrics: Metrics, health: Callable[[], tuple[bool, dict[str, Any]]]):
-        owner = self
+    Each connection must send its request head within `timeout` seconds or is closed; above
+    `max_connections` the oldest connection still waiting for its request is dropped, so half-open
+    clients can neither multiply threads nor keep /healthz from answering. A client that goes away
+    costs one debug line, not a traceback.
+    """
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-                if self.path.split("?")[0] == "/metrics":
-                    body, status, kind = owner.metrics.text(), 200, CONTENT_TYPE_LATEST
-                elif self.path.split("?")[0] in ("/healthz", "/health", "/"):
-                    ok, detail = owner.health()
-                    body = json.dumps(detail, default=str).encode()
-                    status, kind = (200 if ok else 503), "application/json"
-                else:
-                    body, status, kind = b"not found\n", 404, "text/plain"
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-                pass
-
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        health: Callable[[], tuple[bool, dict[str, Any]]],
+        timeout: float = 5.0,
+        max_connections: int = 256,
+    ) -> None:
         self.metrics = metrics
         self.health = health
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, name="http", daemon=True)
+        self.timeout = timeout
+        self.max_connections = max_connections
+        self.waiting: OrderedDict[asyncio.StreamWriter, None] = OrderedDict()
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((host, port))
+        self.sock.listen(1024)
+        self.sock.setblocking(False)
+        self.port = int(self.sock.getsockname()[1])
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._serve, name="http", daemon=True)
+
+    def _serve(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        server = self.loop.run_until_complete(asyncio.start_server(self._handle, sock=self.sock))
+        try:
+            self.loop.run_forever()
+        finally:
+            server.close()
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.close()
+
+    def _route(self, path: str) -> tuple[bytes, int, str]:
+        path = path.split("?")[0]
+        if path == "/metrics":
+            return self.metrics.text(), 200, CONTENT_TYPE_LATEST
+        if path in ("/healthz", "/health", "/"):
+            ok, detail = self.health()
+            return json.dumps(detail, default=str).encode(), (200 if ok else 503), "application/json"
+        return b"not found\n", 404, "text/plain"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.waiting[writer] = None
+        while len(self.waiting) > self.max_connections:
+            oldest, _ = self.waiting.popitem(last=False)
+            oldest.transport.abort()
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
+            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+                body, status, kind = b"only GET\n", 405, "text/plain"
+            else:
+                body, status, kind = self._route(parts[1])
+            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
+            writer.write(
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
+                f"Connection: close\r\n\r\n".encode()
+                + (body if parts[0] != "HEAD" else b"")
+            )
+            await asyncio.wait_for(writer.drain(), self.timeout)
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError) as exc:
+            log.debug("http client dropped: %s", type(exc).__name__)
+        finally:
+            self.waiting.pop(writer, None)
+            writer.close()
 
     def start(self) -> None:
         self.thread.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        if self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(timeout=10)
+        else:
+            self.sock.close()

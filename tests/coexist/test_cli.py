@@ -106,6 +106,7 @@ def test_schedule_list_shows_expressions_and_the_service_jobs(tmp_path: Path) ->
     assert jobs["masterdata"]["schedule"] == "*/30 * * * *" and jobs["alerts"]["schedule"].startswith("every ")
 
 
+@pytest.mark.slow  # waits out the 10 s connect timeout
 @pytest.mark.parametrize("kind", ["postgres", "mariadb"])
 def test_verify_against_a_port_that_never_answers_says_it_could_not_compare(tmp_path: Path, kind: str) -> None:
     """A server that accepts and then says nothing (not MySQL, not PostgreSQL): an error within the connect
