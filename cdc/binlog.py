@@ -24,7 +24,7 @@ import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
-from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_exponential
+from tenacity import retry, retry_if_exception_type, stop_after_delay, stop_when_event_set, wait_exponential
 
 from cdc.config import MariaDBSource, mysql_connect
 from cdc.events import ChangeEvent, dumps, position_key
@@ -129,6 +129,7 @@ class BinlogReader:
         self.poll_seconds = poll_seconds
         self.connect_timeout = connect_timeout
         self._tables: dict[str, _Table] = {}
+        self.stop = threading.Event()  # set by `run`'s caller: a connection being retried gives up at once
         # A killed client's connection can linger with its server_id (error 4052): never reuse one.
         self.server_id = config.server_id + (os.getpid() % 100_000) + int(time.time()) % 1000
         self.is_mariadb = config.kind == "mariadb"
@@ -148,18 +149,24 @@ class BinlogReader:
         @retry(
             retry=retry_if_exception_type(pymysql.err.OperationalError),
             wait=wait_exponential(multiplier=0.2, max=5),
-            stop=stop_after_delay(self.connect_timeout),
+            stop=stop_after_delay(self.connect_timeout) | stop_when_event_set(self.stop),
             reraise=True,
         )
         def attempt() -> pymysql.Connection:
-            return self.config.connect(timeout=5)
+            return self.config.connect(timeout=max(1, int(min(10.0, self.connect_timeout))))
 
         try:
             return attempt()
         except pymysql.err.OperationalError as exc:
             raise SourceUnavailable(
                 f"source {self.name!r}: cannot connect to {self.config.url()} for {self.connect_timeout:.0f} s: "
-                f"{exc.args[-1]}. Check that the server is up and the user has the CDC grants "
+                f"{exc.args[-1]}. "
+                + (
+                    "No MySQL handshake arrived: is that port a MySQL/MariaDB server? "
+                    if "timed out" in str(exc)
+                    else ""
+                )
+                + "Check that the server is up and the user has the CDC grants "
                 "(SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, LOCK TABLES)."
             ) from None
 
@@ -522,6 +529,7 @@ class BinlogReader:
     def run(self, apply: Any, stored: Any, stop: threading.Event, idle_seconds: float | None) -> None:
         """Read in one thread and apply in this one, so decoding overlaps the warehouse commit."""
         handoff: queue.Queue[Batch | BaseException | None] = queue.Queue(maxsize=2)
+        self.stop = stop
         halt = _Either(stop)
 
         def produce() -> None:

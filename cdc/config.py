@@ -178,3 +178,9 @@ class CdcSettings(Strict):
     idle_seconds: float = Field(default=3.0, gt=0, description="--until-idle stops after this quiet spell")
     jvm_heap_mb: int = Field(default=256, ge=64)
     poll_seconds: float = Field(default=0.5, gt=0)
+    connect_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="how long one source connection (handshake included) is tried before failing"
+    )
+    retry_seconds: float = Field(
+        default=120.0, gt=0, description="`cdc run`: how long a lost source is retried before capture stops"
+    )

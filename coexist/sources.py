@@ -44,7 +44,13 @@ def make_reader(name: str, source: DatabaseSource | KafkaSource, settings: Setti
     if isinstance(source, MariaDBSource):
         from cdc.binlog import BinlogReader
 
-        return BinlogReader(name, source, batch_size=settings.cdc.batch_size, poll_seconds=settings.cdc.poll_seconds)
+        return BinlogReader(
+            name,
+            source,
+            batch_size=settings.cdc.batch_size,
+            poll_seconds=settings.cdc.poll_seconds,
+            connect_timeout=settings.cdc.connect_timeout_seconds,
+        )
     from cdc.debezium import DebeziumPostgresReader
 
     if publish:

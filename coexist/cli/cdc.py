@@ -26,20 +26,20 @@ def _report(out: Output, result: dict[str, Any], verb: str) -> int:
         if p.error:
             failed = True
             err_console.print(f"{name} stopped: {p.error}", style="red", markup=False)
-    out.rows(
-        [
-            {
-                "source": name,
-                verb: p.applied,
-                "batches": p.batches,
-                "duplicates": p.duplicates,
-                "dead_letters": p.dead_letters,
-                "error": p.error,
-            }
-            for name, p in result.items()
-        ],
-        title="capture",
-    )
+    rows = [
+        {
+            "source": name,
+            verb: p.applied,
+            "batches": p.batches,
+            "duplicates": p.duplicates,
+            "dead_letters": p.dead_letters,
+            "error": p.error,
+        }
+        for name, p in result.items()
+    ]
+    # The error is on stderr already; the table keeps to the counts.
+    columns = [c for c in rows[0] if c != "error"] if out.human and rows else None
+    out.rows(rows, columns, title="capture")
     return 2 if failed else 0
 
 
@@ -67,7 +67,7 @@ def run(
         from coexist.service import logs
 
         logs.setup("text")  # group membership (partitions assigned/revoked) goes to stderr
-    capture = Capture(_capture_target(cfg, readers), readers)
+    capture = Capture(_capture_target(cfg, readers), readers, retry_seconds=cfg.cdc.retry_seconds)
     idle = (idle_seconds or cfg.cdc.idle_seconds) if until_idle else None
     with Progress(
         SpinnerColumn(),

@@ -131,3 +131,54 @@ def test_verify_against_a_port_that_never_answers_says_it_could_not_compare(tmp_
     assert proc.returncode == 3, (proc.stdout, proc.stderr)
     assert "cannot compare source 'src'" in proc.stderr and "Traceback" not in proc.stderr
     assert elapsed < 30
+
+
+@pytest.mark.slow  # waits out connect timeouts
+def test_capture_from_a_port_that_is_not_mysql_fails_in_time_and_obeys_sigterm(tmp_path: Path) -> None:
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(64)
+    (tmp_path / "coexist.toml").write_text(
+        f'[sources.erp]\nkind = "mariadb"\nport = {silent.getsockname()[1]}\ndatabase = "d"\nuser = "u"\n'
+    )
+    try:
+        started = time.monotonic()
+        proc = cli(
+            tmp_path,
+            "cdc",
+            "run",
+            "--until-idle",
+            check=False,
+            timeout=90,
+            env={"COEXIST_CDC__CONNECT_TIMEOUT_SECONDS": "2", "COEXIST_CDC__RETRY_SECONDS": "3"},
+        )
+        assert time.monotonic() - started < 45, "the configured timeouts were not honoured"
+        assert proc.returncode == 2 and "erp stopped" in proc.stderr and "cannot connect" in proc.stderr
+        assert "Traceback" not in proc.stderr
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")} | {
+            "COEXIST_DATA_DIR": str(tmp_path)
+        }
+        running = subprocess.Popen(
+            [sys.executable, "-m", "coexist", "cdc", "run"],
+            cwd=tmp_path,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(3)  # deliberately in the middle of a handshake that will never complete
+        stopped_at = time.monotonic()
+        running.send_signal(signal.SIGTERM)
+        out, err = running.communicate(timeout=60)
+        assert time.monotonic() - stopped_at < 15, "SIGTERM took too long during a hanging handshake"
+        assert "Traceback" not in err
+    finally:
+        silent.close()
