@@ -128,6 +128,7 @@ def _pg_superuser(settings: Settings) -> Any:
         port=state.postgres.port,
         dbname="psa",
         user="postgres",
+        password=state.postgres.admin_password,
         autocommit=True,
         connect_timeout=5,
     )

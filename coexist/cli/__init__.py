@@ -6,6 +6,7 @@ and exits with its code (2, or 3 for "could not compare"); a bug still shows its
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -69,6 +70,8 @@ def main() -> None:
     import signal
 
     faulthandler.register(signal.SIGUSR1)  # `kill -USR1 <pid>` prints every thread's stack to stderr
+    # What coexist writes (warehouse, snapshot, job store, offsets, logs, state) is for its own user only.
+    os.umask(0o077)
     try:
         app()
     except CoexistError as exc:

@@ -49,6 +49,8 @@ class ServerState:
     log_file: str
     app_password: str
     cdc_password: str
+    # The superuser's (postgres / root) password; empty only in sandboxes made before logins were required.
+    admin_password: str = ""
 
 
 @dataclass
@@ -226,8 +228,16 @@ def _short_socket_dir(owner: str) -> str:
 # ---------------------------------------------------------------- PostgreSQL
 
 
-def _pg_connect(state: ServerState, dbname: str = "postgres", user: str = "postgres") -> psycopg.Connection:
-    return psycopg.connect(host=state.socket_dir, port=state.port, dbname=dbname, user=user, autocommit=True)
+def _pg_connect(state: ServerState, dbname: str = "postgres") -> psycopg.Connection:
+    """The superuser, over the socket, with its password (the sandbox trusts no local account)."""
+    return psycopg.connect(
+        host=state.socket_dir,
+        port=state.port,
+        dbname=dbname,
+        user="postgres",
+        password=state.admin_password or None,
+        autocommit=True,
+    )
 
 
 def _pg_ready(state: ServerState) -> bool:
@@ -274,24 +284,34 @@ def _pg_init(root: Path) -> ServerState:
     log = root / "postgres.log"
     log.touch()
     _chown(log, "postgres")
-    _run(
-        _as_user(
-            "postgres",
-            [
-                str(bindir / "initdb"),
-                "-D",
-                str(data),
-                "-U",
+    admin_password = secrets.token_urlsafe(18)
+    # The superuser's password reaches initdb through a file only its user can read, removed right after.
+    pwfile = root / ".pg-superuser"
+    pwfile.write_text(admin_password + "\n")
+    os.chmod(pwfile, 0o600)
+    _chown(pwfile, "postgres")
+    try:
+        _run(
+            _as_user(
                 "postgres",
-                "--auth-local=trust",
-                "--auth-host=scram-sha-256",
-                "-E",
-                "UTF8",
-                "--locale=C.UTF-8",
-            ],
-        ),
-        "initdb",
-    )
+                [
+                    str(bindir / "initdb"),
+                    "-D",
+                    str(data),
+                    "-U",
+                    "postgres",
+                    f"--pwfile={pwfile}",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    "-E",
+                    "UTF8",
+                    "--locale=C.UTF-8",
+                ],
+            ),
+            "initdb",
+        )
+    finally:
+        pwfile.unlink(missing_ok=True)
     return ServerState(
         port=free_port(),
         pid=None,
@@ -300,6 +320,7 @@ def _pg_init(root: Path) -> ServerState:
         log_file=str(log),
         app_password=secrets.token_urlsafe(18),
         cdc_password=secrets.token_urlsafe(18),
+        admin_password=admin_password,
     )
 
 
@@ -367,10 +388,12 @@ def _write_my_cnf(state: ServerState) -> None:
     )
 
 
-def _my_connect(state: ServerState, database: str | None = None) -> pymysql.Connection:
+def _my_connect(state: ServerState, database: str | None = None, password: str | None = None) -> pymysql.Connection:
+    """root over the socket, with its password (a fresh server's root has none until provisioning sets it)."""
     return pymysql.connect(
         unix_socket=f"{state.socket_dir}/mysqld.sock",
         user="root",
+        password=state.admin_password if password is None else password,
         database=database,
         autocommit=True,
         connect_timeout=3,
@@ -382,6 +405,8 @@ def _my_ready(state: ServerState) -> bool:
         with _my_connect(state) as conn, conn.cursor() as cur:
             cur.execute("select 1")
         return True
+    except pymysql.err.OperationalError as exc:
+        return bool(exc.args and exc.args[0] == 1045)  # it answers; the root password is set at provisioning
     except pymysql.Error:
         return False
 
@@ -403,6 +428,7 @@ def _my_init(root: Path) -> ServerState:
         log_file=str(log),
         app_password=secrets.token_urlsafe(18),
         cdc_password=secrets.token_urlsafe(18),
+        admin_password=secrets.token_urlsafe(18),
     )
     argv = [
         _mariadb_bin("mariadb-install-db"),
@@ -438,9 +464,29 @@ def _my_start(state: ServerState) -> None:
     raise SandboxError(f"mariadbd did not answer within 60 s; see {state.log_file}")
 
 
+def _my_root(state: ServerState) -> pymysql.Connection:
+    """root with its password; on a fresh server (empty root password) set the password first."""
+    try:
+        return _my_connect(state)
+    except pymysql.err.OperationalError as exc:
+        if not (exc.args and exc.args[0] == 1045 and state.admin_password):
+            raise
+    conn = _my_connect(state, password="")
+    with conn.cursor() as cur:
+        cur.execute("SET sql_log_bin = 0")  # passwords never reach the binlog that capture reads
+        cur.execute(f"ALTER USER 'root'@'localhost' IDENTIFIED BY '{state.admin_password}'")
+        cur.execute("SELECT user, host FROM mysql.user WHERE user IN ('root', '') AND host <> 'localhost'")
+        for user, host in cur.fetchall():
+            cur.execute("DROP USER %s@%s", (user, host))
+        cur.execute("DELETE FROM mysql.global_priv WHERE user = ''")
+        cur.execute("FLUSH PRIVILEGES")
+    return conn
+
+
 def _my_provision(state: ServerState) -> None:
     grants = "SELECT, RELOAD, SHOW DATABASES, REPLICATION SLAVE, REPLICATION CLIENT, BINLOG MONITOR, LOCK TABLES"
-    with _my_connect(state) as conn, conn.cursor() as cur:
+    with _my_root(state) as conn, conn.cursor() as cur:
+        cur.execute("SET sql_log_bin = 0")  # account statements (with passwords) stay out of the binlog
         cur.execute(f"CREATE DATABASE IF NOT EXISTS {ERP_DB} CHARACTER SET utf8mb4")
         for user, password in ((APP_USER, state.app_password), (CDC_USER, state.cdc_password)):
             # Passwords come from token_urlsafe: only [A-Za-z0-9_-], safe to inline.
@@ -459,6 +505,28 @@ def _servers_alive(state: SandboxState) -> tuple[bool, bool]:
     return pid_alive(state.postgres.pid, "postgres"), pid_alive(state.mariadb.pid, "mariadbd")
 
 
+def _pid_from_file(path: Path) -> int | None:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _adopt_running(state: SandboxState) -> None:
+    """A server restarted from outside (`pg_ctl restart`) runs under a new pid: adopt it from its own pid file,
+    never take it for an orphan."""
+    for server, pid_file, needle in (
+        (state.postgres, Path(state.postgres.data_dir) / "postmaster.pid", "postgres"),
+        (state.mariadb, Path(state.mariadb.data_dir) / "mariadbd.pid", "mariadbd"),
+    ):
+        if pid_alive(server.pid, needle):
+            continue
+        running = _pid_from_file(pid_file)
+        if running and pid_alive(running, needle):
+            server.pid = running
+            state.save()
+
+
 def up(settings: Settings) -> SandboxState:
     """Start (or adopt) both servers; idempotent. Recovers from a crash by restarting on the same data."""
     root = settings.sandbox_dir.resolve()
@@ -467,6 +535,7 @@ def up(settings: Settings) -> SandboxState:
     if state is None:
         state = SandboxState(root=str(root), postgres=_pg_init(root), mariadb=_my_init(root))
         state.save()
+    _adopt_running(state)
     pg_alive, my_alive = _servers_alive(state)
     if not pg_alive:
         reap_orphans(state.postgres.data_dir)

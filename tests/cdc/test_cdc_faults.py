@@ -44,7 +44,12 @@ def erp_change(settings: Settings, sql: str) -> None:
 def test_dropped_replication_slot_recovers_with_a_fresh_snapshot(captured: Settings) -> None:
     state = sandbox.require_state(captured)
     with psycopg.connect(
-        host=state.postgres.socket_dir, port=state.postgres.port, dbname="psa", user="postgres", autocommit=True
+        host=state.postgres.socket_dir,
+        port=state.postgres.port,
+        dbname="psa",
+        user="postgres",
+        password=state.postgres.admin_password,
+        autocommit=True,
     ) as conn:
         conn.execute("SELECT pg_drop_replication_slot('coexist')")
     # Changes made while no slot exists are lost to the log: only a new snapshot can bring them.
