@@ -14,7 +14,8 @@ import duckdb
 
 from coexist.analyst import snapshot, views
 from coexist.config import Settings
-from core.errors import TerminalError, UsageError
+from core.errors import ConfigError, TerminalError, UsageError
+from masterdata.check import check
 from masterdata.resolve import Resolver, ResolveResult
 from reconcile.engine import Engine, RunResult
 
@@ -68,6 +69,7 @@ def refresh_masterdata(
     `incremental=None` resolves incrementally each entity that has run before, fully the others.
     """
     entities = settings.all_entities()
+    check_entities(con, settings, names)
     resolver = Resolver(con)
 
     def resolve(name: str) -> ResolveResult:
@@ -77,6 +79,17 @@ def refresh_masterdata(
     results = _each("entity", entities, names, on_start, resolve)
     views.install(con)
     return results
+
+
+def check_entities(con: duckdb.DuckDBPyConnection, settings: Settings, names: list[str] | None = None) -> None:
+    """Compile every entity's SQL against its real sources before anything is written; ConfigError lists
+    each problem by its configuration key."""
+    entities = settings.all_entities()
+    Resolver(con)  # the (empty) mdm tables, which later entities read (projects join customers' golden IDs)
+    found = _each("entity", entities, names, None, lambda name: check(con, name, entities[name]))
+    problems = [problem for each in found for problem in each]
+    if problems:
+        raise ConfigError("master data configuration:\n  " + "\n  ".join(problems))
 
 
 def publish_snapshot(con: duckdb.DuckDBPyConnection, settings: Settings) -> snapshot.Published:

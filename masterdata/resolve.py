@@ -66,6 +66,27 @@ class ResolveResult:
     seconds: float
 
 
+def source_union(entity: Entity) -> str:
+    """Every source's records, one relation: source_system, source_id and the source's columns."""
+    return " UNION ALL BY NAME ".join(
+        f"SELECT {literal(source.system)} AS source_system, CAST(source_id AS VARCHAR) AS source_id, * "
+        f"EXCLUDE (source_id) FROM {source.relation()} src"
+        for source in entity.sources
+    )
+
+
+def input_select(entity: Entity) -> str:
+    """The standardised input: rid, the sources' columns, standardised columns, value frequencies, a row hash."""
+    std = ", ".join(f"{expr} AS {col}" for col, expr in entity.standardise.items())
+    tf_cols = sorted({lvl.tf for c in entity.comparisons for lvl in c.levels if lvl.tf})
+    tf = ", ".join(f"count(*) OVER (PARTITION BY {c}) AS tf_{c}" for c in tf_cols)
+    return f"""
+        WITH u AS ({source_union(entity)}), s AS (SELECT *, {std or "1 AS _none"} FROM u)
+        SELECT source_system || ':' || source_id AS rid, *{", " + tf if tf else ""},
+               md5(CAST(struct_pack(*COLUMNS(lambda c: c <> 'updated_at')) AS VARCHAR)) AS row_hash
+        FROM s"""
+
+
 class Resolver:
     def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
         self.con = con
@@ -80,23 +101,10 @@ class Resolver:
 
     def _input(self, name: str, entity: Entity) -> str:
         """Standardised records of every source, with value frequencies and a content hash."""
-        parts = []
-        for source in entity.sources:
-            parts.append(
-                f"SELECT {literal(source.system)} AS source_system, CAST(source_id AS VARCHAR) AS source_id, * "
-                f"EXCLUDE (source_id) FROM {source.relation()} src"
-            )
-        union = " UNION ALL BY NAME ".join(parts)
-        std = ", ".join(f"{expr} AS {col}" for col, expr in entity.standardise.items())
-        tf_cols = sorted({lvl.tf for c in entity.comparisons for lvl in c.levels if lvl.tf})
-        tf = ", ".join(f"count(*) OVER (PARTITION BY {c}) AS tf_{c}" for c in tf_cols)
-        table = f"mdm.input_{name}"
-        self.con.execute(f"""
-            CREATE OR REPLACE TABLE {table} AS
-            WITH u AS ({union}), s AS (SELECT *, {std or "1 AS _none"} FROM u)
-            SELECT source_system || ':' || source_id AS rid, *{", " + tf if tf else ""},
-                   md5(CAST(struct_pack(*COLUMNS(lambda c: c <> 'updated_at')) AS VARCHAR)) AS row_hash
-            FROM s""")
+        # A temp table: `mdm.input_<name>` (the last committed input, what an incremental run compares
+        # against) is replaced only inside the run's transaction, so a killed run is redone by the next.
+        table = "_mdm_input"
+        self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {input_select(entity)}")
         return table
 
     def _pairs(self, name: str, entity: Entity, table: str, only: str | None) -> None:
@@ -275,8 +283,6 @@ class Resolver:
             ).fetchall()[0][0]
             > 0
         )
-        if incremental and had_previous:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE _mdm_prev AS SELECT rid, row_hash FROM mdm.input_{name}")
         table = self._input(name, entity)
         records = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         mode = "incremental" if incremental and had_previous else "full"
@@ -284,9 +290,9 @@ class Resolver:
         changed = records
         if mode == "incremental":
             con.execute(f"""CREATE OR REPLACE TEMP TABLE _mdm_changed AS
-                SELECT rid FROM {table} i WHERE NOT EXISTS (SELECT 1 FROM _mdm_prev p WHERE p.rid = i.rid
+                SELECT rid FROM {table} i WHERE NOT EXISTS (SELECT 1 FROM mdm.input_{name} p WHERE p.rid = i.rid
                                                             AND p.row_hash = i.row_hash)
-                UNION SELECT rid FROM _mdm_prev p WHERE NOT EXISTS (SELECT 1 FROM {table} i WHERE i.rid = p.rid)""")
+                UNION SELECT rid FROM mdm.input_{name} p WHERE NOT EXISTS (SELECT 1 FROM {table} i WHERE i.rid = p.rid)""")
             changed = con.execute("SELECT count(*) FROM _mdm_changed").fetchall()[0][0]
             only = "_mdm_changed"
             if changed == 0:
@@ -296,6 +302,7 @@ class Resolver:
         self._pairs(name, entity, table, only)
         t = entity.thresholds
         with transaction(con):
+            con.execute(f"CREATE OR REPLACE TABLE mdm.input_{name} AS SELECT * FROM {table}")
             if only:
                 con.execute(
                     f"DELETE FROM mdm.match_pairs WHERE entity = ? AND (l_rid IN (SELECT rid FROM {only}) "

@@ -52,6 +52,26 @@ def run(
     )
 
 
+@app.command("check")
+def check_cmd(
+    entity: Annotated[list[str] | None, typer.Option("--entity", "-e", help="only this entity (repeatable)")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compile every entity's SQL (sources, standardisation, rules, comparisons, survivorship) against the real
+    columns, writing nothing; problems are named by configuration key. Every run does this first.
+
+    Example: coexist masterdata check --entity customer
+    """
+    out = Output(as_json)
+    con = write_warehouse()
+    try:
+        tasks.check_entities(con, settings(), entity)
+    finally:
+        con.close()
+    chosen = entity or list(settings().all_entities())
+    out.document({"ok": True, "entities": chosen}, lambda: out.say(f"ok: {', '.join(chosen)}"))
+
+
 @app.command("review")
 def review_cmd(
     entity: Annotated[str | None, typer.Option("--entity", "-e", help="only this entity")] = None,
