@@ -13,7 +13,7 @@ from kafka.errors import KafkaError
 
 from cdc.config import KafkaSource, MariaDBSource, PostgresSource
 from cdc.kafka import partition_lag
-from core.errors import SourceRefused
+from core.errors import NotReady, SourceRefused
 
 
 def source_behind(config: PostgresSource | MariaDBSource, resume: dict[str, Any] | None) -> dict[str, Any]:
@@ -77,6 +77,10 @@ def capture_status(
     con: duckdb.DuckDBPyConnection, sources: dict[str, PostgresSource | MariaDBSource]
 ) -> list[dict[str, Any]]:
     now_ms = int(time.time() * 1000)
+    if not con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'cdc' AND table_name = 'offsets'"
+    ).fetchall()[0][0]:
+        raise NotReady("no capture has run into this warehouse yet: `coexist cdc run`")
     offsets = {
         r[0]: r
         for r in con.execute(
@@ -84,9 +88,12 @@ def capture_status(
             "WHERE partition = ''"
         ).fetchall()
     }
-    per_table = con.execute(
-        "SELECT source, table_name, count(*) FROM cdc.changelog GROUP BY ALL ORDER BY ALL"
-    ).fetchall()
+    try:
+        per_table = con.execute(
+            "SELECT source, table_name, count(*) FROM cdc.changelog GROUP BY ALL ORDER BY ALL"
+        ).fetchall()
+    except duckdb.CatalogException:  # the analyst snapshot leaves the changelog out: no per-table event counts
+        per_table = []
     dead = con.execute(
         "SELECT source, coalesce(table_name, '?'), count(*) FROM cdc.dead_letter GROUP BY ALL"
     ).fetchall()

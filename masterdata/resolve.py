@@ -127,7 +127,7 @@ class Resolver:
             )
             on = " AND ".join(f"l._b{i} = r._b{i}" for i in range(len(block)))
             candidates.append(
-                f"SELECT l.rid, r.rid FROM {blocked} l JOIN {blocked} r ON {on} AND l.rid < r.rid "
+                f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {blocked} l JOIN {blocked} r ON {on} AND l.rid < r.rid "
                 f"WHERE l._bs <= {entity.max_block_size}{restrict}"
             )
 
@@ -152,10 +152,11 @@ class Resolver:
                 + " END"
             )
         score = " + ".join(score_terms) or "0"
+        no_pairs = "SELECT NULL::VARCHAR AS l_rid, NULL::VARCHAR AS r_rid WHERE false"  # no rules: every record alone
         # Score every candidate, keep what can matter, and only then spell out the per-field evidence.
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _mdm_pairs AS
-            WITH c AS ({" UNION ".join(candidates)}),
+            WITH c AS ({" UNION ".join(candidates) or no_pairs}),
                  scored AS (SELECT c.l_rid, c.r_rid, {("CASE " + det_case + " END") if det_case else "NULL"} AS det_rule,
                                    {score} AS score
                             FROM c JOIN {table} l ON l.rid = c.l_rid JOIN {table} r ON r.rid = c.r_rid)
@@ -265,7 +266,7 @@ class Resolver:
             selects.append(f"arg_min(rid, ({order}, rid)) FILTER (WHERE {present}) AS {col}_source")
         self.con.execute(f"""
             CREATE OR REPLACE TABLE mdm.golden_{name} AS
-            SELECT golden_id, {", ".join(selects)}, count(*) AS members, list(rid ORDER BY rid) AS member_records,
+            SELECT golden_id, {"".join(f"{c}, " for c in selects)}count(*) AS members, list(rid ORDER BY rid) AS member_records,
                    {literal(run_id)} AS run_id
             FROM {base} b GROUP BY golden_id""")
 

@@ -186,3 +186,52 @@ def test_capture_from_a_port_that_is_not_mysql_fails_in_time_and_obeys_sigterm(t
         assert "Traceback" not in err
     finally:
         silent.close()
+
+
+SWEEP_RULE = """builtin_reconciliations = false
+[reconciliations.r]
+left = {{ {left} }}
+right = {{ table = "b" }}
+keys = [["id", "id"]]
+measures = [{{ left = "v", right = "v", abs_tol = {tol} }}]
+"""
+
+
+@pytest.mark.parametrize(
+    "config, args, code",
+    [
+        (SWEEP_RULE.format(left='sql_file = "reconcile/nope.sql"', tol="0"), ["reconcile", "run"], 2),
+        (SWEEP_RULE.format(left='table = "a"', tol="-1"), ["reconcile", "run"], 2),
+        (SWEEP_RULE.format(left='table = "a"', tol="nan"), ["reconcile", "runs"], 2),
+        (SWEEP_RULE.format(left='table = "a"', tol="0"), ["reconcile", "run"], 2),  # tables a, b do not exist
+        (
+            'builtin_entities = false\n[entities.my-crm]\nid_prefix = "C"\nsources = [{ system = "s", table = "t" }]\n'
+            "thresholds = { match = 5.0, review = 2.0 }\n",
+            ["masterdata", "run"],
+            2,
+        ),
+        ("", ["seed", "--scale", "huge"], 2),
+        ("", ["cdc", "status", "--json"], 0),
+        ("", ["export", "--parquet", "out/it's"], 0),
+        ("", ["masterdata", "explain", "psa:[/]"], 2),
+        ("", ["query", "SELECT '[/bold] x' AS v"], 0),
+    ],
+)
+def test_no_input_from_the_hardening_issue_prints_a_traceback(
+    data_dir: Path, config: str, args: list[str], code: int
+) -> None:
+    from cdc.sink import DuckDBSink
+
+    DuckDBSink(data_dir / "warehouse.duckdb").close()  # cdc.* tables, as after a capture
+    con = duckdb.connect(str(data_dir / "warehouse.duckdb"))
+    con.execute("DROP TABLE cdc.changelog")  # as in the analyst snapshot
+    con.execute("CREATE SCHEMA analytics; CREATE TABLE analytics.quoted AS SELECT 'it''s' AS v")
+    con.close()
+    (data_dir / "coexist.toml").write_text(config)
+    proc = cli(data_dir, *args, check=False)
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    if args[0] == "export":
+        assert (data_dir / "out" / "it's" / "analytics.quoted.parquet").is_file()
+    if args[0] == "query":
+        assert "[/bold] x" in proc.stdout

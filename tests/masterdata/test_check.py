@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pytest
 
 from tests.harness import cli
 
@@ -91,3 +92,33 @@ def test_a_missing_source_table_is_named(tmp_path: Path) -> None:
     )
     proc = cli(tmp_path, "masterdata", "check", check=False)
     assert proc.returncode == 2 and "entities.crm.sources[0]:" in proc.stderr and "nowhere" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "rules, golden",
+    [
+        (
+            'standardise = { name_std = "cx_company(name)" }\nblocking = [["name_std"]]\n'
+            'comparisons = [{ name = "name", levels = [{ when = "l.name_std = r.name_std", weight = 6.0, '
+            'label = "same" }] }]\n',
+            2,
+        ),
+        ("", 3),
+    ],
+    ids=["blocking without deterministic rules", "no rules at all"],
+)
+def test_entities_without_deterministic_rules_run(tmp_path: Path, rules: str, golden: int) -> None:
+    csv = tmp_path / "crm.csv"
+    csv.write_text("account_id,account_name\n1,Acme GmbH\n2,ACME G.m.b.H.\n3,Other Ltd\n")
+    (tmp_path / "coexist.toml").write_text(
+        f'builtin_entities = false\n[entities.crm]\nid_prefix = "C"\nsources = [{{ system = "crm", path = "{csv}", '
+        f'id_column = "account_id", columns = {{ name = "account_name" }} }}]\n{rules}'
+        "thresholds = { match = 5.0, review = 2.0 }\n"
+    )
+    cli(tmp_path, "masterdata", "run")
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    try:
+        ids = dict(con.execute("SELECT source_id, golden_id FROM mdm.xref").fetchall())
+    finally:
+        con.close()
+    assert len(ids) == 3 and len(set(ids.values())) == golden
