@@ -14,6 +14,7 @@ import duckdb
 
 from coexist.analyst import snapshot, views
 from coexist.config import Settings
+from core import warehouse
 from core.errors import ConfigError, TerminalError, UsageError
 from masterdata.check import check
 from masterdata.resolve import Resolver, ResolveResult
@@ -42,6 +43,13 @@ def _each(
     return results
 
 
+def confine(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
+    """Configured SQL (rules, entities) may read the files the configuration names and the data dir, no more."""
+    paths = [d.path for rule in settings.all_reconciliations().values() for d in (rule.left, rule.right) if d.path]
+    paths += [s.path for entity in settings.all_entities().values() for s in entity.sources if s.path]
+    warehouse.confine(con, [settings.data_dir, *(warehouse.glob_root(p) for p in paths)])
+
+
 def reconcile(
     con: duckdb.DuckDBPyConnection,
     settings: Settings,
@@ -51,6 +59,7 @@ def reconcile(
 ) -> list[RunResult]:
     """Run the named reconciliations (all when None) and record breaks and history."""
     rules = settings.all_reconciliations()
+    confine(con, settings)
     engine = Engine(con)
     results = _each("reconciliation", rules, names, on_start, lambda name: engine.run(name, rules[name], trigger))
     views.install(con)
@@ -85,6 +94,7 @@ def check_entities(con: duckdb.DuckDBPyConnection, settings: Settings, names: li
     """Compile every entity's SQL against its real sources before anything is written; ConfigError lists
     each problem by its configuration key."""
     entities = settings.all_entities()
+    confine(con, settings)
     Resolver(con)  # the (empty) mdm tables, which later entities read (projects join customers' golden IDs)
     found = _each("entity", entities, names, None, lambda name: check(con, name, entities[name]))
     problems = [problem for each in found for problem in each]

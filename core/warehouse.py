@@ -70,6 +70,27 @@ def connect(path: Path | str, read_only: bool = False) -> Connection:
         raise WarehouseError(explain(exc, path)) from None
 
 
+def confine(con: Connection, allowed: list[Path]) -> None:
+    """From now on this database instance reads and writes files only under `allowed` directories.
+
+    For connections that run configured SQL fragments (rules, entities): they may read the files
+    the configuration names, nothing else. Instance-wide and one-way (DuckDB cannot re-enable it).
+    """
+    if con.execute("SELECT current_setting('enable_external_access')").fetchall()[0][0] is False:
+        return
+    dirs = sorted({str(p.resolve()).rstrip("/") + "/" for p in allowed})
+    con.execute(f"SET allowed_directories = [{', '.join(literal(d) for d in dirs)}]")
+    con.execute("SET enable_external_access = false")
+
+
+def glob_root(path: str) -> Path:
+    """The directory a file path or glob pattern reads under (its longest prefix without wildcards)."""
+    parts = Path(path).expanduser().parts
+    fixed = [p for p in parts[: next((i for i, p in enumerate(parts) if any(c in p for c in "*?[{")), len(parts))]]
+    root = Path(*fixed) if fixed else Path(".")
+    return root if root != Path(path).expanduser() else root.parent
+
+
 @contextmanager
 def transaction(con: Connection) -> Iterator[Connection]:
     """BEGIN ... COMMIT, rolled back on any exception (the exception goes on)."""

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from core.models import Strict
+from core.warehouse import literal
 
 
 class Source(Strict):
@@ -35,7 +36,7 @@ class Source(Strict):
         else:
             assert self.path is not None
             reader = "read_csv_auto" if self.path.lower().endswith((".csv", ".csv.gz")) else "read_parquet"
-            base = f"{reader}('{self.path}')"
+            base = f"{reader}({literal(self.path)})"
         if self.columns:
             cols = ", ".join(f"{expr} AS {name}" for name, expr in self.columns.items())
             return f"(SELECT CAST({self.id_column} AS VARCHAR) AS source_id, {cols} FROM {base} s)"

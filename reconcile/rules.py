@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from core.cron import cron_trigger
 from core.models import Strict
+from core.warehouse import literal
 
 
 class Dataset(Strict):
@@ -45,7 +46,7 @@ class Dataset(Strict):
         else:
             assert self.path is not None
             reader = "read_csv_auto" if self.path.lower().endswith((".csv", ".csv.gz")) else "read_parquet"
-            base = f"{reader}('{self.path}')"
+            base = f"{reader}({literal(self.path)})"
         if self.where:
             return f"(SELECT * FROM {base} AS src WHERE {self.where})"
         return f"(SELECT * FROM {base} AS src)"

@@ -235,3 +235,26 @@ def test_no_input_from_the_hardening_issue_prints_a_traceback(
         assert (data_dir / "out" / "it's" / "analytics.quoted.parquet").is_file()
     if args[0] == "query":
         assert "[/bold] x" in proc.stdout
+
+
+def test_configured_sql_reads_only_the_files_the_configuration_names(tmp_path: Path) -> None:
+    secret = tmp_path / "elsewhere" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_text("id,v\n1,hunter2\n")
+    named = tmp_path / "inputs" / "b.csv"
+    named.parent.mkdir()
+    named.write_text("id,v\n1,1\n")
+    data_dir = tmp_path / "data"  # the data dir is allowed too: keep the secret outside it
+    data_dir.mkdir()
+    (data_dir / "coexist.toml").write_text(
+        "builtin_reconciliations = false\nbuiltin_entities = false\n[reconciliations.r]\n"
+        + f'left = {{ sql = "SELECT * FROM read_csv(\'{secret}\')" }}\nright = {{ path = "{named}" }}\n'
+        'keys = [["id", "id"]]\n'
+    )
+    proc = cli(data_dir, "reconcile", "run", check=False)
+    assert proc.returncode == 2 and "Permission Error" in proc.stderr and "hunter2" not in proc.stdout + proc.stderr
+    (data_dir / "coexist.toml").write_text(
+        "builtin_reconciliations = false\nbuiltin_entities = false\n[reconciliations.r]\n"
+        f'left = {{ path = "{named}" }}\nright = {{ path = "{named}" }}\nkeys = [["id", "id"]]\n'
+    )
+    assert cli(data_dir, "reconcile", "run", "--json").returncode == 0  # files the configuration names are read

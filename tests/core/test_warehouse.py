@@ -76,3 +76,32 @@ def test_open_errors_are_told_apart(tmp_path: Path) -> None:
         )
     finally:
         held.close()
+
+
+def test_confine_allows_the_named_directories_only(tmp_path: Path) -> None:
+    (tmp_path / "named").mkdir()
+    (tmp_path / "other").mkdir()
+    con = duckdb.connect()
+    con.execute(f"COPY (SELECT 1 AS a) TO '{tmp_path / 'named' / 'a.csv'}'")
+    con.execute(f"COPY (SELECT 2 AS a) TO '{tmp_path / 'other' / 'b.csv'}'")
+    warehouse.confine(con, [tmp_path / "named"])
+    warehouse.confine(con, [tmp_path / "named"])  # a second call is a no-op, not an error
+    assert con.execute(f"SELECT a FROM read_csv('{tmp_path / 'named' / '*.csv'}')").fetchall() == [(1,)]
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"SELECT a FROM read_csv('{tmp_path / 'other' / 'b.csv'}')")
+    with pytest.raises(duckdb.PermissionException):
+        con.execute(f"COPY (SELECT 1) TO '{tmp_path / 'other' / 'c.csv'}'")
+
+
+@pytest.mark.parametrize(
+    "path, root",
+    [
+        ("/data/x.parquet", "/data"),
+        ("/data/2026/*.parquet", "/data/2026"),
+        ("/data/*/part-*.csv", "/data"),
+        ("rel/x.csv", "rel"),
+        ("*.csv", "."),
+    ],
+)
+def test_glob_root(path: str, root: str) -> None:
+    assert warehouse.glob_root(path) == Path(root)
