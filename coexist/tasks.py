@@ -80,6 +80,9 @@ def refresh_masterdata(
     entities = settings.all_entities()
     check_entities(con, settings, names)
     resolver = Resolver(con)
+    # Views over mdm tables exist before the first golden record does: a snapshot taken between this
+    # run's commit and its closing view install must not hold golden records without `golden_xref`.
+    views.install(con)
 
     def resolve(name: str) -> ResolveResult:
         mode = incremental if incremental is not None else resolver.has_run(name)

@@ -119,7 +119,8 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str, every: 
         time.sleep(every)
 
 
-def _pg_superuser(settings: Settings) -> Any:
+def pg_superuser(settings: Settings) -> Any:
+    """The sandbox's PostgreSQL superuser on the psa database (with its password: the sandbox trusts no one)."""
     import psycopg
 
     state = sandbox.require_state(settings)
@@ -139,7 +140,7 @@ def pg_slot_active(settings: Settings, slot: str = "coexist") -> bool:
     import psycopg
 
     try:
-        with _pg_superuser(settings) as conn:
+        with pg_superuser(settings) as conn:
             row = conn.execute("SELECT active FROM pg_replication_slots WHERE slot_name = %s", (slot,)).fetchone()
     except psycopg.OperationalError:
         return False

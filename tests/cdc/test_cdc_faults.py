@@ -9,13 +9,12 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from coexist.config import Settings
 from coexist.sandbox import generator
 from coexist.sandbox import servers as sandbox
-from tests.harness import cli, pg_slot_active, seeded_and_captured, wait_until
+from tests.harness import cli, pg_slot_active, pg_superuser, seeded_and_captured, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -42,15 +41,7 @@ def erp_change(settings: Settings, sql: str) -> None:
 
 @pytest.mark.slow
 def test_dropped_replication_slot_recovers_with_a_fresh_snapshot(captured: Settings) -> None:
-    state = sandbox.require_state(captured)
-    with psycopg.connect(
-        host=state.postgres.socket_dir,
-        port=state.postgres.port,
-        dbname="psa",
-        user="postgres",
-        password=state.postgres.admin_password,
-        autocommit=True,
-    ) as conn:
+    with pg_superuser(captured) as conn:
         conn.execute("SELECT pg_drop_replication_slot('coexist')")
     # Changes made while no slot exists are lost to the log: only a new snapshot can bring them.
     psa_change(captured, "UPDATE clients SET client_name = client_name || ' (slotless)' WHERE client_id <= 5")
@@ -97,7 +88,6 @@ def test_source_restarts_while_capturing_and_sigterm_stops_cleanly(captured: Set
     assert proc.returncode == 0, err
     report = {row["source"]: row for row in json.loads(out)}
     assert set(report) == {"psa", "erp"} and all(row["error"] is None for row in report.values()), report
-    assert report["psa"]["applied"] > 0 and report["erp"]["applied"] > 0, report
     cli(captured.data_dir, "cdc", "run", "--until-idle")
     assert_replica_equal(captured)
 
