@@ -47,7 +47,8 @@ def confine(con: duckdb.DuckDBPyConnection, settings: Settings) -> None:
     """Configured SQL (rules, entities) may read the files the configuration names and the data dir, no more."""
     paths = [d.path for rule in settings.all_reconciliations().values() for d in (rule.left, rule.right) if d.path]
     paths += [s.path for entity in settings.all_entities().values() for s in entity.sources if s.path]
-    warehouse.confine(con, [settings.data_dir, *(warehouse.glob_root(p) for p in paths)])
+    own = [settings.data_dir, settings.warehouse_path.parent]  # snapshot, spill files beside the warehouse
+    warehouse.confine(con, [*own, *(warehouse.glob_root(p) for p in paths)])
 
 
 def reconcile(

@@ -86,9 +86,10 @@ def confine(con: Connection, allowed: list[Path]) -> None:
 def glob_root(path: str) -> Path:
     """The directory a file path or glob pattern reads under (its longest prefix without wildcards)."""
     parts = Path(path).expanduser().parts
-    fixed = [p for p in parts[: next((i for i, p in enumerate(parts) if any(c in p for c in "*?[{")), len(parts))]]
-    root = Path(*fixed) if fixed else Path(".")
-    return root if root != Path(path).expanduser() else root.parent
+    for i, part in enumerate(parts):
+        if any(c in part for c in "*?[{"):
+            return Path(*parts[:i]) if i else Path(".")
+    return Path(path).expanduser().parent
 
 
 @contextmanager
