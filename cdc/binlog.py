@@ -11,7 +11,6 @@ Events look like Debezium's MariaDB connector's (see `../shared/fixtures/debeziu
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import logging
 import os
 import queue
@@ -27,8 +26,10 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from tenacity import retry, retry_if_exception_type, stop_after_delay, stop_when_event_set, wait_exponential
 
 from cdc.config import MariaDBSource, mysql_connect
-from cdc.events import ChangeEvent, dumps, position_key
+from cdc.events import ChangeEvent, position_key
 from cdc.sink import Batch, Offset
+from cdc.types import ColumnType
+from cdc.types.mysql import MyType, my_type, wire_row
 from core.errors import SourceUnavailable
 
 log = logging.getLogger("coexist.cdc.binlog")
@@ -37,53 +38,8 @@ logging.getLogger("pymysqlreplication").setLevel(logging.ERROR)
 VERSION = "coexist-binlog-1"
 
 
-def mysql_type(data_type: str, precision: int | None, scale: int | None, column_type: str) -> str:
-    """DuckDB type for a MariaDB/MySQL column (from information_schema)."""
-    data_type = data_type.lower()
-    unsigned = "unsigned" in column_type.lower()
-    if data_type in ("tinyint", "smallint", "mediumint"):
-        return "INTEGER" if unsigned else ("SMALLINT" if data_type != "mediumint" else "INTEGER")
-    if data_type == "int":
-        return "BIGINT" if unsigned else "INTEGER"
-    if data_type == "bigint":
-        return "UBIGINT" if unsigned else "BIGINT"
-    if data_type == "decimal":
-        p = int(precision or 10)
-        s = int(scale or 0)
-        return f"DECIMAL({p},{s})" if p <= 38 else "VARCHAR"
-    if data_type == "float":
-        return "FLOAT"
-    if data_type == "double":
-        return "DOUBLE"
-    if data_type == "date":
-        return "DATE"
-    if data_type == "datetime":
-        return "TIMESTAMP"
-    if data_type == "timestamp":
-        return "TIMESTAMP"
-    if data_type == "time":
-        return "TIME"
-    if data_type == "year":
-        return "INTEGER"
-    if data_type == "json":
-        return "JSON"
-    if data_type in ("blob", "tinyblob", "mediumblob", "longblob", "binary", "varbinary", "bit"):
-        return "BLOB"
-    return "VARCHAR"
-
-
-def _plain(value: Any) -> Any:
-    """Binlog values into the types the sink expects."""
-    if isinstance(value, dt.timedelta):
-        seconds = value.total_seconds()
-        if 0 <= seconds < 86400:
-            return (dt.datetime.min + value).time()
-        return str(value)
-    if isinstance(value, set):
-        return ",".join(sorted(value))
-    if isinstance(value, dict | list):
-        return dumps(value)
-    return value
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 class _Either:
@@ -107,8 +63,9 @@ class _Either:
 
 
 class _Table:
-    def __init__(self, columns: dict[str, str], key: list[str]) -> None:
-        self.columns = columns
+    def __init__(self, types: dict[str, MyType], key: list[str]) -> None:
+        self.types = types
+        self.columns: dict[str, ColumnType | str] = {n: t.column for n, t in types.items()}
         self.key = key
 
 
@@ -213,9 +170,9 @@ class BinlogReader:
                 (self.config.database, name),
             )
             rows = cur.fetchall()
-        columns = {r[0]: mysql_type(r[1], r[2], r[3], r[4]) for r in rows}
+        types = {r[0]: my_type(r[1], r[4], r[2], r[3]) for r in rows}
         key = [r[0] for r in rows if r[5] == "PRI"]
-        table = _Table(columns, key)
+        table = _Table(types, key)
         self._tables[name] = table
         return table
 
@@ -278,14 +235,13 @@ class BinlogReader:
             pending: list[ChangeEvent] = []
             for name in names:
                 meta = self.table(conn, name, refresh=True)
-                if not meta.key:
-                    log.warning("table %s has no primary key: not captured", name)
-                    continue
                 with conn.cursor(pymysql.cursors.SSDictCursor) as cur:
-                    cols = ", ".join(f"`{c}`" for c in meta.columns)
-                    cur.execute(f"SELECT {cols} FROM `{name}`")
+                    cols = ", ".join(
+                        f"{t.select.replace('{c}', _quote(c))} AS {_quote(c)}" for c, t in meta.types.items()
+                    )
+                    cur.execute(f"SELECT {cols} FROM {_quote(name)}")
                     for row in cur:
-                        after = {k: _plain(v) for k, v in row.items()}
+                        after = wire_row(meta.types, row)
                         pending.append(
                             ChangeEvent(
                                 source=self.name,
@@ -319,7 +275,7 @@ class BinlogReader:
         done: bool,
         tables: list[str] | None,
     ) -> Batch:
-        batch = Batch(events=events)
+        batch = Batch(events=events, staged=tables is not None)
         if tables is None:
             batch.offsets.append(Offset(self.name, "", snap_pos, resume | {"snapshot": True}, snapshot_done=done))
             if first:
@@ -438,8 +394,6 @@ class BinlogReader:
         sample_cols = set((sample.get("values") or sample.get("after_values") or {}).keys())
         if sample_cols and not sample_cols <= set(meta.columns):
             meta = self.table(ctl, table, refresh=True)
-        if not meta.key:
-            return []
         ts_ms = int(event.timestamp) * 1000
         start_pos = int(event.packet.log_pos)
         file_index = self._file_index(file)
@@ -452,12 +406,12 @@ class BinlogReader:
             op = "d"
         for i, row in enumerate(rows):
             if op == "u":
-                before = {k: _plain(v) for k, v in row["before_values"].items()}
-                after: dict[str, Any] | None = {k: _plain(v) for k, v in row["after_values"].items()}
+                before = wire_row(meta.types, row["before_values"], row.get("before_none_sources"))
+                after: dict[str, Any] | None = wire_row(meta.types, row["after_values"], row.get("after_none_sources"))
             elif op == "c":
-                before, after = None, {k: _plain(v) for k, v in row["values"].items()}
+                before, after = None, wire_row(meta.types, row["values"], row.get("none_sources"))
             else:
-                before, after = {k: _plain(v) for k, v in row["values"].items()}, None
+                before, after = wire_row(meta.types, row["values"], row.get("none_sources")), None
             image = after if after is not None else before
             assert image is not None
             if op == "u" and before is not None and any(before.get(k) != image.get(k) for k in meta.key):
@@ -555,15 +509,6 @@ class BinlogReader:
             while producer.is_alive():
                 with contextlib.suppress(queue.Empty):
                     handoff.get(timeout=0.1)
-
-    def resnapshot(self, apply: Any, tables: list[str]) -> None:
-        """Reload `tables` from a fresh consistent snapshot while the stream position stays put.
-
-        Replaying the stream over a newer snapshot is harmless (full row images), so the stored
-        stream position is left as it is.
-        """
-        for batch in self.snapshot(tables):
-            apply(batch)
 
     def _check_position(self, resume: dict[str, Any]) -> None:
         conn = self.connect()

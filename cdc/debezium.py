@@ -127,7 +127,11 @@ class DebeziumPostgresReader:
             "publication.name": cfg.publication,
             "publication.autocreate.mode": "disabled",
             "snapshot.mode": "initial",
-            "decimal.handling.mode": "precise",
+            # Exact text for numerics (NaN and wide ones too) and intervals; every field names its type.
+            "decimal.handling.mode": "string",
+            "interval.handling.mode": "string",
+            "column.propagate.source.type": ".*",
+            "hstore.handling.mode": "json",
             "time.precision.mode": "adaptive_time_microseconds",
             "tombstones.on.delete": "false",
             "max.batch.size": str(self.batch_size),

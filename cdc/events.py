@@ -2,7 +2,8 @@
 
 Every reader (embedded Debezium, the MariaDB/MySQL binlog reader, Kafka) produces
 `ChangeEvent`s; the DuckDB sink consumes nothing else. The decoder accepts Debezium JSON with
-and without schemas and turns Debezium's logical types into Python values.
+and without schemas and reads each field's type from its schema (`cdc.types`); values stay in
+their wire form until the sink decodes them per column in DuckDB.
 """
 
 from __future__ import annotations
@@ -15,13 +16,22 @@ from typing import Any
 
 import orjson
 
+from cdc.types import REPLICA_CONNECT_NAME, UNAVAILABLE, ColumnType, mysql, of_replica, postgres
 from core.errors import TerminalError
 
-UNAVAILABLE = "__debezium_unavailable_value"
-"""PostgreSQL's placeholder for an unchanged TOASTed value: the sink keeps the previous value."""
+__all__ = ["UNAVAILABLE", "ChangeEvent", "DeadLetter", "DebeziumDecoder", "DecodeError"]
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 EPOCH_DATE = dt.date(1970, 1, 1)
+
+
+def field_type(field_schema: dict[str, Any]) -> ColumnType:
+    """The ColumnType of one field of a Debezium row schema (coexist's own MariaDB/MySQL and replica
+    schemas included)."""
+    if field_schema.get("name") == mysql.CONNECT_NAME:
+        return mysql.from_connect(field_schema)
+    if field_schema.get("name") == REPLICA_CONNECT_NAME:
+        return of_replica(str((field_schema.get("parameters") or {}).get("replica", "VARCHAR")))
+    return postgres.from_debezium(field_schema)
 
 
 class DecodeError(TerminalError, ValueError):
@@ -35,7 +45,8 @@ class ChangeEvent:
     `position` orders events of one (source, partition): a replay of an event at or below the
     last committed position is a duplicate. Snapshot events (`op == "r"`) are idempotent upserts
     and are not position-checked; `snapshot == "first"` opens a new snapshot of the source.
-    `columns` maps each column to its DuckDB type, as the reader learnt it from the source.
+    `before`, `after` and `key` hold wire values (JSON-compatible, as the source's log encodes them);
+    `columns` maps each column to its `ColumnType` (or a DuckDB type name), which decodes them.
     """
 
     source: str
@@ -50,7 +61,7 @@ class ChangeEvent:
     snapshot: str | None = None
     source_info: dict[str, Any] = field(default_factory=dict)
     transaction: dict[str, Any] | None = None
-    columns: dict[str, str] = field(default_factory=dict)
+    columns: dict[str, ColumnType | str] = field(default_factory=dict)
     resume: dict[str, Any] | None = None
 
     @property
@@ -75,7 +86,7 @@ def position_key(*parts: int) -> str:
 
 def json_default(value: Any) -> Any:
     if isinstance(value, decimal.Decimal):
-        return str(value)
+        return format(value, "f")
     if isinstance(value, bytes):
         return base64.b64encode(value).decode()
     if isinstance(value, dt.timedelta):
@@ -84,116 +95,16 @@ def json_default(value: Any) -> Any:
 
 
 def dumps(value: Any) -> str:
-    return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS).decode()
+    return dumps_bytes(value).decode()
 
 
-# ---------------------------------------------------------------- Debezium logical types
-
-_CONNECT_TYPES = {
-    "int8": "SMALLINT",
-    "int16": "SMALLINT",
-    "int32": "INTEGER",
-    "int64": "BIGINT",
-    "float32": "FLOAT",
-    "float64": "DOUBLE",
-    "float": "DOUBLE",
-    "double": "DOUBLE",
-    "boolean": "BOOLEAN",
-    "string": "VARCHAR",
-    "bytes": "BLOB",
-}
-_LOGICAL_TYPES = {
-    "io.debezium.time.Date": "DATE",
-    "org.apache.kafka.connect.data.Date": "DATE",
-    "io.debezium.time.Time": "TIME",
-    "io.debezium.time.MicroTime": "TIME",
-    "io.debezium.time.NanoTime": "TIME",
-    "org.apache.kafka.connect.data.Time": "TIME",
-    "io.debezium.time.Timestamp": "TIMESTAMP",
-    "io.debezium.time.MicroTimestamp": "TIMESTAMP",
-    "io.debezium.time.NanoTimestamp": "TIMESTAMP",
-    "org.apache.kafka.connect.data.Timestamp": "TIMESTAMP",
-    "io.debezium.time.ZonedTimestamp": "TIMESTAMPTZ",
-    "io.debezium.time.ZonedTime": "VARCHAR",
-    "io.debezium.data.Json": "JSON",
-    "io.debezium.data.Enum": "VARCHAR",
-    "io.debezium.data.EnumSet": "VARCHAR",
-    "io.debezium.data.Uuid": "UUID",
-    "io.debezium.data.VariableScaleDecimal": "DECIMAL(38,10)",
-    "io.debezium.time.Year": "INTEGER",
-    "io.debezium.data.Xml": "VARCHAR",
-    "io.debezium.data.Bits": "BLOB",
-}
-
-
-def duckdb_type(field_schema: dict[str, Any]) -> str:
-    """The DuckDB column type for one field of a Kafka Connect schema."""
-    name = field_schema.get("name")
-    if name == "org.apache.kafka.connect.data.Decimal":
-        params = field_schema.get("parameters") or {}
-        scale = int(params.get("scale", 0))
-        precision = int(params.get("connect.decimal.precision", 38))
-        if precision > 38 or scale > precision:
-            return "DECIMAL(38,10)"
-        return f"DECIMAL({precision},{scale})"
-    if name in _LOGICAL_TYPES:
-        return _LOGICAL_TYPES[name]
-    kind = field_schema.get("type", "string")
-    if kind == "array":
-        return "JSON"
-    return _CONNECT_TYPES.get(kind, "VARCHAR")
-
-
-def _decimal_from_bytes(raw: str, scale: int) -> decimal.Decimal:
-    unscaled = int.from_bytes(base64.b64decode(raw), "big", signed=True)
-    return decimal.Decimal(unscaled).scaleb(-scale)
-
-
-def _converter(field_schema: dict[str, Any]) -> Any:
-    """A function turning one JSON value of this field into a Python value (None passes through)."""
-    name = field_schema.get("name")
-    kind = field_schema.get("type")
-    if name == "org.apache.kafka.connect.data.Decimal":
-        scale = int((field_schema.get("parameters") or {}).get("scale", 0))
-
-        def to_decimal(value: Any) -> Any:
-            if isinstance(value, str):
-                try:
-                    return _decimal_from_bytes(value, scale)
-                except (ValueError, TypeError):
-                    return decimal.Decimal(value)
-            return decimal.Decimal(str(value))
-
-        return to_decimal
-    if name == "io.debezium.data.VariableScaleDecimal":
-        return lambda v: _decimal_from_bytes(v["value"], int(v["scale"])) if isinstance(v, dict) else v
-    if name in ("io.debezium.time.Date", "org.apache.kafka.connect.data.Date"):
-        return lambda v: EPOCH_DATE + dt.timedelta(days=int(v))
-    if name in ("io.debezium.time.Time", "org.apache.kafka.connect.data.Time"):
-        return lambda v: (dt.datetime.min + dt.timedelta(milliseconds=int(v))).time()
-    if name == "io.debezium.time.MicroTime":
-        return lambda v: (dt.datetime.min + dt.timedelta(microseconds=int(v))).time()
-    if name == "io.debezium.time.NanoTime":
-        return lambda v: (dt.datetime.min + dt.timedelta(microseconds=int(v) // 1000)).time()
-    if name in ("io.debezium.time.Timestamp", "org.apache.kafka.connect.data.Timestamp"):
-        return lambda v: (EPOCH + dt.timedelta(milliseconds=int(v))).replace(tzinfo=None)
-    if name == "io.debezium.time.MicroTimestamp":
-        return lambda v: (EPOCH + dt.timedelta(microseconds=int(v))).replace(tzinfo=None)
-    if name == "io.debezium.time.NanoTimestamp":
-        return lambda v: (EPOCH + dt.timedelta(microseconds=int(v) // 1000)).replace(tzinfo=None)
-    if name == "io.debezium.time.ZonedTimestamp":
-        return lambda v: dt.datetime.fromisoformat(v.replace("Z", "+00:00"))
-    if kind == "bytes" and name is None:
-        return lambda v: base64.b64decode(v) if isinstance(v, str) else v
-    if kind in ("array", "map", "struct"):
-        return dumps
-    return None
+def dumps_bytes(value: Any) -> bytes:
+    return orjson.dumps(value, default=json_default, option=orjson.OPT_NON_STR_KEYS)
 
 
 @dataclass(slots=True)
 class _StructPlan:
-    columns: dict[str, str]
-    converters: dict[str, Any]
+    columns: dict[str, ColumnType | str]
 
 
 class DebeziumDecoder:
@@ -209,23 +120,9 @@ class DebeziumDecoder:
         plan = self._plans.get(cache_key)
         if plan is None:
             fields = struct_schema.get("fields", [])
-            plan = _StructPlan(
-                columns={f["field"]: duckdb_type(f) for f in fields},
-                converters={f["field"]: c for f in fields if (c := _converter(f)) is not None},
-            )
+            plan = _StructPlan(columns={f["field"]: field_type(f) for f in fields})
             self._plans[cache_key] = plan
         return plan
-
-    @staticmethod
-    def _apply(plan: _StructPlan | None, row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None or plan is None:
-            return row
-        out = dict(row)
-        for name, convert in plan.converters.items():
-            value = out.get(name)
-            if value is not None and value != UNAVAILABLE:
-                out[name] = convert(value)
-        return out
 
     def decode(
         self,
@@ -263,18 +160,20 @@ class DebeziumDecoder:
                 if part.get("field") in ("after", "before") and part.get("type") == "struct":
                     row_plan = self._plan(part)
                     break
-        before = self._apply(row_plan, payload.get("before"))
-        after = self._apply(row_plan, payload.get("after"))
+        before = payload.get("before")
+        after = payload.get("after")
         if op == "d" and before is None:
             raise DecodeError("delete without a before image (set REPLICA IDENTITY FULL or a primary key)")
         if op != "d" and after is None:
             raise DecodeError(f"{op} event without an after image")
 
         key_payload = key_doc.get("payload", key_doc) if isinstance(key_doc, dict) and "schema" in key_doc else key_doc
-        if not isinstance(key_payload, dict) or not key_payload:
-            raise DecodeError("event has no primary key (tables without keys cannot be replicated)")
-        key_plan = self._plan(key_doc["schema"]) if isinstance(key_doc, dict) and "schema" in key_doc else None
-        key = self._apply(key_plan, key_payload) or {}
+        if key_payload is None:
+            key: dict[str, Any] = {}  # a table without a primary key: applied by whole-row identity
+        elif isinstance(key_payload, dict):
+            key = key_payload
+        else:
+            raise DecodeError("event key is not a JSON object")
 
         schema_name = source_info.get("schema")
         table = str(source_info["table"])

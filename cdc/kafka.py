@@ -17,9 +17,7 @@ position-checked by the sink, a second guard against a repeat.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import datetime as dt
 import decimal
 import logging
 import re
@@ -38,94 +36,24 @@ from kafka.structs import OffsetAndMetadata
 
 from cdc.config import KafkaSource, PublishSettings
 from cdc.events import (
-    EPOCH_DATE,
-    UNAVAILABLE,
     ChangeEvent,
     DeadLetter,
     DebeziumDecoder,
     DecodeError,
     dumps,
+    dumps_bytes,
     position_key,
 )
 from cdc.sink import ApplyStats, Batch, Offset
+from cdc.types import ColumnType, connect_schema, of_replica
 
 log = logging.getLogger("coexist.kafka")
-
-EPOCH_NAIVE = dt.datetime(1970, 1, 1)
-MICRO = dt.timedelta(microseconds=1)
-
-
-# ---------------------------------------------------------------- encoding (ChangeEvent -> Debezium JSON)
-
-
-def _connect_field(name: str, duck_type: str) -> tuple[dict[str, Any], Callable[[Any], Any]]:
-    """The Kafka Connect schema of one column and a function turning its Python value into JSON."""
-    t = duck_type.upper()
-    if t.startswith("DECIMAL"):
-        precision, scale = (int(x) for x in t[t.index("(") + 1 : -1].split(",")) if "(" in t else (18, 3)
-
-        def dec(v: Any) -> Any:
-            unscaled = int(decimal.Decimal(v).scaleb(scale).to_integral_value())
-            return base64.b64encode(
-                unscaled.to_bytes(max(1, (unscaled.bit_length() + 8) // 8), "big", signed=True)
-            ).decode()
-
-        return (
-            {
-                "type": "bytes",
-                "name": "org.apache.kafka.connect.data.Decimal",
-                "version": 1,
-                "parameters": {"scale": str(scale), "connect.decimal.precision": str(precision)},
-            },
-            dec,
-        )
-    if t in ("TINYINT", "SMALLINT", "UTINYINT"):
-        return {"type": "int16"}, int
-    if t in ("INTEGER", "USMALLINT"):
-        return {"type": "int32"}, int
-    if t in ("BIGINT", "UINTEGER", "UBIGINT", "HUGEINT"):
-        return {"type": "int64"}, int
-    if t == "FLOAT":
-        return {"type": "float32"}, float
-    if t == "DOUBLE":
-        return {"type": "float64"}, float
-    if t == "BOOLEAN":
-        return {"type": "boolean"}, bool
-    if t == "DATE":
-        return ({"type": "int32", "name": "io.debezium.time.Date", "version": 1}, lambda v: (v - EPOCH_DATE).days)
-    if t == "TIME":
-
-        def micro_time(v: Any) -> int:
-            if isinstance(v, dt.timedelta):
-                return v // MICRO
-            return ((v.hour * 60 + v.minute) * 60 + v.second) * 1_000_000 + v.microsecond
-
-        return {"type": "int64", "name": "io.debezium.time.MicroTime", "version": 1}, micro_time
-    if t in ("TIMESTAMP", "TIMESTAMP_NS", "DATETIME"):
-        return (
-            {"type": "int64", "name": "io.debezium.time.MicroTimestamp", "version": 1},
-            lambda v: (v.replace(tzinfo=None) - EPOCH_NAIVE) // MICRO,
-        )
-    if t in ("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE"):
-        return (
-            {"type": "string", "name": "io.debezium.time.ZonedTimestamp", "version": 1},
-            lambda v: (v if v.tzinfo else v.replace(tzinfo=dt.UTC)).isoformat(),
-        )
-    if t == "JSON":
-        return (
-            {"type": "string", "name": "io.debezium.data.Json", "version": 1},
-            lambda v: v if isinstance(v, str) else dumps(v),
-        )
-    if t == "BLOB":
-        return {"type": "bytes"}, lambda v: base64.b64encode(v).decode()
-    return {"type": "string"}, lambda v: v if isinstance(v, str) else str(v)
 
 
 @dataclass(slots=True)
 class _TablePlan:
     value_schema: dict[str, Any]
     key_schema: dict[str, Any]
-    encoders: dict[str, Callable[[Any], Any]]
 
 
 def topic_name(event: ChangeEvent) -> str:
@@ -135,7 +63,11 @@ def topic_name(event: ChangeEvent) -> str:
 
 
 class Encoder:
-    """ChangeEvents to Debezium key/value JSON with schemas; one plan per table schema."""
+    """ChangeEvents to Debezium key/value JSON with schemas; one plan per table schema.
+
+    Values go out in their wire form with the schema that describes it: a PostgreSQL column with
+    Debezium's own field schema, a MariaDB/MySQL column with coexist's (`io.coexist.mysql`), so a
+    coexist reader decodes them exactly as the database reader would have."""
 
     def __init__(self) -> None:
         self._plans: dict[tuple[str, int, tuple[str, ...]], _TablePlan] = {}
@@ -145,11 +77,10 @@ class Encoder:
         cache = (topic, id(event.columns), tuple(event.key))
         plan = self._plans.get(cache)
         if plan is None:
-            fields, encoders = [], {}
+            fields = []
             for name, kind in columns.items():
-                schema, encode = _connect_field(name, kind)
-                fields.append(schema | {"optional": name not in event.key, "field": name})
-                encoders[name] = encode
+                column = kind if isinstance(kind, ColumnType) else of_replica(kind)
+                fields.append(connect_schema(column) | {"optional": name not in event.key, "field": name})
             row = {"type": "struct", "fields": fields, "optional": True, "name": f"{topic}.Value"}
             source = {
                 "type": "struct",
@@ -180,18 +111,8 @@ class Encoder:
                 "name": f"{topic}.Key",
                 "fields": [f for f in fields if f["field"] in event.key],
             }
-            plan = self._plans[cache] = _TablePlan(value_schema, key_schema, encoders)
+            plan = self._plans[cache] = _TablePlan(value_schema, key_schema)
         return plan
-
-    @staticmethod
-    def _row(plan: _TablePlan, row: dict[str, Any] | None) -> dict[str, Any] | None:
-        if row is None:
-            return None
-        out = {}
-        for name, value in row.items():
-            encode = plan.encoders.get(name)
-            out[name] = value if value is None or value == UNAVAILABLE or encode is None else encode(value)
-        return out
 
     def encode(self, event: ChangeEvent) -> tuple[str, bytes, bytes]:
         """(topic, key, value) for one event."""
@@ -200,15 +121,15 @@ class Encoder:
         source = {k: v for k, v in event.source_info.items() if not k.startswith("_")}
         source |= {"name": event.source, "table": event.table, "coexist_position": event.position}
         payload = {
-            "before": self._row(plan, event.before),
-            "after": self._row(plan, event.after),
+            "before": event.before,
+            "after": event.after,
             "source": source,
             "op": event.op,
             "ts_ms": event.ts_ms,
         }
-        key = {"schema": plan.key_schema, "payload": self._row(plan, event.key)}
+        key = {"schema": plan.key_schema, "payload": event.key or None}
         value = {"schema": plan.value_schema, "payload": payload}
-        return topic, orjson.dumps(key, default=str), orjson.dumps(value, default=str)
+        return topic, dumps_bytes(key), dumps_bytes(value)
 
 
 # ---------------------------------------------------------------- publishing

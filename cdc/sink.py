@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import duckdb
 import orjson
 import pyarrow as pa
 
-from cdc.events import UNAVAILABLE, ChangeEvent, DeadLetter, dumps
+from cdc.events import ChangeEvent, DeadLetter, dumps
+from cdc.replica import apply_table
+from cdc.types import MACROS, ColumnType, infer, is_unavailable, of_replica
 from core import warehouse
 from core.warehouse import quote, transaction
 
@@ -48,60 +49,6 @@ CREATE TABLE IF NOT EXISTS cdc.batches (
 
 META_COLUMNS = {"_cdc_position": "VARCHAR", "_cdc_ts_ms": "BIGINT"}
 
-_ARROW_TYPES: dict[str, pa.DataType] = {
-    "BOOLEAN": pa.bool_(),
-    "TINYINT": pa.int8(),
-    "SMALLINT": pa.int16(),
-    "INTEGER": pa.int32(),
-    "BIGINT": pa.int64(),
-    "UBIGINT": pa.uint64(),
-    "UINTEGER": pa.uint32(),
-    "HUGEINT": pa.decimal128(38, 0),
-    "FLOAT": pa.float32(),
-    "DOUBLE": pa.float64(),
-    "VARCHAR": pa.string(),
-    "JSON": pa.string(),
-    "UUID": pa.string(),
-    "BLOB": pa.binary(),
-    "DATE": pa.date32(),
-    "TIME": pa.time64("us"),
-    "TIMESTAMP": pa.timestamp("us"),
-    "TIMESTAMPTZ": pa.timestamp("us", tz="UTC"),
-    # information_schema spells some types out
-    "TIMESTAMP WITH TIME ZONE": pa.timestamp("us", tz="UTC"),
-    "TIMESTAMP_NS": pa.timestamp("ns"),
-    "UTINYINT": pa.uint8(),
-    "USMALLINT": pa.uint16(),
-}
-
-
-def arrow_type(duck_type: str) -> pa.DataType:
-    if duck_type.startswith("DECIMAL("):
-        precision, scale = (int(x) for x in duck_type[8:-1].split(","))
-        return pa.decimal128(precision, scale)
-    return _ARROW_TYPES.get(duck_type, pa.string())
-
-
-def infer_type(value: Any) -> str:
-    """A DuckDB type for a value that came without a schema."""
-    if isinstance(value, bool):
-        return "BOOLEAN"
-    if isinstance(value, int):
-        return "BIGINT"
-    if isinstance(value, float):
-        return "DOUBLE"
-    if isinstance(value, dt.datetime):
-        return "TIMESTAMPTZ" if value.tzinfo else "TIMESTAMP"
-    if isinstance(value, dt.date):
-        return "DATE"
-    if isinstance(value, dt.time):
-        return "TIME"
-    if isinstance(value, bytes):
-        return "BLOB"
-    if isinstance(value, dict | list):
-        return "JSON"
-    return "VARCHAR"
-
 
 @dataclass(slots=True)
 class Offset:
@@ -122,7 +69,20 @@ class Batch:
     reset_sources: list[str] = field(default_factory=list)
     """Sources whose replica is rebuilt from a fresh snapshot starting in this batch."""
     reset_tables: list[tuple[str, str]] = field(default_factory=list)
-    """(source, table) pairs resnapshotted in this batch."""
+    """(source, table) pairs whose re-snapshot starts in this batch: their staging tables start empty."""
+    staged: bool = False
+    """A re-snapshot batch: its events go to staging tables (`cdc_staging`), not to the replica."""
+    swap_tables: list[tuple[str, str]] = field(default_factory=list)
+    """Re-snapshots that loaded completely: each staging table replaces its replica table here."""
+    discard_tables: list[tuple[str, str]] = field(default_factory=list)
+    """Re-snapshots that did not: their staging tables are dropped and the replica stays as it was."""
+
+
+STAGING = "cdc_staging"
+
+
+def staging_table(source: str, table: str) -> str:
+    return f"{STAGING}.{quote(source + '__' + table)}"
 
 
 @dataclass(slots=True)
@@ -167,6 +127,7 @@ class DuckDBSink:
         self.con = warehouse.connect(self.path, read_only=read_only)
         if not read_only:
             self.con.execute(META_DDL)
+        self.con.execute(MACROS)
         self._columns: dict[tuple[str, str], dict[str, str]] = {}
         self._positions: dict[tuple[str, str], str] = {}
         self.reload_positions()
@@ -203,19 +164,57 @@ class DuckDBSink:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def _table_columns(self, source: str, table: str) -> dict[str, str]:
-        cached = self._columns.get((source, table))
+    def _table_columns(self, schema: str, table: str) -> dict[str, str]:
+        cached = self._columns.get((schema, table))
         if cached is not None:
             return cached
         rows = self.con.execute(
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = ? "
             "AND table_name = ? ORDER BY ordinal_position",
-            [f"replica_{source}", table],
+            [schema, table],
         ).fetchall()
         columns = {name: kind for name, kind in rows}
         if columns:
-            self._columns[(source, table)] = columns
+            self._columns[(schema, table)] = columns
         return columns
+
+    def _fresh_staging(self, source: str, table: str) -> None:
+        """An empty staging table shaped like the replica table (when there is one)."""
+        self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING}")
+        self.con.execute(f"DROP TABLE IF EXISTS {staging_table(source, table)}")
+        self._columns.pop((STAGING, f"{source}__{table}"), None)
+        if self._table_columns(f"replica_{source}", table):
+            self.con.execute(
+                f"CREATE TABLE {staging_table(source, table)} AS SELECT * FROM replica_{source}.{quote(table)} LIMIT 0"
+            )
+
+    def _swap(self, source: str, table: str, batch_id: str, now: dt.datetime) -> None:
+        """The staged re-snapshot becomes the replica table, in the batch's transaction; its rows are
+        logged as snapshot reads in place of the previous snapshot's."""
+        staged = self._table_columns(STAGING, f"{source}__{table}")
+        if not staged:
+            return
+        target = f"replica_{source}.{quote(table)}"
+        existing = self._table_columns(f"replica_{source}", table)
+        if not existing:
+            self.con.execute(f"CREATE SCHEMA IF NOT EXISTS replica_{source}")
+            self.con.execute(f"CREATE TABLE {target} AS SELECT * FROM {staging_table(source, table)} LIMIT 0")
+        for name, kind in staged.items():
+            if existing and name not in existing:
+                self.con.execute(f"ALTER TABLE {target} ADD COLUMN {quote(name)} {kind}")
+        self.con.execute(f"DELETE FROM {target}")
+        self.con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {staging_table(source, table)}")
+        data = [c for c in staged if c not in META_COLUMNS]
+        image = "CAST(to_json(struct_pack(" + ", ".join(f"{quote(c)} := {quote(c)}" for c in data) + ")) AS VARCHAR)"
+        self.con.execute("DELETE FROM cdc.changelog WHERE source = ? AND table_name = ? AND op = 'r'", [source, table])
+        self.con.execute(
+            f"INSERT INTO cdc.changelog SELECT ?, ?, 'r', NULL, NULL, {image}, _cdc_position, '', _cdc_ts_ms, "
+            f"'resnapshot', ?, ? FROM {staging_table(source, table)}",
+            [source, table, batch_id, now],
+        )
+        self.con.execute(f"DROP TABLE {staging_table(source, table)}")
+        self._columns.pop((f"replica_{source}", table), None)
+        self._columns.pop((STAGING, f"{source}__{table}"), None)
 
     # ------------------------------------------------------------ apply
 
@@ -241,22 +240,24 @@ class DuckDBSink:
                         con.execute(f"DELETE FROM replica_{source}.{quote(table)}")
                     con.execute("DELETE FROM cdc.changelog WHERE source = ? AND op = 'r'", [source])
                 for source, table in batch.reset_tables:
-                    if table in self.replica_tables(source):
-                        con.execute(f"DELETE FROM replica_{source}.{quote(table)}")
-                    con.execute(
-                        "DELETE FROM cdc.changelog WHERE source = ? AND table_name = ? AND op = 'r'", [source, table]
-                    )
+                    self._fresh_staging(source, table)
                 by_table: dict[tuple[str, str], list[ChangeEvent]] = {}
                 for event in fresh:
                     by_table.setdefault((event.source, event.table), []).append(event)
                 applied: list[ChangeEvent] = []
+                logs: list[pa.Table] = []
                 for (source, table), events in by_table.items():
-                    good, bad = self._apply_table(source, table, events)
+                    good, bad, log = self._apply_table(source, table, events, batch.staged)
                     applied.extend(good)
                     dead.extend(bad)
+                    logs.append(log)
                 stats.applied = len(applied)
-                if applied:
-                    self._append_changelog(applied, batch_id, now)
+                if applied and not batch.staged:  # a re-snapshot is logged when it is swapped in
+                    self._append_changelog(applied, logs, batch_id, now)
+                for source, table in batch.swap_tables:
+                    self._swap(source, table, batch_id, now)
+                for source, table in batch.discard_tables:
+                    con.execute(f"DROP TABLE IF EXISTS {staging_table(source, table)}")
                 if dead:
                     self._append_dead_letters(dead, now)
                 summary = _summarise(applied)
@@ -290,51 +291,54 @@ class DuckDBSink:
                 self._positions[key] = part.highest
         return stats
 
-    def _ensure_table(self, source: str, table: str, events: list[ChangeEvent]) -> dict[str, str]:
-        wanted: dict[str, str] = {}
+    @staticmethod
+    def _wanted(events: list[ChangeEvent]) -> dict[str, ColumnType]:
+        wanted: dict[str, ColumnType] = {}
         seen: set[int] = set()
-        schemaless = []
         for event in events:
-            if not event.columns:
-                schemaless.append(event)
-            elif id(event.columns) not in seen:  # readers share one dict per table schema
+            if event.columns:
+                if id(event.columns) in seen:  # readers share one dict per table schema
+                    continue
                 seen.add(id(event.columns))
                 for name, kind in event.columns.items():
-                    wanted.setdefault(name, kind)
-        for event in schemaless:
-            row = event.row or {}
-            for name, value in row.items():
-                if name not in wanted and value is not None and value != UNAVAILABLE:
-                    wanted[name] = infer_type(value)
-            for name in row:
-                wanted.setdefault(name, "VARCHAR")
-        existing = self._table_columns(source, table)
-        schema = f"replica_{source}"
+                    wanted.setdefault(name, kind if isinstance(kind, ColumnType) else of_replica(kind))
+            for name, value in (event.row or {}).items():
+                if name not in wanted and value is not None and not is_unavailable(value):
+                    wanted[name] = infer(value)
+        for event in events:
+            for name in event.row or {}:
+                wanted.setdefault(name, of_replica("VARCHAR"))
+        return wanted
+
+    def _ensure_table(
+        self, schema: str, table: str, events: list[ChangeEvent], wanted: dict[str, ColumnType]
+    ) -> dict[str, str]:
+        existing = self._table_columns(schema, table)
         if not existing:
             key_cols = list(events[0].key)
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-            cols = [f"{quote(n)} {t}" for n, t in wanted.items()]
+            cols = [f"{quote(n)} {t.replica}" for n, t in wanted.items()]
             cols += [f"{quote(n)} {t}" for n, t in META_COLUMNS.items()]
-            pk = ", ".join(quote(k) for k in key_cols)
-            self.con.execute(
-                f"CREATE TABLE IF NOT EXISTS {schema}.{quote(table)} ({', '.join(cols)}, PRIMARY KEY ({pk}))"
-            )
-            self._columns.pop((source, table), None)
-            return self._table_columns(source, table)
+            pk = f", PRIMARY KEY ({', '.join(quote(k) for k in key_cols)})" if key_cols else ""
+            self.con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{quote(table)} ({', '.join(cols)}{pk})")
+            self._columns.pop((schema, table), None)
+            return self._table_columns(schema, table)
         added = False
         for name, kind in wanted.items():
             if name not in existing:
-                self.con.execute(f"ALTER TABLE {schema}.{quote(table)} ADD COLUMN {quote(name)} {kind}")
+                self.con.execute(f"ALTER TABLE {schema}.{quote(table)} ADD COLUMN {quote(name)} {kind.replica}")
                 added = True
         if added:
-            self._columns.pop((source, table), None)
-            return self._table_columns(source, table)
+            self._columns.pop((schema, table), None)
+            return self._table_columns(schema, table)
         return existing
 
     def _apply_table(
-        self, source: str, table: str, events: list[ChangeEvent]
-    ) -> tuple[list[ChangeEvent], list[DeadLetter]]:
-        columns = self._ensure_table(source, table, events)
+        self, source: str, table: str, events: list[ChangeEvent], staged: bool = False
+    ) -> tuple[list[ChangeEvent], list[DeadLetter], pa.Table]:
+        wanted = self._wanted(events)
+        schema, name = (STAGING, f"{source}__{table}") if staged else (f"replica_{source}", table)
+        columns = self._ensure_table(schema, name, events, wanted)
         key_cols = list(events[0].key)
         dead: list[DeadLetter] = []
         good: list[ChangeEvent] = []
@@ -352,133 +356,22 @@ class DuckDBSink:
                 )
             else:
                 good.append(event)
-        final: dict[tuple[Any, ...], ChangeEvent] = {}
-        for event in good:
-            final[tuple(event.key[k] for k in key_cols)] = event
-        self._resolve_unavailable(source, table, key_cols, final)
-        data_cols = [c for c in columns if c not in META_COLUMNS]
-        try:
-            self._write_rows(source, table, key_cols, data_cols, columns, final)
-        except (
-            pa.ArrowException,
-            duckdb.ConversionException,
-            duckdb.ConstraintException,
-            duckdb.InvalidInputException,
-            TypeError,
-            ValueError,
-        ):
-            # Find the events that do not fit, dead-letter them, apply the rest.
-            keep: dict[tuple[Any, ...], ChangeEvent] = {}
-            for key, event in final.items():
-                try:
-                    self._rows_table(data_cols, columns, {key: event})
-                    keep[key] = event
-                except (pa.ArrowException, TypeError, ValueError) as exc:
-                    dead.append(
-                        DeadLetter(
-                            source,
-                            table,
-                            f"value does not fit the replica: {exc}",
-                            dumps({"key": event.key, "after": event.after}),
-                            event.position,
-                            event.partition,
-                        )
-                    )
-            bad_keys = {k for k in final if k not in keep}
-            good = [e for e in good if tuple(e.key[k] for k in key_cols) not in bad_keys]
-            self._write_rows(source, table, key_cols, data_cols, columns, keep)
-        return good, dead
+        result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good)
+        return result.applied, dead + result.dead, result.changelog
 
-    def _resolve_unavailable(
-        self, source: str, table: str, key_cols: list[str], final: dict[tuple[Any, ...], ChangeEvent]
+    def _append_changelog(
+        self, events: list[ChangeEvent], logs: list[pa.Table], batch_id: str, now: dt.datetime
     ) -> None:
-        """Unchanged TOAST values keep their previous value: from the before image, else the replica."""
-        missing: dict[tuple[Any, ...], list[str]] = {}
-        for key, event in final.items():
-            if event.op == "d" or event.after is None or UNAVAILABLE not in event.after.values():
-                continue
-            gaps = [c for c, v in event.after.items() if v == UNAVAILABLE]
-            if not gaps:
-                continue
-            after = dict(event.after)
-            still = []
-            for col in gaps:
-                prior = (event.before or {}).get(col)
-                if prior is not None and prior != UNAVAILABLE:
-                    after[col] = prior
-                else:
-                    still.append(col)
-            event.after = after
-            if still:
-                missing[key] = still
-        if not missing:
-            return
-        where = " AND ".join(f"{quote(k)} = ?" for k in key_cols)
-        for key, cols in missing.items():
-            selected = ", ".join(quote(c) for c in cols)
-            row = self.con.execute(
-                f"SELECT {selected} FROM replica_{source}.{quote(table)} WHERE {where}", list(key)
-            ).fetchall()
-            event = final[key]
-            assert event.after is not None
-            after = dict(event.after)
-            for i, col in enumerate(cols):
-                after[col] = row[0][i] if row else None
-            event.after = after
-
-    @staticmethod
-    def _rows_table(
-        data_cols: list[str], columns: dict[str, str], final: dict[tuple[Any, ...], ChangeEvent]
-    ) -> pa.Table:
-        upserts = [e for e in final.values() if e.op != "d"]
-        arrays = {}
-        for col in data_cols:
-            arrays[col] = pa.array([(e.after or {}).get(col) for e in upserts], type=arrow_type(columns[col]))
-        arrays["_cdc_position"] = pa.array([e.position for e in upserts], type=pa.string())
-        arrays["_cdc_ts_ms"] = pa.array([e.ts_ms for e in upserts], type=pa.int64())
-        return pa.table(arrays)
-
-    def _write_rows(
-        self,
-        source: str,
-        table: str,
-        key_cols: list[str],
-        data_cols: list[str],
-        columns: dict[str, str],
-        final: dict[tuple[Any, ...], ChangeEvent],
-    ) -> None:
-        if not final:
-            return
-        target = f"replica_{source}.{quote(table)}"
-        keys = pa.table(
-            {
-                k: pa.array([key[i] for key in final], type=arrow_type(columns.get(k, "VARCHAR")))
-                for i, k in enumerate(key_cols)
-            }
-        )
-        rows = self._rows_table(data_cols, columns, final)
-        self.con.register("_cx_keys", keys)
-        self.con.register("_cx_rows", rows)
-        try:
-            join = " AND ".join(f"t.{quote(k)} = k.{quote(k)}" for k in key_cols)
-            self.con.execute(f"DELETE FROM {target} t USING _cx_keys k WHERE {join}")
-            if rows.num_rows:
-                names = ", ".join(quote(c) for c in rows.column_names)
-                self.con.execute(f"INSERT INTO {target} ({names}) SELECT {names} FROM _cx_rows")
-        finally:
-            self.con.unregister("_cx_keys")
-            self.con.unregister("_cx_rows")
-
-    def _append_changelog(self, events: Iterable[ChangeEvent], batch_id: str, now: dt.datetime) -> None:
-        events = list(events)
+        """The changelog holds the decoded images (the replica's values), not the wire forms."""
+        decoded = pa.concat_tables(logs) if len(logs) > 1 else logs[0]
         table = pa.table(
             {
                 "source": pa.array([e.source for e in events], pa.string()),
                 "table_name": pa.array([e.table for e in events], pa.string()),
                 "op": pa.array([e.op for e in events], pa.string()),
                 "key": pa.array([dumps(e.key) for e in events], pa.string()),
-                "before": pa.array([dumps(e.before) if e.before is not None else None for e in events], pa.string()),
-                "after": pa.array([dumps(e.after) if e.after is not None else None for e in events], pa.string()),
+                "before": decoded["before_json"],
+                "after": decoded["after_json"],
                 "position": pa.array([e.position for e in events], pa.string()),
                 "partition": pa.array([e.partition for e in events], pa.string()),
                 "ts_ms": pa.array([e.ts_ms for e in events], pa.int64()),
@@ -535,3 +428,28 @@ class DuckDBSink:
                     now,
                 ],
             )
+
+
+@dataclass(slots=True)
+class Resnapshot:
+    rows: int = 0
+    dead_letters: int = 0
+
+    @property
+    def swapped(self) -> bool:
+        return self.dead_letters == 0
+
+
+def resnapshot(apply: Any, batches: Iterable[Batch], source: str, tables: list[str]) -> Resnapshot:
+    """Load a re-snapshot into staging tables and swap them in only when every row decoded.
+
+    The stream position is left as it is: replaying the log over a newer snapshot is harmless
+    (full row images). With dead letters, the replica tables stay exactly as they were."""
+    result = Resnapshot()
+    for batch in batches:
+        stats = apply(batch)
+        result.rows += stats.applied
+        result.dead_letters += stats.dead_letters
+    pairs = [(source, t) for t in tables]
+    apply(Batch(swap_tables=pairs) if result.swapped else Batch(discard_tables=pairs))
+    return result

@@ -54,3 +54,9 @@ class CompareFailed(TerminalError):
     """A comparison could not be made (as opposed to: it was made and found differences)."""
 
     exit_code = 3
+
+
+class Incomplete(TerminalError):
+    """The work ran, but part of it could not be done (rows dead-lettered); nothing was half-applied."""
+
+    exit_code = 1

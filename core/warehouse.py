@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -90,6 +91,17 @@ def glob_root(path: str) -> Path:
         if any(c in part for c in "*?[{"):
             return Path(*parts[:i]) if i else Path(".")
     return Path(path).expanduser().parent
+
+
+@contextmanager
+def registered(con: Connection, name: str, table: Any) -> Iterator[str]:
+    """`table` (Arrow, Polars, pandas) visible to SQL as `name` for the block; an error inside wins."""
+    con.register(name, table)
+    try:
+        yield name
+    finally:
+        with contextlib.suppress(duckdb.Error):  # an aborted transaction refuses even this
+            con.unregister(name)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ import typer
 from coexist.cli.common import exit_process, read_warehouse, settings
 from coexist.cli.output import CsvOpt, JsonOpt, Output, err_console
 from coexist.config import Settings
-from core.errors import CompareFailed, SourceRefused, UsageError
+from core.errors import CompareFailed, Incomplete, SourceRefused, SourceUnavailable, UsageError
 
 app = typer.Typer(help="Change data capture into the DuckDB warehouse.", no_args_is_help=True)
 
@@ -250,7 +250,7 @@ def verify(source: SourceOpt = None, as_json: JsonOpt = False, as_csv: CsvOpt = 
                     "extra": d.n_extra,
                     "different": d.n_different,
                     "equal": d.equal,
-                    "note": d.note,
+                    "note": d.note or (f"differs in {', '.join(d.columns)}" if d.columns else None),
                 }
                 for d in diffs
             ],
@@ -278,10 +278,14 @@ def resnapshot(
 
     Example: coexist cdc resnapshot customers --source erp
     """
+    import psycopg
+    import pymysql
+
     from cdc.binlog import BinlogReader
     from cdc.config import MariaDBSource
     from cdc.pgsnapshot import pg_snapshot
     from cdc.sink import DuckDBSink
+    from cdc.sink import resnapshot as resnapshot_tables
     from coexist import sources
     from core import warehouse
 
@@ -312,13 +316,31 @@ def resnapshot(
                 if isinstance(config, MariaDBSource)
                 else pg_snapshot(name, config, wanted, cfg.cdc.batch_size)
             )
-            rows = 0
-            with out.status(f"resnapshot {name}: {', '.join(wanted)}"):
-                for batch in batches:
-                    rows += sink.apply(batch).applied
-            reloaded.append({"source": name, "tables": ", ".join(wanted), "rows": rows})
+            try:
+                with out.status(f"resnapshot {name}: {', '.join(wanted)}"):
+                    loaded = resnapshot_tables(sink.apply, batches, name, wanted)
+            except (psycopg.Error, pymysql.Error) as exc:
+                raise SourceUnavailable(
+                    f"source {name!r}: reading the snapshot failed: {str(exc).splitlines()[0]}; "
+                    "the replica tables were left as they were"
+                ) from None
+            reloaded.append(
+                {
+                    "source": name,
+                    "tables": ", ".join(wanted),
+                    "rows": loaded.rows,
+                    "dead_letters": loaded.dead_letters,
+                    "swapped": loaded.swapped,
+                }
+            )
     finally:
         sink.close()
     if table and not reloaded:
         raise UsageError(f"no source has table(s) {', '.join(table)}")
-    out.rows(reloaded, ["source", "tables", "rows"], title="reloaded")
+    out.rows(reloaded, ["source", "tables", "rows", "dead_letters", "swapped"], title="reloaded")
+    failed = [r for r in reloaded if not r["swapped"]]
+    if failed:
+        raise Incomplete(
+            "; ".join(f"{r['source']}: {r['dead_letters']} row(s) of {r['tables']} did not decode" for r in failed)
+            + " (see cdc.dead_letter); those replica tables were left as they were"
+        )

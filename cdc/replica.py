@@ -1,0 +1,255 @@
+"""Applying one table's events to its replica table, set-based, inside the sink's transaction.
+
+The events' row images stay in their wire form (JSON) up to here. One staging table holds the
+whole batch for the table; one DuckDB statement decodes every column of every image with its
+`ColumnType`; events with a value that does not decode become dead letters, named by column; the
+rest are applied: keyed tables by last write per key, keyless tables by whole-row identity with
+multiplicity (the net count of each distinct row image). The changelog gets the decoded images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from cdc.events import ChangeEvent, DeadLetter, dumps, json_default
+from cdc.types import ColumnType, is_unavailable, of_replica
+from core.warehouse import literal, quote, registered
+
+
+@dataclass(slots=True)
+class TableResult:
+    applied: list[ChangeEvent] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    changelog: pa.Table | None = None
+
+
+def _prepared(row: dict[str, Any] | None, types: dict[str, ColumnType]) -> bytes | None:
+    if row is None:
+        return None
+    out = {}
+    for name, value in row.items():
+        kind = types.get(name)
+        out[name] = (
+            kind.prepare(value) if kind is not None and kind.prepare is not None and value is not None else value
+        )
+    return orjson.dumps(out, default=json_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+
+
+def resolve_toast_in_batch(events: list[ChangeEvent], key_cols: list[str]) -> dict[int, list[str]]:
+    """Fill Debezium's unchanged-TOAST placeholders from the before image or an earlier event of the
+    batch (wire values, so nothing is converted twice). Returns, per event index, the columns still
+    unresolved: the replica must supply them."""
+    last: dict[tuple[Any, ...], dict[str, Any]] = {}
+    missing: dict[int, list[str]] = {}
+    for i, event in enumerate(events):
+        key = tuple(event.key.get(k) for k in key_cols)
+        after = event.after
+        if after is not None and any(is_unavailable(v) for v in after.values()):
+            after = dict(after)
+            still = []
+            for col, value in after.items():
+                if not is_unavailable(value):
+                    continue
+                prior = (event.before or {}).get(col)
+                if prior is not None and not is_unavailable(prior):
+                    after[col] = prior
+                elif key_cols and key in last and col in last[key] and not is_unavailable(last[key][col]):
+                    after[col] = last[key][col]
+                else:
+                    after[col] = None
+                    still.append(col)
+            event.after = after
+            if still:
+                missing[i] = still
+        if event.op == "d":
+            last.pop(key, None)
+        elif event.after is not None:
+            last[key] = event.after
+    return missing
+
+
+def apply_table(
+    con: duckdb.DuckDBPyConnection,
+    target: str,
+    columns: dict[str, str],
+    types: dict[str, ColumnType],
+    key_cols: list[str],
+    events: list[ChangeEvent],
+) -> TableResult:
+    """Decode and apply `events` (all of one table, in order) to `target`; returns what was applied."""
+    result = TableResult()
+    if not events:
+        result.changelog = pa.table(
+            {
+                "_seq": pa.array([], pa.int64()),
+                "after_json": pa.array([], pa.string()),
+                "before_json": pa.array([], pa.string()),
+            }
+        )
+        return result
+    data_cols = [c for c in columns if not c.startswith("_cdc_")]
+    kinds = {c: types.get(c) or of_replica(columns[c]) for c in data_cols}
+    missing = resolve_toast_in_batch(events, key_cols)
+    stage = pa.table(
+        {
+            "_seq": pa.array(range(len(events)), pa.int64()),
+            "_op": pa.array([e.op for e in events], pa.string()),
+            "_pos": pa.array([e.position for e in events], pa.string()),
+            "_ts": pa.array([e.ts_ms for e in events], pa.int64()),
+            "_after": pa.array([_prepared(e.after, kinds) for e in events], pa.binary()),
+            "_before": pa.array([_prepared(e.before, kinds) for e in events], pa.binary()),
+            "_toast": pa.array([missing.get(i) for i in range(len(events))], pa.list_(pa.string())),
+        }
+    )
+    structure = {c: ("JSON" if "{j}" in kinds[c].decode else "VARCHAR") for c in data_cols}
+    shape = literal(orjson.dumps(structure).decode())
+    decoded, checks = [], []
+    for i, c in enumerate(data_cols):
+        for image in ("a", "b"):
+            raw = f"{image}j.{quote(c)}"
+            decoded.append(f"TRY_CAST({kinds[c].decode_sql(raw, raw)} AS {columns[c]}) AS {image}_{i}")
+            decoded.append(f"({raw} IS NOT NULL) AS {image}n_{i}")
+            failed = f"{image}n_{i} AND {image}_{i} IS NULL"
+            if image == "a":
+                failed += f" AND NOT list_contains(coalesce(_toast, []), {literal(c)})"
+            checks.append(f"CASE WHEN {failed} THEN {literal(c)} END")
+    with registered(con, "_cx_stage", stage):
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE _cx_dec AS SELECT _seq, _op, _pos, _ts, _toast, "
+            f"{', '.join(decoded)} FROM (SELECT *, json_transform(decode(_after), {shape}) AS aj, "
+            f"json_transform(decode(_before), {shape}) AS bj FROM _cx_stage)"
+        )
+    failing = f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL)"
+    bad = con.execute(
+        f"SELECT _seq, cols FROM (SELECT _seq, {failing} AS cols FROM _cx_dec) WHERE len(cols) > 0"
+    ).fetchall()
+    if bad:
+        failed_seq = [seq for seq, _ in bad]
+        for seq, cols in bad:
+            event = events[seq]
+            reason = "; ".join(
+                f"column {c!r}: value does not fit {columns[c]} (source type {kinds[c].source})" for c in cols
+            )
+            result.dead.append(_dead(event, reason))
+        con.execute(f"DELETE FROM _cx_dec WHERE _seq IN ({', '.join(str(s) for s in failed_seq)})")
+    keys_a = [f"a_{data_cols.index(k)}" for k in key_cols]
+    keys_b = [f"b_{data_cols.index(k)}" for k in key_cols]
+    if key_cols:
+        unresolved = _fill_toast_from_replica(con, target, data_cols, key_cols, keys_a)
+        for seq in unresolved:
+            result.dead.append(
+                _dead(
+                    events[seq],
+                    "unchanged TOAST value is held neither by the event nor by the replica: resnapshot this table",
+                )
+            )
+        _apply_keyed(con, target, data_cols, key_cols, keys_a, keys_b)
+    else:
+        missed = _apply_keyless(con, target, data_cols)
+        if missed:
+            result.dead.append(
+                DeadLetter(
+                    events[0].source,
+                    events[0].table,
+                    f"keyless table: {missed} deleted or updated row(s) matched no replica row; resnapshot this table",
+                    "",
+                    events[-1].position,
+                    events[-1].partition,
+                )
+            )
+    good_seq = {r[0] for r in con.execute("SELECT _seq FROM _cx_dec").fetchall()}
+    result.applied = [e for i, e in enumerate(events) if i in good_seq]
+    after = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := a_{i}" for i, c in enumerate(data_cols)) + "))"
+    before = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := b_{i}" for i, c in enumerate(data_cols)) + "))"
+    result.changelog = con.sql(
+        f"SELECT _seq, CASE WHEN _op <> 'd' THEN CAST({after} AS VARCHAR) END AS after_json, "
+        f"CASE WHEN _op IN ('u', 'd') THEN CAST({before} AS VARCHAR) END AS before_json FROM _cx_dec ORDER BY _seq"
+    ).to_arrow_table()
+    con.execute("DROP TABLE IF EXISTS _cx_dec")
+    return result
+
+
+def _dead(event: ChangeEvent, reason: str) -> DeadLetter:
+    raw = dumps({"key": event.key, "before": event.before, "after": event.after, "op": event.op})
+    return DeadLetter(event.source, event.table, reason, raw, event.position, event.partition)
+
+
+def _fill_toast_from_replica(
+    con: duckdb.DuckDBPyConnection, target: str, data_cols: list[str], key_cols: list[str], keys_a: list[str]
+) -> list[int]:
+    """Unchanged TOAST values the batch could not supply come from the replica's current row."""
+    wanted = [r[0] for r in con.execute("SELECT DISTINCT unnest(_toast) FROM _cx_dec WHERE _op <> 'd'").fetchall()]
+    if not wanted:
+        return []
+    join = " AND ".join(f"d.{a} = r.{quote(k)}" for a, k in zip(keys_a, key_cols, strict=True))
+    unresolved = [
+        r[0]
+        for r in con.execute(
+            f"SELECT d._seq FROM _cx_dec d WHERE len(coalesce(d._toast, [])) > 0 AND d._op <> 'd' AND NOT EXISTS "
+            f"(SELECT 1 FROM {target} r WHERE {join})"
+        ).fetchall()
+    ]
+    for col in wanted:
+        i = data_cols.index(col)
+        con.execute(
+            f"UPDATE _cx_dec d SET a_{i} = r.{quote(col)} FROM {target} r WHERE {join} "
+            f"AND list_contains(d._toast, {literal(col)})"
+        )
+    if unresolved:
+        con.execute(f"DELETE FROM _cx_dec WHERE _seq IN ({', '.join(str(s) for s in unresolved)})")
+    return unresolved
+
+
+def _apply_keyed(
+    con: duckdb.DuckDBPyConnection,
+    target: str,
+    data_cols: list[str],
+    key_cols: list[str],
+    keys_a: list[str],
+    keys_b: list[str],
+) -> None:
+    key_expr = [f"CASE WHEN _op = 'd' THEN {b} ELSE {a} END" for a, b in zip(keys_a, keys_b, strict=True)]
+    keys = ", ".join(f"{e} AS {quote(k)}" for e, k in zip(key_expr, key_cols, strict=True))
+    join = " AND ".join(f"t.{quote(k)} = k.{quote(k)}" for k in key_cols)
+    con.execute(f"DELETE FROM {target} t USING (SELECT DISTINCT {keys} FROM _cx_dec) k WHERE {join}")
+    names = ", ".join(quote(c) for c in data_cols)
+    values = ", ".join(f"a_{i}" for i in range(len(data_cols)))
+    con.execute(
+        f"INSERT INTO {target} ({names}, _cdc_position, _cdc_ts_ms) SELECT {values}, _pos, _ts FROM "
+        f"(SELECT *, row_number() OVER (PARTITION BY {', '.join(key_expr)} ORDER BY _seq DESC) AS _rn FROM _cx_dec) "
+        "WHERE _rn = 1 AND _op <> 'd'"
+    )
+
+
+def _apply_keyless(con: duckdb.DuckDBPyConnection, target: str, data_cols: list[str]) -> int:
+    """Net change per distinct row image: +1 per after image, -1 per before image. Returns the
+    number of copies that should have been deleted but were not in the replica."""
+    a_cols = ", ".join(f"a_{i} AS {quote(c)}" for i, c in enumerate(data_cols))
+    b_cols = ", ".join(f"b_{i} AS {quote(c)}" for i, c in enumerate(data_cols))
+    names = ", ".join(quote(c) for c in data_cols)
+    con.execute(
+        f"CREATE OR REPLACE TEMP TABLE _cx_net AS SELECT {names}, sum(_w) AS _net, max(_pos) AS _pos, max(_ts) AS _ts "
+        f"FROM (SELECT {a_cols}, 1 AS _w, _pos, _ts FROM _cx_dec WHERE _op <> 'd' "
+        f"UNION ALL SELECT {b_cols}, -1 AS _w, _pos, _ts FROM _cx_dec WHERE _op IN ('u', 'd')) "
+        f"GROUP BY ALL HAVING sum(_w) <> 0"
+    ).fetchall()
+    same = " AND ".join(f"t.{quote(c)} IS NOT DISTINCT FROM n.{quote(c)}" for c in data_cols)
+    wanted = con.execute("SELECT coalesce(sum(-_net), 0) FROM _cx_net WHERE _net < 0").fetchall()[0][0]
+    deleted = 0
+    if wanted:
+        deleted = con.execute(
+            f"DELETE FROM {target} WHERE rowid IN (SELECT t._rid FROM (SELECT rowid AS _rid, *, row_number() OVER "
+            f"(PARTITION BY {names}) AS _rn FROM {target}) t JOIN _cx_net n ON {same} "
+            "WHERE n._net < 0 AND t._rn <= -n._net)"
+        ).fetchall()[0][0]
+    con.execute(
+        f"INSERT INTO {target} ({names}, _cdc_position, _cdc_ts_ms) SELECT {names}, _pos, _ts FROM _cx_net, "
+        "range(_net) WHERE _net > 0"
+    )
+    con.execute("DROP TABLE IF EXISTS _cx_net")
+    return int(wanted) - int(deleted)
