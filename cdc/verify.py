@@ -57,8 +57,10 @@ class _Column:
     to_wire: Any = None
 
 
-def _marked(exprs: list[str]) -> str:
-    return ", ".join(f"COALESCE({e}, '{NULL_MARK}')" for e in exprs) if exprs else "''"
+def _marked(exprs: list[str], mysql: bool = False) -> str:
+    """Each expression with NULL written as `\\N` (MariaDB string literals need the backslash doubled)."""
+    mark = NULL_MARK.replace("\\", "\\\\") if mysql else NULL_MARK
+    return ", ".join(f"COALESCE({e}, '{mark}')" for e in exprs) if exprs else "''"
 
 
 class _SourceSide:
@@ -109,8 +111,8 @@ class _SourceSide:
 
         hashed = [canon(c) for c in cols if c.source_canonical is not None]
         shipped = [c for c in cols if c.source_canonical is None]
-        key_expr = "concat_ws('|', " + _marked([canon(c) for c in key]) + ")" if key else "''"
-        h = f"md5(concat_ws('|', {_marked(hashed)}))"
+        key_expr = "concat_ws('|', " + _marked([canon(c) for c in key], not self.pg) + ")" if key else "''"
+        h = f"md5(concat_ws('|', {_marked(hashed, not self.pg)}))"
         ships = "".join(f", {c.ship.replace('{c}', self.ident(c.name))}" for c in shipped)
         table_ref = (
             f"{self.ident(self.config.schema_name)}.{self.ident(table)}"
@@ -131,7 +133,7 @@ class _SourceSide:
             template = col.source_canonical if col.source_canonical is not None else col.ship
             return template.replace("{c}", self.ident(col.name))
 
-        key_expr = "concat_ws('|', " + _marked([expr(c) for c in key]) + ")"
+        key_expr = "concat_ws('|', " + _marked([expr(c) for c in key], not self.pg) + ")"
         table_ref = (
             f"{self.ident(self.config.schema_name)}.{self.ident(table)}"
             if isinstance(self.config, PostgresSource)
