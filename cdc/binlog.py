@@ -11,6 +11,7 @@ Events look like Debezium's MariaDB connector's (see `../shared/fixtures/debeziu
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import queue
@@ -22,7 +23,7 @@ from typing import Any
 import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import MariadbGtidEvent, QueryEvent, RotateEvent, XidEvent
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.row_event import DeleteRowsEvent, RowsEvent, UpdateRowsEvent, WriteRowsEvent
 from tenacity import retry, retry_if_exception_type, stop_after_delay, stop_when_event_set, wait_exponential
 
 from cdc.config import MariaDBSource, mysql_connect
@@ -34,6 +35,26 @@ from core.errors import SourceUnavailable
 
 log = logging.getLogger("coexist.cdc.binlog")
 logging.getLogger("pymysqlreplication").setLevel(logging.ERROR)
+
+
+def _read_time2(self: Any, column: Any) -> dt.timedelta:
+    """MySQL's TIME2 as the server writes it (`my_time_packed_from_binary`): a negative time with a
+    fraction borrows one second from its integer part, which the binlog library gets wrong."""
+    intpart = int.from_bytes(self.packet.read(3), "big") - 0x800000
+    width = (column.fsp + 1) // 2
+    frac = 0
+    if width:
+        frac = int.from_bytes(self.packet.read(width), "big")
+        if intpart < 0 and frac:
+            intpart += 1
+            frac -= 1 << (8 * width)
+    hms = abs(intpart)
+    seconds = ((hms >> 12) & 0x3FF) * 3600 + ((hms >> 6) & 0x3F) * 60 + (hms & 0x3F)
+    micros = frac * (0, 10_000, 100, 1)[width]
+    return dt.timedelta(microseconds=(-seconds if intpart < 0 else seconds) * 1_000_000 + micros)
+
+
+RowsEvent._RowsEvent__read_time2 = _read_time2  # type: ignore[attr-defined]
 
 VERSION = "coexist-binlog-1"
 
@@ -210,6 +231,7 @@ class BinlogReader:
         try:
             with conn.cursor() as cur:
                 cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                cur.execute("SET time_zone = '+00:00'")  # TIMESTAMP in UTC, as the binlog carries it
                 if self.is_mariadb:
                     cur.execute("START TRANSACTION WITH CONSISTENT SNAPSHOT")
                     cur.execute("SHOW STATUS LIKE 'binlog_snapshot_%'")

@@ -24,7 +24,9 @@ ZERO_DATE = "0000-00-00"
 CONNECT_NAME = "io.coexist.mysql"
 """The Kafka Connect schema name of a MariaDB/MySQL column published by coexist (wire values as here)."""
 
-MY_TIME_MICROS = "CAST(CAST(TIME_TO_SEC({c}) AS SIGNED) * 1000000 + IF({c} < 0, -1, 1) * MICROSECOND({c}) AS CHAR)"
+MY_TIME_MICROS = (
+    "CAST(CAST(TRUNCATE(TIME_TO_SEC({c}), 0) AS SIGNED) * 1000000 + IF({c} < 0, -1, 1) * MICROSECOND({c}) AS CHAR)"
+)
 DUCK_TIME_MICROS = (
     "CAST(datepart('hour', {c})::BIGINT * 3600000000 + datepart('minute', {c})::BIGINT * 60000000 "
     "+ datepart('microseconds', {c}) AS VARCHAR)"
