@@ -54,7 +54,7 @@ def _read_time2(self: Any, column: Any) -> dt.timedelta:
     return dt.timedelta(microseconds=(-seconds if intpart < 0 else seconds) * 1_000_000 + micros)
 
 
-RowsEvent._RowsEvent__read_time2 = _read_time2  # type: ignore[attr-defined]
+RowsEvent._RowsEvent__read_time2 = _read_time2
 
 VERSION = "coexist-binlog-1"
 

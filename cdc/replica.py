@@ -233,7 +233,8 @@ def _apply_keyless(con: duckdb.DuckDBPyConnection, target: str, data_cols: list[
     b_cols = ", ".join(f"b_{i} AS {quote(c)}" for i, c in enumerate(data_cols))
     names = ", ".join(quote(c) for c in data_cols)
     con.execute(
-        f"CREATE OR REPLACE TEMP TABLE _cx_net AS SELECT {names}, CAST(sum(_w) AS BIGINT) AS _net, max(_pos) AS _pos, max(_ts) AS _ts "
+        f"CREATE OR REPLACE TEMP TABLE _cx_net AS SELECT {names}, CAST(sum(_w) AS BIGINT) AS _net, "
+        "max(_pos) AS _pos, max(_ts) AS _ts "
         f"FROM (SELECT {a_cols}, 1 AS _w, _pos, _ts FROM _cx_dec WHERE _op <> 'd' "
         f"UNION ALL SELECT {b_cols}, -1 AS _w, _pos, _ts FROM _cx_dec WHERE _op IN ('u', 'd')) "
         f"GROUP BY ALL HAVING sum(_w) <> 0"
