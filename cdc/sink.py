@@ -10,6 +10,7 @@ last write per key wins. Everything row-shaped moves as Arrow tables; no stateme
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -41,6 +42,10 @@ CREATE TABLE IF NOT EXISTS cdc.dead_letter (
     source VARCHAR, table_name VARCHAR, reason VARCHAR, raw VARCHAR, position VARCHAR, partition VARCHAR,
     received_at TIMESTAMPTZ
 );
+CREATE TABLE IF NOT EXISTS cdc.table_stats (
+    source VARCHAR, table_name VARCHAR, events BIGINT, dead_letters BIGINT, updated_at TIMESTAMPTZ,
+    PRIMARY KEY (source, table_name)
+);
 CREATE TABLE IF NOT EXISTS cdc.batches (
     batch_id VARCHAR, source VARCHAR, events BIGINT, applied BIGINT, duplicates BIGINT, dead_letters BIGINT,
     max_ts_ms BIGINT, lag_ms BIGINT, committed_at TIMESTAMPTZ, apply_ms DOUBLE
@@ -48,6 +53,17 @@ CREATE TABLE IF NOT EXISTS cdc.batches (
 """
 
 META_COLUMNS = {"_cdc_position": "VARCHAR", "_cdc_ts_ms": "BIGINT"}
+
+STATUS_TABLES = {
+    "offsets": "SELECT * FROM cdc.offsets",
+    "table_stats": "SELECT * FROM cdc.table_stats",
+    "batches": "SELECT * FROM cdc.batches ORDER BY committed_at DESC LIMIT 200",
+}
+"""What `cdc status` reads; copied to a small file of its own while capture holds the warehouse."""
+
+
+def status_path(warehouse_path: Path) -> Path:
+    return warehouse_path.with_name(warehouse_path.stem + ".cdc-status.duckdb")
 
 
 @dataclass(slots=True)
@@ -127,13 +143,45 @@ class DuckDBSink:
         self.con = warehouse.connect(self.path, read_only=read_only)
         if not read_only:
             self.con.execute(META_DDL)
+            self._backfill_table_stats()
         self.con.execute(MACROS)
+        self._status_written = 0.0
         self._columns: dict[tuple[str, str], dict[str, str]] = {}
         self._positions: dict[tuple[str, str], str] = {}
         self.reload_positions()
 
     def close(self) -> None:
+        if self._status_written:
+            self.publish_status(force=True)
         self.con.close()
+
+    def _backfill_table_stats(self) -> None:
+        """Warehouses from before `cdc.table_stats`: count once from the changelog and dead letters."""
+        if self.con.execute("SELECT count(*) FROM cdc.table_stats").fetchall()[0][0]:
+            return
+        self.con.execute(
+            "INSERT INTO cdc.table_stats SELECT source, table_name, sum(events), sum(dead), now() FROM ("
+            "SELECT source, table_name, count(*) AS events, 0 AS dead FROM cdc.changelog GROUP BY ALL UNION ALL "
+            "SELECT source, coalesce(table_name, '?'), 0, count(*) FROM cdc.dead_letter GROUP BY ALL) GROUP BY ALL"
+        )
+
+    def publish_status(self, force: bool = False, every: float = 1.0) -> None:
+        """Copy what `cdc status` reads to its own file (atomically), at most every `every` seconds,
+        so status works while this process holds the warehouse's one write lock."""
+        if not force and time.monotonic() - self._status_written < every:
+            return
+        target = status_path(self.path)
+        tmp = target.with_suffix(".tmp")
+        tmp.unlink(missing_ok=True)
+        self.con.execute(f"ATTACH {warehouse.literal(str(tmp))} AS _cx_status")
+        try:
+            self.con.execute("CREATE SCHEMA _cx_status.cdc")
+            for name, select in STATUS_TABLES.items():
+                self.con.execute(f"CREATE TABLE _cx_status.cdc.{name} AS {select}")
+        finally:
+            self.con.execute("DETACH _cx_status")
+        os.replace(tmp, target)
+        self._status_written = time.monotonic()
 
     def __enter__(self) -> DuckDBSink:
         return self
@@ -260,6 +308,7 @@ class DuckDBSink:
                     con.execute(f"DROP TABLE IF EXISTS {staging_table(source, table)}")
                 if dead:
                     self._append_dead_letters(dead, now)
+                self._count(applied if not batch.staged else [], dead, now)
                 summary = _summarise(applied)
                 self._write_offsets(batch, summary, now)
                 max_ts = max((p.last_ts for p in summary.values()), default=None)
@@ -289,6 +338,7 @@ class DuckDBSink:
         for key, part in summary.items():
             if part.highest > self._positions.get(key, ""):
                 self._positions[key] = part.highest
+        self.publish_status()
         return stats
 
     @staticmethod
@@ -387,6 +437,20 @@ class DuckDBSink:
             )
         finally:
             self.con.unregister("_cx_log")
+
+    def _count(self, applied: list[ChangeEvent], dead: list[DeadLetter], now: dt.datetime) -> None:
+        counts: dict[tuple[str, str], list[int]] = {}
+        for event in applied:
+            counts.setdefault((event.source, event.table), [0, 0])[0] += 1
+        for letter in dead:
+            counts.setdefault((letter.source, letter.table or "?"), [0, 0])[1] += 1
+        for (source, table), (events, dead_letters) in counts.items():
+            self.con.execute(
+                "INSERT INTO cdc.table_stats VALUES (?, ?, ?, ?, ?) ON CONFLICT (source, table_name) DO UPDATE SET "
+                "events = cdc.table_stats.events + excluded.events, "
+                "dead_letters = cdc.table_stats.dead_letters + excluded.dead_letters, updated_at = excluded.updated_at",
+                [source, table, events, dead_letters, now],
+            )
 
     def _append_dead_letters(self, dead: list[DeadLetter], now: dt.datetime) -> None:
         table = pa.table(

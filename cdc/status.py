@@ -88,15 +88,9 @@ def capture_status(
             "WHERE partition = ''"
         ).fetchall()
     }
-    try:
-        per_table = con.execute(
-            "SELECT source, table_name, count(*) FROM cdc.changelog GROUP BY ALL ORDER BY ALL"
-        ).fetchall()
-    except duckdb.CatalogException:  # the analyst snapshot leaves the changelog out: no per-table event counts
-        per_table = []
-    dead = con.execute(
-        "SELECT source, coalesce(table_name, '?'), count(*) FROM cdc.dead_letter GROUP BY ALL"
-    ).fetchall()
+    stats = con.execute("SELECT source, table_name, events, dead_letters FROM cdc.table_stats ORDER BY ALL").fetchall()
+    per_table = [(s, t, n) for s, t, n, _ in stats if n]
+    dead = [(s, t, d) for s, t, _, d in stats if d]
     lags = {
         r[0]: r[1:]
         for r in con.execute(

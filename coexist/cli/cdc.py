@@ -10,7 +10,7 @@ import typer
 from coexist.cli.common import exit_process, read_warehouse, settings
 from coexist.cli.output import CsvOpt, JsonOpt, Output, err_console
 from coexist.config import Settings
-from core.errors import CompareFailed, Incomplete, SourceRefused, SourceUnavailable, UsageError
+from core.errors import CompareFailed, Incomplete, SourceRefused, SourceUnavailable, UsageError, WarehouseBusy
 
 app = typer.Typer(help="Change data capture into the DuckDB warehouse.", no_args_is_help=True)
 
@@ -155,11 +155,18 @@ def status(as_json: JsonOpt = False) -> None:
 
     Example: coexist cdc status --json
     """
+    from cdc.sink import status_path
     from cdc.status import capture_status, kafka_status
     from coexist import sources
+    from core import warehouse
 
     out = Output(as_json)
-    con = read_warehouse()
+    published = status_path(settings().warehouse_path)
+    try:
+        con = warehouse.connect(settings().warehouse_path, read_only=True)
+    except WarehouseBusy:
+        # What a running capture publishes each second; else the service's analyst snapshot.
+        con = warehouse.connect(published, read_only=True) if published.exists() else read_warehouse()
     try:
         report = capture_status(con, sources.configured_sources(settings(), required=False))
         kafka = [kafka_status(con, name, config) for name, config in sources.kafka_sources(settings()).items()]

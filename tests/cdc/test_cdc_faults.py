@@ -80,6 +80,9 @@ def test_source_restarts_while_capturing_and_sigterm_stops_cleanly(captured: Set
         # connection: that it survived is shown by the exit code and report below, its data by verify).
         wait_until(lambda: pg_slot_active(captured), 90, "PostgreSQL capture to reattach after the restart")
         assert proc.poll() is None, proc.communicate()
+        # Status while the running capture holds the warehouse's write lock: read from what it publishes.
+        status = json.loads(cli(captured.data_dir, "cdc", "status", "--json").stdout)
+        assert {s["source"] for s in status} == {"psa", "erp"} and all(s["events"] > 0 for s in status), status
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:

@@ -141,3 +141,18 @@ def test_failed_batch_rolls_back_everything(tmp_path: Path) -> None:
         assert sink.con.execute("SELECT count(*) FROM replica_s.t").fetchall() == [(1,)]
         assert sink.con.execute("SELECT count(*) FROM cdc.changelog").fetchall() == [(1,)]
         assert sink.apply(batch(ev("c", 2, 2))).applied == 1
+
+
+def test_status_is_published_for_readers_while_the_sink_holds_the_warehouse(tmp_path: Path) -> None:
+    from cdc.sink import status_path
+
+    path = tmp_path / "w.duckdb"
+    with DuckDBSink(path) as sink:
+        sink.apply(batch(ev("c", 1, 1, "a"), ev("c", 2, 2, "b")))
+        sink.publish_status(force=True)
+        status = duckdb.connect(str(status_path(path)), read_only=True)
+        try:
+            assert status.execute("SELECT events FROM cdc.table_stats").fetchall() == [(2,)]
+            assert status.execute("SELECT position FROM cdc.offsets").fetchall() == [(position_key(1, 2),)]
+        finally:
+            status.close()
