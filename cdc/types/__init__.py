@@ -135,7 +135,7 @@ def unscaled_text(raw: Any, scale: int) -> str | None:
     try:
         unscaled = int.from_bytes(base64.b64decode(raw, validate=True), "big", signed=True)
     except ValueError:
-        return raw  # string mode already: digits (or NaN), checked by the cast
+        return None  # not base64: the decode finds no value and the event is dead-lettered
     digits = str(abs(unscaled)).rjust(scale + 1, "0")
     sign = "-" if unscaled < 0 else ""
     return f"{sign}{digits[: len(digits) - scale]}.{digits[len(digits) - scale :]}" if scale else f"{sign}{digits}"

@@ -78,10 +78,16 @@ def test_decimal_up_to_38_digits_is_exact_in_both_debezium_encodings(
     as_bytes = [
         base64.b64encode(u.to_bytes(max(1, (u.bit_length() + 8) // 8), "big", signed=True)).decode() for u in unscaled
     ]
-    params = {"scale": str(scale), "connect.decimal.precision": "38"}
-    column = debezium("bytes", "org.apache.kafka.connect.data.Decimal", **params)
-    assert roundtrip(sink, column, as_text) == expected
-    assert roundtrip(sink, column, as_bytes) == expected
+    precise = debezium(
+        "bytes", "org.apache.kafka.connect.data.Decimal", scale=str(scale), **{"connect.decimal.precision": "38"}
+    )
+    as_string = debezium(
+        "string",
+        source="NUMERIC",
+        **{"__debezium.source.column.length": "38", "__debezium.source.column.scale": str(scale)},
+    )
+    assert roundtrip(sink, precise, as_bytes) == expected  # decimal.handling.mode=precise
+    assert roundtrip(sink, as_string, as_text) == expected  # decimal.handling.mode=string, as coexist runs it
 
 
 @PROPERTY
