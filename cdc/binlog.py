@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, stop_when
 
 from cdc.config import MariaDBSource, mysql_connect
 from cdc.events import ChangeEvent, position_key
+from cdc.schema import SchemaChange, Statement, parse_mysql_ddl
 from cdc.sink import Batch, Offset
 from cdc.types import ColumnType
 from cdc.types.mysql import MyType, my_type, wire_row
@@ -59,6 +61,21 @@ RowsEvent._RowsEvent__read_time2 = _read_time2
 VERSION = "coexist-binlog-1"
 
 
+def _needs_backfill(before: tuple[list[str], list[str]] | None, after: _Table, statement: Statement) -> bool:
+    """Whether old rows need values the log does not carry: a column added with a default or a
+    generated value, a changed key, a changed type (MODIFY/CHANGE: the replica is rebuilt), or a
+    shape the log has not shown this run (the catalog may be ahead of the log: re-snapshot, safely)."""
+    if before is None or re.search(
+        r"\b(MODIFY|CHANGE|ALTER\s+COLUMN\s+\S+\s+(SET\s+DATA\s+)?TYPE)\b", statement.text, re.I
+    ):
+        return True
+    renamed = dict(statement.renamed)
+    names = {renamed.get(n, n) for n in before[0]}
+    if after.key != [renamed.get(k, k) for k in before[1]]:
+        return True
+    return any(name not in names and name in after.defaulted for name in after.types)
+
+
 def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -84,10 +101,12 @@ class _Either:
 
 
 class _Table:
-    def __init__(self, types: dict[str, MyType], key: list[str]) -> None:
+    def __init__(self, types: dict[str, MyType], key: list[str], defaulted: set[str] | None = None) -> None:
         self.types = types
         self.columns: dict[str, ColumnType | str] = {n: t.column for n, t in types.items()}
         self.key = key
+        self.defaulted = defaulted or set()
+        """Columns with a default or a generated value: added to a table with rows, the log does not carry them."""
 
 
 class BinlogReader:
@@ -100,6 +119,8 @@ class BinlogReader:
         batch_size: int = 5000,
         poll_seconds: float = 0.5,
         connect_timeout: float = 60.0,
+        dropped_columns: str = "drop",
+        dropped_tables: str = "archive",
     ) -> None:
         self.name = name
         self.config = config
@@ -112,6 +133,11 @@ class BinlogReader:
         self.server_id = config.server_id + (os.getpid() % 100_000) + int(time.time()) % 1000
         self.is_mariadb = config.kind == "mariadb"
         self.snapshot_tables: list[str] | None = None
+        self.dropped_columns = dropped_columns
+        self.dropped_tables = dropped_tables
+        self._current_file = ""
+        self._logged: dict[str, tuple[list[str], list[str]]] = {}
+        """Per table, its columns and key as the log last showed them (the catalog may be further on)."""
 
     # ------------------------------------------------------------ connections
 
@@ -185,7 +211,8 @@ class BinlogReader:
             return self._tables[name]
         with conn.cursor() as cur:
             cur.execute(
-                "SELECT column_name, data_type, numeric_precision, numeric_scale, column_type, column_key "
+                "SELECT column_name, data_type, numeric_precision, numeric_scale, column_type, column_key, "
+                "(column_default IS NOT NULL AND column_default <> 'NULL') OR extra REGEXP 'GENERATED|VIRTUAL|STORED' "
                 "FROM information_schema.columns WHERE table_schema = %s AND table_name = %s "
                 "ORDER BY ordinal_position",
                 (self.config.database, name),
@@ -193,7 +220,7 @@ class BinlogReader:
             rows = cur.fetchall()
         types = {r[0]: my_type(r[1], r[4], r[2], r[3]) for r in rows}
         key = [r[0] for r in rows if r[5] == "PRI"]
-        table = _Table(types, key)
+        table = _Table(types, key, {r[0] for r in rows if r[6]})
         self._tables[name] = table
         return table
 
@@ -359,7 +386,7 @@ class BinlogReader:
         )
         pending: list[ChangeEvent] = []
         committed: list[ChangeEvent] = []
-        current_file = file
+        current_file = self._current_file = file
 
         def flush() -> tuple[Batch, str, int, str | None]:
             return (
@@ -372,7 +399,7 @@ class BinlogReader:
         try:
             for event in stream:
                 if isinstance(event, RotateEvent):
-                    current_file = event.next_binlog
+                    current_file = self._current_file = event.next_binlog
                     continue
                 if isinstance(event, MariadbGtidEvent):
                     gtid = event.gtid
@@ -381,7 +408,23 @@ class BinlogReader:
                     query = event.query.decode() if isinstance(event.query, bytes) else str(event.query)
                     if query.strip().upper() == "BEGIN":
                         continue
-                    self._on_query(query)
+                    changes = self._schema_changes(ctl, event, query)
+                    if changes:
+                        # The statement commits what came before it; its effect goes in the same batch.
+                        committed.extend(pending)
+                        pending = []
+                        batch, next_file, next_pos, next_gtid = flush()
+                        batch.schema_changes = changes
+                        redo = [c.table for c in changes if c.resnapshot]
+                        if redo:  # kept in the committed position until the re-snapshot is swapped in
+                            batch.offsets[0].resume = (batch.offsets[0].resume or {}) | {"resnapshot": redo}
+                        yield batch, next_file, next_pos, next_gtid
+                        committed = []
+                        for backfill in self.backfill(redo, next_file, next_pos, next_gtid):
+                            yield backfill, next_file, next_pos, next_gtid
+                        if stop.is_set():
+                            break
+                        continue
                 # XID, COMMIT or a DDL statement (which commits implicitly): a transaction ends here.
                 if isinstance(event, XidEvent | QueryEvent):
                     committed.extend(pending)
@@ -403,10 +446,41 @@ class BinlogReader:
         finally:
             stream.close()
 
-    def _on_query(self, query: str) -> None:
-        lowered = query.lower()
-        if lowered.startswith(("alter table", "create table", "drop table", "rename table")):
-            self._tables.clear()
+    def _schema_changes(self, ctl: pymysql.Connection, event: Any, query: str) -> list[SchemaChange]:
+        """The captured tables a DDL statement changed, and how (see `cdc.schema`)."""
+        statement = parse_mysql_ddl(query)
+        database = event.schema.decode() if isinstance(event.schema, bytes) else str(event.schema or "")
+        if statement is None or database != self.config.database:
+            return []
+        position = position_key(self._file_index(self._current_file), int(event.packet.log_pos), 0)
+        changes = []
+        for i, table in enumerate(statement.tables):
+            if self.config.tables and table not in self.config.tables:
+                continue
+            change = SchemaChange(
+                self.name,
+                table,
+                statement.kind,
+                query,
+                position,
+                drop_columns=self.dropped_columns == "drop",
+                archive_tables=self.dropped_tables == "archive",
+            )
+            if statement.kind == "rename_table":
+                change.new_name = statement.new_names[i]
+                if table in self._tables:
+                    self._tables[change.new_name] = self._tables.pop(table)
+            elif statement.kind in ("drop_table", "truncate"):
+                self._tables.pop(table, None)
+            elif statement.kind == "alter":
+                after = self.table(ctl, table, refresh=True)
+                change.columns = {n: t.column for n, t in after.types.items()}
+                change.key = after.key
+                change.renamed = dict(statement.renamed)
+                change.resnapshot = _needs_backfill(self._logged.get(table), after, statement)
+                self._logged.pop(table, None)
+            changes.append(change)
+        return changes
 
     def _row_events(self, ctl: pymysql.Connection, event: Any, file: str, gtid: str | None) -> list[ChangeEvent]:
         table = event.table
@@ -416,6 +490,12 @@ class BinlogReader:
         sample_cols = set((sample.get("values") or sample.get("after_values") or {}).keys())
         if sample_cols and not sample_cols <= set(meta.columns):
             meta = self.table(ctl, table, refresh=True)
+        # The catalog can be ahead of the log (a DDL further on): the key is the one the binlog's
+        # table map gives for this event (binlog_row_metadata=FULL), else the catalog's present in it.
+        marked = [c.name for c in getattr(event, "columns", []) if getattr(c, "is_primary", False)]
+        meta_key = marked or [k for k in meta.key if not sample_cols or k in sample_cols]
+        if sample_cols:
+            self._logged[table] = (sorted(sample_cols), meta_key)
         ts_ms = int(event.timestamp) * 1000
         start_pos = int(event.packet.log_pos)
         file_index = self._file_index(file)
@@ -436,14 +516,14 @@ class BinlogReader:
                 before, after = wire_row(meta.types, row["values"], row.get("none_sources")), None
             image = after if after is not None else before
             assert image is not None
-            if op == "u" and before is not None and any(before.get(k) != image.get(k) for k in meta.key):
+            if op == "u" and before is not None and any(before.get(k) != image.get(k) for k in meta_key):
                 # A primary-key change is a delete of the old key and a create of the new one, as Debezium does.
                 out.append(
                     ChangeEvent(
                         source=self.name,
                         table=table,
                         op="d",
-                        key={k: before[k] for k in meta.key},
+                        key={k: before[k] for k in meta_key},
                         before=before,
                         after=None,
                         position=position_key(file_index, start_pos, 2 * i),
@@ -462,7 +542,7 @@ class BinlogReader:
                     source=self.name,
                     table=table,
                     op=op_row,
-                    key={k: image[k] for k in meta.key},
+                    key={k: image[k] for k in meta_key},
                     before=before_row,
                     after=after,
                     position=position_key(file_index, start_pos, pos_row),
@@ -484,6 +564,17 @@ class BinlogReader:
 
     # ------------------------------------------------------------ the whole reader
 
+    def backfill(self, tables: list[str], file: str, pos: int, gtid: str | None) -> Iterator[Batch]:
+        """Re-snapshot `tables` now and swap them in; the stream then replays from the DDL over them
+        (harmless: full row images). The last batch clears the pending re-snapshot from the position."""
+        if not tables:
+            return
+        yield from self.snapshot(tables)
+        done = Offset(
+            self.name, "", position_key(self._file_index(file), pos, 0), {"file": file, "pos": pos, "gtid": gtid}
+        )
+        yield Batch(swap_tables=[(self.name, t) for t in tables], offsets=[done])
+
     def batches(
         self, stored: dict[str, Any] | None, stop: threading.Event, idle_seconds: float | None = None
     ) -> Iterator[Batch]:
@@ -498,8 +589,10 @@ class BinlogReader:
                     return
             assert last is not None
             resume = last.offsets[0].resume or {}
-        resume = {k: v for k, v in resume.items() if k != "snapshot"}
+        pending = list(resume.get("resnapshot") or [])
+        resume = {k: v for k, v in resume.items() if k not in ("snapshot", "resnapshot")}
         self._check_position(resume)
+        yield from self.backfill(pending, resume["file"], int(resume["pos"]), resume.get("gtid"))
         yield from self.stream(resume, stop, idle_seconds)
 
     def run(self, apply: Any, stored: Any, stop: threading.Event, idle_seconds: float | None) -> None:

@@ -184,3 +184,9 @@ class CdcSettings(Strict):
     retry_seconds: float = Field(
         default=120.0, gt=0, description="`cdc run`: how long a lost source is retried before capture stops"
     )
+    dropped_columns: Literal["drop", "keep"] = Field(
+        default="drop", description="a column dropped at the source: drop it from the replica, or keep its last values"
+    )
+    dropped_tables: Literal["archive", "drop"] = Field(
+        default="archive", description="a table dropped at the source: move its replica to replica_<source>_archive"
+    )

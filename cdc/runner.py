@@ -161,6 +161,9 @@ class Capture:
                 thread.start()
             while any(t.is_alive() for t in threads):
                 time.sleep(0.1)
+                if hasattr(self.sink, "flush_status"):
+                    with self.lock:
+                        self.sink.flush_status()
         finally:
             self.stop.set()
             for thread in threads:

@@ -10,6 +10,7 @@ last write per key wins. Everything row-shaped moves as Arrow tables; no stateme
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import os
 import time
 import uuid
@@ -23,9 +24,12 @@ import pyarrow as pa
 
 from cdc.events import ChangeEvent, DeadLetter, dumps
 from cdc.replica import apply_table
+from cdc.schema import SchemaChange, widens
 from cdc.types import MACROS, ColumnType, infer, is_unavailable, of_replica
 from core import warehouse
 from core.warehouse import quote, transaction
+
+log = logging.getLogger("coexist.cdc.sink")
 
 META_DDL = """
 CREATE SCHEMA IF NOT EXISTS cdc;
@@ -41,6 +45,10 @@ CREATE TABLE IF NOT EXISTS cdc.offsets (
 CREATE TABLE IF NOT EXISTS cdc.dead_letter (
     source VARCHAR, table_name VARCHAR, reason VARCHAR, raw VARCHAR, position VARCHAR, partition VARCHAR,
     received_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS cdc.schema_changes (
+    source VARCHAR, table_name VARCHAR, kind VARCHAR, ddl VARCHAR, detail JSON, position VARCHAR,
+    applied_at TIMESTAMPTZ
 );
 CREATE TABLE IF NOT EXISTS cdc.table_stats (
     source VARCHAR, table_name VARCHAR, events BIGINT, dead_letters BIGINT, updated_at TIMESTAMPTZ,
@@ -58,6 +66,7 @@ STATUS_TABLES = {
     "offsets": "SELECT * FROM cdc.offsets",
     "table_stats": "SELECT * FROM cdc.table_stats",
     "batches": "SELECT * FROM cdc.batches ORDER BY committed_at DESC LIMIT 200",
+    "schema_changes": "SELECT * FROM cdc.schema_changes ORDER BY applied_at DESC LIMIT 100",
 }
 """What `cdc status` reads; copied to a small file of its own while capture holds the warehouse."""
 
@@ -92,6 +101,8 @@ class Batch:
     """Re-snapshots that loaded completely: each staging table replaces its replica table here."""
     discard_tables: list[tuple[str, str]] = field(default_factory=list)
     """Re-snapshots that did not: their staging tables are dropped and the replica stays as it was."""
+    schema_changes: list[SchemaChange] = field(default_factory=list)
+    """DDL, applied after this batch's events (a reader ends a batch at a DDL statement)."""
 
 
 STAGING = "cdc_staging"
@@ -146,6 +157,8 @@ class DuckDBSink:
             self._backfill_table_stats()
         self.con.execute(MACROS)
         self._status_written = 0.0
+        self._status_dirty = False
+        self._staged_dead: dict[tuple[str, str], int] = {}
         self._columns: dict[tuple[str, str], dict[str, str]] = {}
         self._positions: dict[tuple[str, str], str] = {}
         self.reload_positions()
@@ -169,6 +182,7 @@ class DuckDBSink:
         """Copy what `cdc status` reads to its own file (atomically), at most every `every` seconds,
         so status works while this process holds the warehouse's one write lock."""
         if not force and time.monotonic() - self._status_written < every:
+            self._status_dirty = True  # the capture's loop publishes it once the second is over
             return
         target = status_path(self.path)
         tmp = target.with_suffix(".tmp")
@@ -182,6 +196,12 @@ class DuckDBSink:
             self.con.execute("DETACH _cx_status")
         os.replace(tmp, target)
         self._status_written = time.monotonic()
+        self._status_dirty = False
+
+    def flush_status(self) -> None:
+        """Publish what an earlier `publish_status` held back (called when capture is quiet)."""
+        if self._status_dirty:
+            self.publish_status()
 
     def __enter__(self) -> DuckDBSink:
         return self
@@ -227,34 +247,104 @@ class DuckDBSink:
         return columns
 
     def _fresh_staging(self, source: str, table: str) -> None:
-        """An empty staging table shaped like the replica table (when there is one)."""
+        """No staging table: the first staged batch creates it in the source's current shape and key."""
         self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING}")
         self.con.execute(f"DROP TABLE IF EXISTS {staging_table(source, table)}")
         self._columns.pop((STAGING, f"{source}__{table}"), None)
-        if self._table_columns(f"replica_{source}", table):
-            self.con.execute(
-                f"CREATE TABLE {staging_table(source, table)} AS SELECT * FROM replica_{source}.{quote(table)} LIMIT 0"
-            )
+        self._staged_dead[(source, table)] = 0
+
+    def _primary_key(self, schema: str, table: str) -> list[str]:
+        rows = self.con.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() WHERE schema_name = ? AND table_name = ? "
+            "AND constraint_type = 'PRIMARY KEY'",
+            [schema, table],
+        ).fetchall()
+        return list(rows[0][0]) if rows else []
+
+    def _apply_schema_change(self, change: SchemaChange, now: dt.datetime) -> None:
+        """One DDL statement's effect on the replica, recorded in `cdc.schema_changes`."""
+        schema, table = f"replica_{change.source}", change.table
+        target = f"{schema}.{quote(table)}"
+        existing = self._table_columns(schema, table)
+        detail: dict[str, Any] = {}
+        if change.kind == "truncate" and existing:
+            detail["rows_deleted"] = self.con.execute(f"DELETE FROM {target}").fetchall()[0][0]
+        elif change.kind == "drop_table" and existing:
+            if change.archive_tables:
+                archive = f"{schema}_archive"
+                name = f"{table}__{now:%Y%m%d%H%M%S}"
+                self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {archive}")
+                self.con.execute(f"CREATE TABLE {archive}.{quote(name)} AS SELECT * FROM {target}")
+                detail["archived_as"] = f"{archive}.{name}"
+            self.con.execute(f"DROP TABLE {target}")
+        elif change.kind == "rename_table" and existing and change.new_name:
+            if self._table_columns(schema, change.new_name):
+                self.con.execute(f"DROP TABLE {schema}.{quote(change.new_name)}")
+            self.con.execute(f"ALTER TABLE {target} RENAME TO {quote(change.new_name)}")
+            detail["renamed_to"] = change.new_name
+        elif change.kind == "alter" and existing:
+            detail = self._alter(change, target, existing)
+        self._columns.clear()
+        self.con.execute(
+            "INSERT INTO cdc.schema_changes VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [change.source, table, change.kind, change.ddl, dumps(detail), change.position, now],
+        )
+
+    def _alter(self, change: SchemaChange, target: str, existing: dict[str, str]) -> dict[str, Any]:
+        """Renames, added and dropped columns and widened types in place; anything else waits for the
+        re-snapshot that follows the change (which rebuilds the table in the new shape)."""
+        detail: dict[str, Any] = {"added": [], "dropped": [], "renamed": {}, "widened": {}, "rebuild": []}
+        for old, new in change.renamed.items():
+            if old in existing and new not in existing:
+                self.con.execute(f"ALTER TABLE {target} RENAME COLUMN {quote(old)} TO {quote(new)}")
+                existing = {(new if c == old else c): t for c, t in existing.items()}
+                detail["renamed"][old] = new
+        for name, kind in (change.columns or {}).items():
+            if name not in existing:
+                self.con.execute(f"ALTER TABLE {target} ADD COLUMN {quote(name)} {kind.replica}")
+                detail["added"].append(name)
+            elif existing[name] != kind.replica:
+                if widens(existing[name], kind.replica) and name not in (change.key or []):
+                    self.con.execute(f"ALTER TABLE {target} ALTER COLUMN {quote(name)} SET DATA TYPE {kind.replica}")
+                    detail["widened"][name] = kind.replica
+                else:
+                    detail["rebuild"].append(name)
+        if change.columns is not None:
+            for name in existing:
+                if name not in change.columns and name not in META_COLUMNS and change.drop_columns:
+                    self.con.execute(f"ALTER TABLE {target} DROP COLUMN {quote(name)}")
+                    detail["dropped"].append(name)
+        return {k: v for k, v in detail.items() if v}
 
     def _swap(self, source: str, table: str, batch_id: str, now: dt.datetime) -> None:
         """The staged re-snapshot becomes the replica table, in the batch's transaction; its rows are
         logged as snapshot reads in place of the previous snapshot's."""
-        staged = self._table_columns(STAGING, f"{source}__{table}")
-        if not staged:
+        if self._staged_dead.pop((source, table), 0):
+            # Rows of the re-snapshot did not decode (dead letters say which): the replica stays as it was.
+            self.con.execute(f"DROP TABLE IF EXISTS {staging_table(source, table)}")
+            log.warning("re-snapshot of %s.%s not swapped in: rows were dead-lettered", source, table)
             return
+        staged = self._table_columns(STAGING, f"{source}__{table}")
         target = f"replica_{source}.{quote(table)}"
         existing = self._table_columns(f"replica_{source}", table)
-        if not existing:
+        self.con.execute("DELETE FROM cdc.changelog WHERE source = ? AND table_name = ? AND op = 'r'", [source, table])
+        if not staged:  # nothing was staged: the source table is empty
+            if existing:
+                self.con.execute(f"DELETE FROM {target}")
+            return
+        key = self._primary_key(STAGING, f"{source}__{table}")
+        if existing != staged or self._primary_key(f"replica_{source}", table) != key:
+            # The table's shape or key changed: rebuilt in the source's current shape.
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS replica_{source}")
-            self.con.execute(f"CREATE TABLE {target} AS SELECT * FROM {staging_table(source, table)} LIMIT 0")
-        for name, kind in staged.items():
-            if existing and name not in existing:
-                self.con.execute(f"ALTER TABLE {target} ADD COLUMN {quote(name)} {kind}")
-        self.con.execute(f"DELETE FROM {target}")
+            self.con.execute(f"DROP TABLE IF EXISTS {target}")
+            cols = ", ".join(f"{quote(n)} {t}" for n, t in staged.items())
+            pk = f", PRIMARY KEY ({', '.join(quote(k) for k in key)})" if key else ""
+            self.con.execute(f"CREATE TABLE {target} ({cols}{pk})")
+        else:
+            self.con.execute(f"DELETE FROM {target}")
         self.con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {staging_table(source, table)}")
         data = [c for c in staged if c not in META_COLUMNS]
         image = "CAST(to_json(struct_pack(" + ", ".join(f"{quote(c)} := {quote(c)}" for c in data) + ")) AS VARCHAR)"
-        self.con.execute("DELETE FROM cdc.changelog WHERE source = ? AND table_name = ? AND op = 'r'", [source, table])
         self.con.execute(
             f"INSERT INTO cdc.changelog SELECT ?, ?, 'r', NULL, NULL, {image}, _cdc_position, '', _cdc_ts_ms, "
             f"'resnapshot', ?, ? FROM {staging_table(source, table)}",
@@ -302,12 +392,18 @@ class DuckDBSink:
                 stats.applied = len(applied)
                 if applied and not batch.staged:  # a re-snapshot is logged when it is swapped in
                     self._append_changelog(applied, logs, batch_id, now)
+                for change in batch.schema_changes:
+                    self._apply_schema_change(change, now)
                 for source, table in batch.swap_tables:
                     self._swap(source, table, batch_id, now)
                 for source, table in batch.discard_tables:
                     con.execute(f"DROP TABLE IF EXISTS {staging_table(source, table)}")
                 if dead:
                     self._append_dead_letters(dead, now)
+                    if batch.staged:
+                        for letter in dead:
+                            key = (letter.source, letter.table or "")
+                            self._staged_dead[key] = self._staged_dead.get(key, 0) + 1
                 self._count(applied if not batch.staged else [], dead, now)
                 summary = _summarise(applied)
                 self._write_offsets(batch, summary, now)

@@ -98,6 +98,13 @@ def capture_status(
             "(SELECT * FROM cdc.batches WHERE applied > 0 ORDER BY committed_at DESC LIMIT 200) GROUP BY source"
         ).fetchall()
     }
+    try:
+        ddl = con.execute(
+            "SELECT source, table_name, kind, ddl, detail, applied_at FROM cdc.schema_changes "
+            "ORDER BY applied_at DESC LIMIT 100"
+        ).fetchall()
+    except duckdb.CatalogException:  # a warehouse or snapshot from before schema changes were recorded
+        ddl = []
     report = []
     for name, config in sources.items():
         row = offsets.get(name)
@@ -120,6 +127,11 @@ def capture_status(
             if s == name:
                 entry["tables"].setdefault(t, {"events": 0, "dead_letters": 0})["dead_letters"] = n
         entry["dead_letters"] = sum(v["dead_letters"] for v in entry["tables"].values())
+        entry["schema_changes"] = [
+            {"table": t, "kind": k, "ddl": d, "detail": orjson.loads(x) if x else None, "applied_at": str(at)}
+            for s, t, k, d, x, at in ddl
+            if s == name
+        ]
         entry["source_state"] = source_behind(config, resume)
         report.append(entry)
     return report

@@ -50,6 +50,8 @@ def make_reader(name: str, source: DatabaseSource | KafkaSource, settings: Setti
             batch_size=settings.cdc.batch_size,
             poll_seconds=settings.cdc.poll_seconds,
             connect_timeout=settings.cdc.connect_timeout_seconds,
+            dropped_columns=settings.cdc.dropped_columns,
+            dropped_tables=settings.cdc.dropped_tables,
         )
     from cdc.debezium import DebeziumPostgresReader
 

@@ -210,6 +210,14 @@ def status(as_json: JsonOpt = False) -> None:
                 for name, counts in entry["tables"].items()
             ]
         )
+        if entry["schema_changes"]:
+            out.rows(
+                [
+                    {"applied": c["applied_at"][:19], "table": c["table"], "change": c["kind"], "ddl": c["ddl"][:60]}
+                    for c in entry["schema_changes"][:10]
+                ],
+                title=f"{entry['source']}: recent schema changes",
+            )
 
 
 @app.command("verify")
