@@ -26,7 +26,8 @@ import psycopg
 
 from cdc.config import PostgresSource
 from cdc.events import DeadLetter, DebeziumDecoder, DecodeError
-from cdc.sink import Batch, Offset
+from cdc.pgsnapshot import pg_snapshot
+from cdc.sink import Batch, Offset, Reshape
 from core.errors import SourceUnavailable
 
 log = logging.getLogger("coexist.cdc.debezium")
@@ -93,6 +94,7 @@ class DebeziumPostgresReader:
         connector_class: str = POSTGRES_CONNECTOR,
         extra_properties: dict[str, str] | None = None,
         startup_grace: float = 4.0,
+        dropped_columns: str = "drop",
     ) -> None:
         self.name = name
         self.config = config
@@ -104,6 +106,7 @@ class DebeziumPostgresReader:
         self.startup_grace = startup_grace
         self.decoder = DebeziumDecoder(name)
         self.offsets_file = state_dir / f"{name}.offsets.dat"
+        self.dropped_columns = dropped_columns
 
     # ------------------------------------------------------------ configuration
 
@@ -134,6 +137,7 @@ class DebeziumPostgresReader:
             "hstore.handling.mode": "json",
             "time.precision.mode": "adaptive_time_microseconds",
             "tombstones.on.delete": "false",
+            "skipped.operations": "none",  # TRUNCATE too
             "max.batch.size": str(self.batch_size),
             "max.queue.size": str(self.batch_size * 4),
             "poll.interval.ms": "100",
@@ -192,7 +196,10 @@ class DebeziumPostgresReader:
         import jpype
         from pydbzengine import BasePythonChangeHandler
 
-        self._prepare_offsets(stored(self.name, ""))
+        current = stored(self.name, "")
+        self._prepare_offsets(current)
+        pending = ((current or {}).get("resume") or {}).get("resnapshot") or []
+        self.backfill(apply, pending, (current or {}).get("position") or "")  # a backfill a crash interrupted
         reader = self
         state: dict[str, Any] = {
             "last_event": None,
@@ -205,9 +212,10 @@ class DebeziumPostgresReader:
         class Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 (Debezium's name)
                 try:
-                    batch = reader._to_batch(records, state)
-                    if batch.events or batch.dead_letters or batch.offsets:
-                        apply(batch)
+                    for batch in reader._to_batches(records, state):
+                        stats = apply(batch)
+                        if stats.reshaped and batch.offsets:
+                            reader.after_reshape(apply, stats.reshaped, batch.offsets[-1])
                 except BaseException as exc:
                     state["error"] = exc  # re-raised as itself after the engine stops: not a connector fault
                     raise
@@ -260,10 +268,10 @@ class DebeziumPostgresReader:
                 + (f" ({done[2]})" if done[2] else "")
             )
 
-    def _to_batch(self, records: list[Any], state: dict[str, Any]) -> Batch:
-        batch = Batch()
+    def _to_batches(self, records: list[Any], state: dict[str, Any]) -> list[Batch]:
+        """The records Debezium handed over, as the sink's batch."""
+        batches = [Batch()]
         last_position: str | None = None
-        snapshot_done = True
         for record in records:
             key_json = record.key()
             value_json = record.value()
@@ -272,7 +280,7 @@ class DebeziumPostgresReader:
             try:
                 event = self.decoder.decode(key_text, value_text)
             except DecodeError as exc:
-                batch.dead_letters.append(
+                batches[-1].dead_letters.append(
                     DeadLetter(self.name, str(record.destination()), str(exc), f"KEY: {key_text}\nVALUE: {value_text}")
                 )
                 continue
@@ -282,20 +290,54 @@ class DebeziumPostgresReader:
                 event.op == "r" and event.snapshot is not None and not state["snapshot_open"]
             ):
                 if not state["snapshot_open"]:
-                    batch.reset_sources.append(self.name)
+                    batches[-1].reset_sources.append(self.name)
                 state["snapshot_open"] = True
             if event.op == "r" and event.snapshot in ("last",):
                 state["snapshot_open"] = False
-            batch.events.append(event)
+            batches[-1].events.append(event)
             if last_position is None or event.position > last_position:
                 last_position = event.position
-        if state["snapshot_open"]:
-            snapshot_done = False
-        if last_position is not None:
-            batch.offsets.append(
-                Offset(self.name, "", last_position, {"slot": self.config.slot_name}, snapshot_done=snapshot_done)
+        if last_position is not None and batches[-1].events:
+            batches[-1].offsets.append(self._offset(last_position, state))
+        return [b for b in batches if b.events or b.dead_letters or b.offsets or b.schema_changes or b.reset_sources]
+
+    def _offset(self, position: str, state: dict[str, Any], resume: dict[str, Any] | None = None) -> Offset:
+        return Offset(
+            self.name, "", position, resume or {"slot": self.config.slot_name}, snapshot_done=not state["snapshot_open"]
+        )
+
+    def after_reshape(self, apply: Any, reshaped: dict[str, Reshape], offset: Offset) -> None:
+        """A table changed shape (a DDL statement): when old rows need values the log does not carry
+        (a column added with a default or generated, a rename, a changed type or key), re-snapshot
+        it. The sink committed the pending re-snapshot with the position, so a crash resumes it."""
+        tables = [t for t, r in reshaped.items() if r.needs_rebuild or (r.added and self._has_values(t, r.added))]
+        if tables:
+            self.backfill(apply, tables, offset.position)
+        elif (offset.resume or {}).get("resnapshot"):  # flagged by the sink; the source says no need
+            apply(Batch(offsets=[Offset(self.name, "", offset.position, {"slot": self.config.slot_name})]))
+
+    def _has_values(self, table: str, columns: list[str]) -> bool:
+        """Whether rows at the source hold values in these newly seen columns that the log did not carry
+        to the replica: a default or generated column, or a renamed one (its old name's values)."""
+        ident = '"' + table.replace('"', '""') + '"'
+        schema = '"' + self.config.schema_name.replace('"', '""') + '"'
+        cols = " OR ".join('"' + c.replace('"', '""') + '" IS NOT NULL' for c in columns)
+        with self.config.connect(autocommit=True) as conn:
+            row = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {schema}.{ident} WHERE {cols})").fetchone()
+        return bool(row and row[0])
+
+    def backfill(self, apply: Any, tables: list[str], position: str) -> None:
+        """Re-snapshot `tables` now and swap them in; the stream replays over them (full row images)."""
+        if not tables:
+            return
+        for batch in pg_snapshot(self.name, self.config, tables):
+            apply(batch)
+        apply(
+            Batch(
+                swap_tables=[(self.name, t) for t in tables],
+                offsets=[Offset(self.name, "", position, {"slot": self.config.slot_name})],
             )
-        return batch
+        )
 
 
 class _Engine:

@@ -124,6 +124,24 @@ class DebeziumDecoder:
             self._plans[cache_key] = plan
         return plan
 
+    def _truncate(
+        self, payload: dict[str, Any], source_info: dict[str, Any], partition: str, extra: dict[str, Any] | None
+    ) -> ChangeEvent:
+        """PostgreSQL's TRUNCATE (Debezium `op = 't'`): the sink empties the replica table in order."""
+        source_info = source_info | (extra or {})
+        return ChangeEvent(
+            source=self.source,
+            table=_table_name(source_info),
+            op="t",
+            key={},
+            before=None,
+            after=None,
+            position=self._position_of(source_info | {"_op": "t"}, partition),
+            ts_ms=int(payload.get("ts_ms") or source_info.get("ts_ms") or 0),
+            partition=partition,
+            source_info=source_info,
+        )
+
     def decode(
         self,
         key_json: str | bytes | None,
@@ -152,7 +170,7 @@ class DebeziumDecoder:
         if not isinstance(source_info, dict) or not source_info.get("table"):
             raise DecodeError("event has no source block naming its table")
         if op == "t":
-            raise DecodeError("truncate events are not applied; resnapshot the table")
+            return self._truncate(payload, source_info, partition, extra_source)
 
         row_plan: _StructPlan | None = None
         if schema is not None:
@@ -175,10 +193,7 @@ class DebeziumDecoder:
         else:
             raise DecodeError("event key is not a JSON object")
 
-        schema_name = source_info.get("schema")
-        table = str(source_info["table"])
-        if schema_name and schema_name not in ("public", "dbo"):
-            table = f"{schema_name}_{table}"
+        table = _table_name(source_info)
         if extra_source:
             source_info = source_info | extra_source
         snapshot = source_info.get("snapshot")
@@ -198,6 +213,12 @@ class DebeziumDecoder:
             transaction=payload.get("transaction"),
             columns=row_plan.columns if row_plan is not None else {},
         )
+
+
+def _table_name(source_info: dict[str, Any]) -> str:
+    schema_name = source_info.get("schema")
+    table = str(source_info["table"])
+    return f"{schema_name}_{table}" if schema_name and schema_name not in ("public", "dbo") else table
 
 
 def debezium_position(source_info: dict[str, Any], partition: str = "") -> str:

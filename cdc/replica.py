@@ -28,6 +28,16 @@ class TableResult:
     changelog: pa.Table | None = None
 
 
+def empty_changelog() -> pa.Table:
+    return pa.table(
+        {
+            "_seq": pa.array([], pa.int64()),
+            "after_json": pa.array([], pa.string()),
+            "before_json": pa.array([], pa.string()),
+        }
+    )
+
+
 def _prepared(row: dict[str, Any] | None, types: dict[str, ColumnType]) -> bytes | None:
     if row is None:
         return None
@@ -84,13 +94,7 @@ def apply_table(
     """Decode and apply `events` (all of one table, in order) to `target`; returns what was applied."""
     result = TableResult()
     if not events:
-        result.changelog = pa.table(
-            {
-                "_seq": pa.array([], pa.int64()),
-                "after_json": pa.array([], pa.string()),
-                "before_json": pa.array([], pa.string()),
-            }
-        )
+        result.changelog = empty_changelog()
         return result
     data_cols = [c for c in columns if not c.startswith("_cdc_")]
     kinds = {c: types.get(c) or of_replica(columns[c]) for c in data_cols}

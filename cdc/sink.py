@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import orjson
 import pyarrow as pa
 
 from cdc.events import ChangeEvent, DeadLetter, dumps
-from cdc.replica import apply_table
+from cdc.replica import apply_table, empty_changelog
 from cdc.schema import SchemaChange, widens
 from cdc.types import MACROS, ColumnType, infer, is_unavailable, of_replica
 from core import warehouse
@@ -144,6 +144,29 @@ class ApplyStats:
     seconds: float = 0.0
     lag_ms: int | None = None
     """Commit time minus the newest applied event's source timestamp."""
+    reshaped: dict[str, Reshape] = field(default_factory=dict)
+    """Tables whose shape changed in this batch (seen in the events), for the reader to backfill."""
+
+
+@dataclass(slots=True)
+class Reshape:
+    """A table's shape change as the events showed it, against the replica table."""
+
+    added: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    retyped: list[str] = field(default_factory=list)
+    """Types that could not be widened in place: the table is rebuilt by a re-snapshot."""
+    widened: list[str] = field(default_factory=list)
+    key_changed: bool = False
+
+    @property
+    def needs_rebuild(self) -> bool:
+        return self.key_changed or bool(self.retyped) or bool(self.added and self.dropped)
+
+    @property
+    def may_need_backfill(self) -> bool:
+        """Old rows may lack values the log will not carry (the reader checks the source for added columns)."""
+        return self.needs_rebuild or bool(self.added)
 
 
 class DuckDBSink:
@@ -151,13 +174,19 @@ class DuckDBSink:
 
     def __init__(self, path: Path | str, read_only: bool = False) -> None:
         self.path = Path(path)
-        self.con = warehouse.connect(self.path, read_only=read_only)
+        self.con = warehouse.connect(self.path, read_only=read_only, wait_seconds=10.0)
         if not read_only:
             self.con.execute(META_DDL)
             self._backfill_table_stats()
         self.con.execute(MACROS)
         self._status_written = 0.0
         self._status_dirty = False
+        self._type_names: dict[str, str] = {}
+        self._kept: dict[tuple[str, str], set[str]] = {}
+        self.drop_columns = True
+        """A column the source dropped is dropped from the replica too (`cdc.dropped_columns`)."""
+        self._keys: dict[tuple[str, str], list[str]] = {}
+        self._reshaped: dict[str, Reshape] = {}
         self._staged_dead: dict[tuple[str, str], int] = {}
         self._columns: dict[tuple[str, str], dict[str, str]] = {}
         self._positions: dict[tuple[str, str], str] = {}
@@ -254,12 +283,15 @@ class DuckDBSink:
         self._staged_dead[(source, table)] = 0
 
     def _primary_key(self, schema: str, table: str) -> list[str]:
+        if (schema, table) in self._keys:
+            return self._keys[(schema, table)]
         rows = self.con.execute(
             "SELECT constraint_column_names FROM duckdb_constraints() WHERE schema_name = ? AND table_name = ? "
             "AND constraint_type = 'PRIMARY KEY'",
             [schema, table],
         ).fetchall()
-        return list(rows[0][0]) if rows else []
+        self._keys[(schema, table)] = list(rows[0][0]) if rows else []
+        return self._keys[(schema, table)]
 
     def _apply_schema_change(self, change: SchemaChange, now: dt.datetime) -> None:
         """One DDL statement's effect on the replica, recorded in `cdc.schema_changes`."""
@@ -285,9 +317,28 @@ class DuckDBSink:
         elif change.kind == "alter" and existing:
             detail = self._alter(change, target, existing)
         self._columns.clear()
+        self._keys.clear()
         self.con.execute(
             "INSERT INTO cdc.schema_changes VALUES (?, ?, ?, ?, ?, ?, ?)",
             [change.source, table, change.kind, change.ddl, dumps(detail), change.position, now],
+        )
+
+    def _flag_backfills(self, batch: Batch) -> None:
+        """Tables that may need a re-snapshot are recorded in the position committed with this batch,
+        so a crash before the reader has taken it resumes with it (`resume.resnapshot`)."""
+        tables = sorted(t for t, r in self._reshaped.items() if r.may_need_backfill)
+        if not tables:
+            return
+        for offset in batch.offsets:
+            if offset.partition == "" and any(e.source == offset.source and e.table in tables for e in batch.events):
+                pending = set((offset.resume or {}).get("resnapshot") or []) | set(tables)
+                offset.resume = (offset.resume or {}) | {"resnapshot": sorted(pending)}
+
+    def _record_reshape(self, source: str, table: str, reshape: Reshape, now: dt.datetime) -> None:
+        detail = {k: v for k, v in asdict(reshape).items() if v}
+        self.con.execute(
+            "INSERT INTO cdc.schema_changes VALUES (?, ?, 'alter', '-- seen in the stream', ?, NULL, ?)",
+            [source, table, dumps(detail), now],
         )
 
     def _alter(self, change: SchemaChange, target: str, existing: dict[str, str]) -> dict[str, Any]:
@@ -353,6 +404,7 @@ class DuckDBSink:
         self.con.execute(f"DROP TABLE {staging_table(source, table)}")
         self._columns.pop((f"replica_{source}", table), None)
         self._columns.pop((STAGING, f"{source}__{table}"), None)
+        self._keys.pop((f"replica_{source}", table), None)
 
     # ------------------------------------------------------------ apply
 
@@ -367,6 +419,7 @@ class DuckDBSink:
             if e.op == "r" or (last := positions.get((e.source, e.partition))) is None or e.position > last
         ]
         stats.duplicates = len(batch.events) - len(fresh)
+        self._reshaped = {}
         dead = list(batch.dead_letters)
         batch_id = uuid.uuid4().hex[:16]
         now = dt.datetime.now(dt.UTC)
@@ -392,6 +445,11 @@ class DuckDBSink:
                 stats.applied = len(applied)
                 if applied and not batch.staged:  # a re-snapshot is logged when it is swapped in
                     self._append_changelog(applied, logs, batch_id, now)
+                explicit = {c.table for c in batch.schema_changes}
+                for table, reshape in self._reshaped.items():
+                    source = next(e.source for e in fresh if e.table == table)
+                    if table not in explicit:
+                        self._record_reshape(source, table, reshape, now)
                 for change in batch.schema_changes:
                     self._apply_schema_change(change, now)
                 for source, table in batch.swap_tables:
@@ -406,6 +464,7 @@ class DuckDBSink:
                             self._staged_dead[key] = self._staged_dead.get(key, 0) + 1
                 self._count(applied if not batch.staged else [], dead, now)
                 summary = _summarise(applied)
+                self._flag_backfills(batch)
                 self._write_offsets(batch, summary, now)
                 max_ts = max((p.last_ts for p in summary.values()), default=None)
                 stats.dead_letters = len(dead)
@@ -428,6 +487,7 @@ class DuckDBSink:
                 )
         except BaseException:
             self._columns.clear()
+            self._keys.clear()
             raise
         for offset in batch.offsets:
             self._positions[(offset.source, offset.partition)] = offset.position
@@ -435,6 +495,7 @@ class DuckDBSink:
             if part.highest > self._positions.get(key, ""):
                 self._positions[key] = part.highest
         self.publish_status()
+        stats.reshaped = self._reshaped
         return stats
 
     @staticmethod
@@ -469,26 +530,82 @@ class DuckDBSink:
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{quote(table)} ({', '.join(cols)}{pk})")
             self._columns.pop((schema, table), None)
             return self._table_columns(schema, table)
-        added = False
+        reshape = self._reshape(schema, table, events, wanted, existing)
+        if reshape is None:
+            return existing
+        if schema != STAGING:
+            self._reshaped[table] = reshape
+        self._columns.pop((schema, table), None)
+        return self._table_columns(schema, table)
+
+    def _duck_type(self, kind: str) -> str:
+        """DuckDB's own spelling of a type (information_schema writes TIMESTAMPTZ out in full)."""
+        if kind not in self._type_names:
+            self._type_names[kind] = self.con.execute(f"SELECT typeof(CAST(NULL AS {kind}))").fetchall()[0][0]
+        return self._type_names[kind]
+
+    def _reshape(
+        self,
+        schema: str,
+        table: str,
+        events: list[ChangeEvent],
+        wanted: dict[str, ColumnType],
+        existing: dict[str, str],
+    ) -> Reshape | None:
+        """Columns the events have and the replica lacks are added, types widened in place; what
+        cannot be done in place (a narrowed or changed type, a new key) is left to a re-snapshot."""
+        target = f"{schema}.{quote(table)}"
+        change = Reshape()
         for name, kind in wanted.items():
             if name not in existing:
-                self.con.execute(f"ALTER TABLE {schema}.{quote(table)} ADD COLUMN {quote(name)} {kind.replica}")
-                added = True
-        if added:
-            self._columns.pop((schema, table), None)
-            return self._table_columns(schema, table)
-        return existing
+                self.con.execute(f"ALTER TABLE {target} ADD COLUMN {quote(name)} {kind.replica}")
+                change.added.append(name)
+            elif self._duck_type(kind.replica) != self._duck_type(existing[name]):
+                key = self._primary_key(schema, table)
+                if widens(self._duck_type(existing[name]), self._duck_type(kind.replica)) and name not in key:
+                    self.con.execute(f"ALTER TABLE {target} ALTER COLUMN {quote(name)} SET DATA TYPE {kind.replica}")
+                    change.widened.append(name)
+                else:
+                    change.retyped.append(name)
+        if all(e.columns for e in events):
+            kept = self._kept.setdefault((schema, table), set())
+            change.dropped = [c for c in existing if c not in wanted and c not in META_COLUMNS and c not in kept]
+            for name in change.dropped:
+                if self.drop_columns and name not in self._primary_key(schema, table):
+                    self.con.execute(f"ALTER TABLE {target} DROP COLUMN {quote(name)}")
+                else:
+                    kept.add(name)  # keeps its last values; reported once
+        key = self._primary_key(schema, table)
+        change.key_changed = bool(key) and any(e.key and list(e.key) != key for e in events)
+        return (
+            change if change.added or change.dropped or change.retyped or change.widened or change.key_changed else None
+        )
 
     def _apply_table(
         self, source: str, table: str, events: list[ChangeEvent], staged: bool = False
     ) -> tuple[list[ChangeEvent], list[DeadLetter], pa.Table]:
+        truncated = [i for i, e in enumerate(events) if e.op == "t"]
+        if truncated:  # everything before the last TRUNCATE is gone with it
+            last = events[truncated[-1]]
+            self._apply_schema_change(
+                SchemaChange(source, table, "truncate", "TRUNCATE", last.position), dt.datetime.now(dt.UTC)
+            )
+            events = events[truncated[-1] + 1 :]
+            if not events:
+                return [], [], empty_changelog()
         wanted = self._wanted(events)
         schema, name = (STAGING, f"{source}__{table}") if staged else (f"replica_{source}", table)
         columns = self._ensure_table(schema, name, events, wanted)
-        key_cols = list(events[0].key)
+        replica_key = self._primary_key(schema, name)
+        key_cols = replica_key or list(events[0].key)
         dead: list[DeadLetter] = []
         good: list[ChangeEvent] = []
         for event in events:
+            if replica_key and event.key and list(event.key) != key_cols and not staged:
+                # The table's key changed at the source: this and later changes are in the re-snapshot
+                # the reader takes next (the position records that it is pending, in this transaction).
+                self._reshaped.setdefault(table, Reshape()).key_changed = True
+                continue
             if list(event.key) != key_cols:
                 dead.append(
                     DeadLetter(

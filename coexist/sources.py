@@ -63,6 +63,7 @@ def make_reader(name: str, source: DatabaseSource | KafkaSource, settings: Setti
         state_dir=Path(settings.data_dir) / ("publish" if publish else "cdc"),
         batch_size=settings.cdc.batch_size,
         heap_mb=settings.cdc.jvm_heap_mb,
+        dropped_columns=settings.cdc.dropped_columns,
     )
 
 

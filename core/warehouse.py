@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -55,9 +56,21 @@ def is_busy(exc: BaseException) -> bool:
     return "could not set lock" in low or "conflicting lock" in low
 
 
-def connect(path: Path | str, read_only: bool = False) -> Connection:
-    """Open the warehouse; a missing (read-only), busy or damaged file becomes a clear CoexistError."""
-    path = Path(path)
+def connect(path: Path | str, read_only: bool = False, wait_seconds: float = 0.0) -> Connection:
+    """Open the warehouse; a missing (read-only), busy or damaged file becomes a clear CoexistError.
+
+    `wait_seconds`: how long a busy file is waited for (a reader holding it for a moment)."""
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            return _connect(Path(path), read_only)
+        except WarehouseBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _connect(path: Path, read_only: bool) -> Connection:
     if read_only and not path.exists():
         raise NotReady(f"no warehouse at {path}: run `coexist cdc run` first")
     if not read_only:

@@ -10,7 +10,7 @@ import typer
 from coexist.cli.common import exit_process, read_warehouse, settings
 from coexist.cli.output import CsvOpt, JsonOpt, Output, err_console
 from coexist.config import Settings
-from core.errors import CompareFailed, Incomplete, SourceRefused, SourceUnavailable, UsageError, WarehouseBusy
+from core.errors import CompareFailed, Incomplete, SourceRefused, SourceUnavailable, UsageError
 
 app = typer.Typer(help="Change data capture into the DuckDB warehouse.", no_args_is_help=True)
 
@@ -68,6 +68,8 @@ def run(
 
         logs.setup("text")  # group membership (partitions assigned/revoked) goes to stderr
     capture = Capture(_capture_target(cfg, readers), readers, retry_seconds=cfg.cdc.retry_seconds)
+    if hasattr(capture.sink, "drop_columns"):
+        capture.sink.drop_columns = cfg.cdc.dropped_columns == "drop"
     idle = (idle_seconds or cfg.cdc.idle_seconds) if until_idle else None
     with Progress(
         SpinnerColumn(),
@@ -161,12 +163,10 @@ def status(as_json: JsonOpt = False) -> None:
     from core import warehouse
 
     out = Output(as_json)
+    # What capture publishes after each commit (so status never waits for, nor blocks, the writer);
+    # else the warehouse, or the service's analyst snapshot while the service holds it.
     published = status_path(settings().warehouse_path)
-    try:
-        con = warehouse.connect(settings().warehouse_path, read_only=True)
-    except WarehouseBusy:
-        # What a running capture publishes each second; else the service's analyst snapshot.
-        con = warehouse.connect(published, read_only=True) if published.exists() else read_warehouse()
+    con = warehouse.connect(published, read_only=True) if published.exists() else read_warehouse()
     try:
         report = capture_status(con, sources.configured_sources(settings(), required=False))
         kafka = [kafka_status(con, name, config) for name, config in sources.kafka_sources(settings()).items()]

@@ -54,6 +54,7 @@ class Service:
             on_batch=self._on_batch,
             retry_seconds=float("inf"),
         )
+        self.capture.sink.drop_columns = settings.cdc.dropped_columns == "drop"
         self.metrics = Metrics()
         self.alerts = alerts_module.Alerts(settings.alerts)
         self.jobs: dict[str, JobRecord] = {}

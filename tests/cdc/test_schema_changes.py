@@ -24,7 +24,7 @@ import pytest
 from cdc.schema import parse_mysql_ddl, widens
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
-from tests.harness import cli, make_data_dir, wait_until
+from tests.harness import cli, make_data_dir, pg_slot_active, wait_until
 
 
 def test_mysql_ddl_statements_are_recognised() -> None:
@@ -215,3 +215,111 @@ def test_every_ddl_while_capture_runs_under_a_workload(env: Settings) -> None:
     status = json.loads(cli(env.data_dir, "cdc", "status", "--json").stdout)
     erp = next(s for s in status if s["source"] == "erp")
     assert len(erp["schema_changes"]) >= len(DDL), erp["schema_changes"]
+
+
+PG_TABLES = {
+    "p_busy": "id serial PRIMARY KEY, v int",
+    "p_add": "id int PRIMARY KEY, a int, touched int DEFAULT 0",
+    "p_rename": "id int PRIMARY KEY, b text, touched int DEFAULT 0",
+    "p_widen": "id int PRIMARY KEY, v int, touched int DEFAULT 0",
+    "p_trunc": "id int PRIMARY KEY, v int, touched int DEFAULT 0",
+    "p_pk": "id int PRIMARY KEY, v int, touched int DEFAULT 0",
+}
+PG_DDL = [
+    ("p_add", "ALTER TABLE p_add ADD COLUMN x int NOT NULL DEFAULT 5"),
+    ("p_rename", "ALTER TABLE p_rename RENAME COLUMN b TO b2"),
+    ("p_widen", "ALTER TABLE p_widen ALTER COLUMN v TYPE bigint"),
+    ("p_trunc", "TRUNCATE p_trunc"),
+    (
+        "p_pk",
+        "ALTER TABLE p_pk DROP CONSTRAINT p_pk_pkey, ADD COLUMN k int NOT NULL DEFAULT 0, ADD PRIMARY KEY (id, k)",
+    ),
+]
+
+
+class PgWorkload(Workload):
+    def run(self) -> None:
+        rnd = random.Random(8)
+        try:
+            with sandbox.pg_app_connect(sandbox.require_state(self.settings)) as conn:
+                while not self.halt.is_set():
+                    conn.execute("INSERT INTO p_busy (v) VALUES (%s)", [rnd.randint(0, 1000)])
+                    conn.execute("UPDATE p_busy SET v = v + 1 WHERE id = %s", [rnd.randint(1, 200)])
+                    conn.execute("DELETE FROM p_busy WHERE id = %s", [rnd.randint(1, 200)])
+                    for table in PG_TABLES:
+                        if table != "p_busy":
+                            conn.execute(
+                                f"UPDATE {table} SET touched = touched + 1 WHERE id = %s", [rnd.randint(1, 50)]
+                            )
+                    self.halt.wait(0.02)
+        except Exception as exc:
+            self.errors.append(repr(exc))
+
+
+@pytest.mark.slow
+def test_postgres_ddl_while_capture_runs_under_a_workload(env: Settings) -> None:
+    state = sandbox.require_state(env)
+    with sandbox.pg_app_connect(state) as conn:
+        for table, columns in PG_TABLES.items():
+            conn.execute(f"CREATE TABLE {table} ({columns})")
+            if table != "p_busy":
+                conn.execute(
+                    f"INSERT INTO {table} (id, {columns.split(', ')[1].split()[0]}) "
+                    "SELECT i, i * 10 FROM generate_series(1, 50) i"
+                )
+    cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "psa")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")}
+    capture = subprocess.Popen(
+        [sys.executable, "-m", "coexist", "cdc", "run", "--source", "psa", "--json"],
+        cwd=env.data_dir,
+        env=environ | {"COEXIST_DATA_DIR": str(env.data_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workload = PgWorkload(env)
+    try:
+        wait_until(lambda: pg_slot_active(env), 90, "PostgreSQL capture to stream")
+        workload.start()
+        with sandbox.pg_app_connect(state) as conn:
+            for _table, ddl in PG_DDL:
+                conn.execute(ddl)
+                workload.halt.wait(0.3)  # the workload touches the table in its new shape
+            conn.execute("UPDATE p_widen SET v = 9000000000 WHERE id = 1")
+            conn.execute("INSERT INTO p_trunc (id, v) VALUES (7, 7)")
+            conn.execute("INSERT INTO p_pk (id, k, v) VALUES (1, 1, 1)")
+
+        def all_seen() -> bool:
+            status = cli(env.data_dir, "cdc", "status", "--json", check=False)
+            if status.returncode != 0:
+                return False
+            psa = next(s for s in json.loads(status.stdout) if s["source"] == "psa")
+            return {c["table"] for c in psa["schema_changes"]} >= {t for t, _ in PG_DDL}
+
+        try:
+            wait_until(all_seen, 120, "the running capture to apply every schema change")
+        except AssertionError:
+            capture.kill()
+            _, err = capture.communicate(timeout=30)
+            status = cli(env.data_dir, "cdc", "status", "--json", check=False)
+            psa = [s.get("schema_changes") for s in json.loads(status.stdout or "[]") if s["source"] == "psa"]
+            raise AssertionError(f"capture: {err[-3000:]}\nschema changes: {psa}") from None
+        workload.halt.set()
+        workload.join(timeout=30)
+        assert not workload.errors, workload.errors
+        capture.send_signal(signal.SIGTERM)
+        out, err = capture.communicate(timeout=60)
+    finally:
+        workload.halt.set()
+        if capture.poll() is None:
+            capture.kill()
+    assert capture.returncode == 0, err
+    cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "psa")
+    verify = cli(env.data_dir, "cdc", "verify", "--source", "psa", "--json", check=False)
+    unequal = [d for d in json.loads(verify.stdout) if not d["equal"]]
+    assert verify.returncode == 0 and not unequal, unequal
+    assert replica(env, "SELECT count(*), min(x), max(x) FROM replica_psa.p_add") == [(50, 5, 5)]
+    assert replica(env, "SELECT count(*) FROM replica_psa.p_rename WHERE b2 IS NULL") == [(0,)]
+    assert replica(env, "SELECT v FROM replica_psa.p_widen WHERE id = 1") == [(9000000000,)]
+    assert replica(env, "SELECT id FROM replica_psa.p_trunc") == [(7,)]
+    assert replica(env, "SELECT count(*) FROM replica_psa.p_pk") == [(51,)]
