@@ -396,8 +396,13 @@ class DuckDBSink:
         self.con.execute(f"INSERT INTO {target} BY NAME SELECT * FROM {staging_table(source, table)}")
         data = [c for c in staged if c not in META_COLUMNS]
         image = "CAST(to_json(struct_pack(" + ", ".join(f"{quote(c)} := {quote(c)}" for c in data) + ")) AS VARCHAR)"
+        key_image = (
+            "CAST(to_json(struct_pack(" + ", ".join(f"{quote(c)} := {quote(c)}" for c in key) + ")) AS VARCHAR)"
+            if key
+            else image
+        )
         self.con.execute(
-            f"INSERT INTO cdc.changelog SELECT ?, ?, 'r', NULL, NULL, {image}, _cdc_position, '', _cdc_ts_ms, "
+            f"INSERT INTO cdc.changelog SELECT ?, ?, 'r', {key_image}, NULL, {image}, _cdc_position, '', _cdc_ts_ms, "
             f"'resnapshot', ?, ? FROM {staging_table(source, table)}",
             [source, table, batch_id, now],
         )

@@ -415,10 +415,10 @@ def test_verify_catches_one_altered_value_in_every_column(env: Settings) -> None
             # Another row's different value (or NULL) in one row: the smallest possible corruption.
             for id_ in rows:
                 other = con.execute(
-                    f'SELECT "{col}" FROM replica_psa.types_full WHERE "{col}" IS DISTINCT FROM '
-                    f'(SELECT "{col}" FROM replica_psa.types_full WHERE id = ?) LIMIT 1',
+                    f'SELECT count(*) FROM replica_psa.types_full WHERE "{col}" IS DISTINCT FROM '
+                    f'(SELECT "{col}" FROM replica_psa.types_full WHERE id = ?)',
                     [id_],
-                ).fetchall()
+                ).fetchall()[0][0]
                 if other:
                     break
             con.execute("BEGIN")
