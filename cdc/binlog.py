@@ -564,6 +564,10 @@ class BinlogReader:
 
     # ------------------------------------------------------------ the whole reader
 
+    def snapshot_batches(self, tables: list[str]) -> Iterator[Batch]:
+        """A consistent re-snapshot of `tables` into staging (for a running capture's request)."""
+        return self.snapshot(tables)
+
     def backfill(self, tables: list[str], file: str, pos: int, gtid: str | None) -> Iterator[Batch]:
         """Re-snapshot `tables` now and swap them in; the stream then replays from the DDL over them
         (harmless: full row images). The last batch clears the pending re-snapshot from the position."""

@@ -19,6 +19,7 @@ import os
 import shutil
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -325,6 +326,10 @@ class DebeziumPostgresReader:
         with self.config.connect(autocommit=True) as conn:
             row = conn.execute(f"SELECT EXISTS (SELECT 1 FROM {schema}.{ident} WHERE {cols})").fetchone()
         return bool(row and row[0])
+
+    def snapshot_batches(self, tables: list[str]) -> Iterator[Batch]:
+        """A consistent re-snapshot of `tables` into staging (for a running capture's request)."""
+        return pg_snapshot(self.name, self.config, tables, self.batch_size)
 
     def backfill(self, apply: Any, tables: list[str], position: str) -> None:
         """Re-snapshot `tables` now and swap them in; the stream replays over them (full row images)."""

@@ -90,8 +90,11 @@ def apply_table(
     types: dict[str, ColumnType],
     key_cols: list[str],
     events: list[ChangeEvent],
+    touched: str | None = None,
 ) -> TableResult:
-    """Decode and apply `events` (all of one table, in order) to `target`; returns what was applied."""
+    """Decode and apply `events` (all of one table, in order) to `target`; returns what was applied.
+
+    `touched`: a table that collects the keys these events changed (a re-snapshot is staging)."""
     result = TableResult()
     if not events:
         result.changelog = empty_changelog()
@@ -153,6 +156,9 @@ def apply_table(
                 )
             )
         _apply_keyed(con, target, data_cols, key_cols, keys_a, keys_b)
+        if touched is not None:
+            key_expr = [f"CASE WHEN _op = 'd' THEN {b} ELSE {a} END" for a, b in zip(keys_a, keys_b, strict=True)]
+            con.execute(f"INSERT INTO {touched} SELECT DISTINCT {', '.join(key_expr)} FROM _cx_dec")
     else:
         missed = _apply_keyless(con, target, data_cols)
         if missed:

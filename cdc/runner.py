@@ -22,7 +22,8 @@ import kafka.errors
 import psycopg
 import pymysql
 
-from cdc.sink import ApplyStats, Batch, DuckDBSink
+from cdc import requests
+from cdc.sink import ApplyStats, Batch, DuckDBSink, resnapshot
 from core import warehouse
 from core.errors import SourceUnavailable, WarehouseError
 
@@ -93,6 +94,7 @@ class Capture:
         self.stop = threading.Event()
         self.progress = {r.name: SourceProgress() for r in readers}
         self.on_batch = on_batch
+        self._request: threading.Thread | None = None
 
     def _apply_for(self, name: str) -> Apply:
         def apply(batch: Batch) -> ApplyStats:
@@ -147,6 +149,33 @@ class Capture:
         finally:
             self.progress[reader.name].finished = True
 
+    def _serve_requests(self) -> None:
+        """Start the oldest re-snapshot request of a source (one at a time) while capture goes on."""
+        path = getattr(self.sink, "path", None)
+        if path is None or (self._request is not None and self._request.is_alive()):
+            return
+        for reader in self.readers:
+            if not hasattr(reader, "snapshot_batches"):
+                continue
+            for request in requests.pending(path, reader.name):
+                self._request = threading.Thread(
+                    target=self._resnapshot, args=(reader, request, path), name=f"resnapshot-{reader.name}", daemon=True
+                )
+                self._request.start()
+                return
+
+    def _resnapshot(self, reader: Any, request: requests.ResnapshotRequest, path: Path) -> None:
+        try:
+            loaded = resnapshot(
+                self._apply_for(reader.name), reader.snapshot_batches(request.tables), reader.name, request.tables
+            )
+            request.rows, request.dead_letters = loaded.rows, loaded.dead_letters
+        except Exception as exc:  # reported to whoever asked; capture goes on
+            request.error = f"{type(exc).__name__}: {exc}"
+            log.error("re-snapshot of %s %s failed: %s", reader.name, request.tables, exc)
+        finally:
+            requests.finish(path, request)
+
     def run(self, idle_seconds: float | None = None, install_signals: bool = True) -> dict[str, SourceProgress]:
         threads = [
             threading.Thread(target=self._run_one, args=(r, idle_seconds), name=f"cdc-{r.name}", daemon=True)
@@ -159,11 +188,15 @@ class Capture:
         try:
             for thread in threads:
                 thread.start()
+            ticks = 0
             while any(t.is_alive() for t in threads):
                 time.sleep(0.1)
+                ticks += 1
                 if hasattr(self.sink, "flush_status"):
                     with self.lock:
                         self.sink.flush_status()
+                if ticks % 5 == 0:
+                    self._serve_requests()
         finally:
             self.stop.set()
             for thread in threads:

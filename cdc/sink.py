@@ -103,6 +103,9 @@ class Batch:
     """Re-snapshots that did not: their staging tables are dropped and the replica stays as it was."""
     schema_changes: list[SchemaChange] = field(default_factory=list)
     """DDL, applied after this batch's events (a reader ends a batch at a DDL statement)."""
+    mark_tables: list[tuple[str, str]] = field(default_factory=list)
+    """A re-snapshot of these tables is about to begin while capture goes on: from here until the
+    swap, the keys the stream changes are collected, and at the swap those rows come from the replica."""
 
 
 STAGING = "cdc_staging"
@@ -110,6 +113,10 @@ STAGING = "cdc_staging"
 
 def staging_table(source: str, table: str) -> str:
     return f"{STAGING}.{quote(source + '__' + table)}"
+
+
+def touched_table(source: str, table: str) -> str:
+    return f"{STAGING}.{quote(source + '__' + table + '__touched')}"
 
 
 @dataclass(slots=True)
@@ -183,6 +190,8 @@ class DuckDBSink:
         self._status_dirty = False
         self._type_names: dict[str, str] = {}
         self._kept: dict[tuple[str, str], set[str]] = {}
+        self._marked: set[tuple[str, str]] = set()
+        """Re-snapshots in progress whose changed keys are being collected (`touched_table`)."""
         self.drop_columns = True
         """A column the source dropped is dropped from the replica too (`cdc.dropped_columns`)."""
         self._keys: dict[tuple[str, str], list[str]] = {}
@@ -282,6 +291,18 @@ class DuckDBSink:
         self._columns.pop((STAGING, f"{source}__{table}"), None)
         self._staged_dead[(source, table)] = 0
 
+    def _mark(self, source: str, table: str) -> None:
+        """Collect, until the swap, the keys the stream changes in `table` (keyless tables: none)."""
+        self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {STAGING}")
+        touched = touched_table(source, table)
+        self.con.execute(f"DROP TABLE IF EXISTS {touched}")
+        self._marked.discard((source, table))
+        key = self._primary_key(f"replica_{source}", table)
+        if key:
+            cols = ", ".join(quote(k) for k in key)
+            self.con.execute(f"CREATE TABLE {touched} AS SELECT {cols} FROM replica_{source}.{quote(table)} LIMIT 0")
+            self._marked.add((source, table))
+
     def _primary_key(self, schema: str, table: str) -> list[str]:
         if (schema, table) in self._keys:
             return self._keys[(schema, table)]
@@ -373,6 +394,8 @@ class DuckDBSink:
         if self._staged_dead.pop((source, table), 0):
             # Rows of the re-snapshot did not decode (dead letters say which): the replica stays as it was.
             self.con.execute(f"DROP TABLE IF EXISTS {staging_table(source, table)}")
+            self.con.execute(f"DROP TABLE IF EXISTS {touched_table(source, table)}")
+            self._marked.discard((source, table))
             log.warning("re-snapshot of %s.%s not swapped in: rows were dead-lettered", source, table)
             return
         staged = self._table_columns(STAGING, f"{source}__{table}")
@@ -384,6 +407,20 @@ class DuckDBSink:
                 self.con.execute(f"DELETE FROM {target}")
             return
         key = self._primary_key(STAGING, f"{source}__{table}")
+        touched = touched_table(source, table)
+        if (source, table) in self._marked:
+            # Rows the stream changed while the re-snapshot loaded: the replica holds them as of the
+            # stream (later changes still to come apply over them), the snapshot as of its start.
+            keys = self._primary_key(f"replica_{source}", table)
+            if keys == key and existing == staged:
+                join = " AND ".join(f"s.{quote(k)} = t.{quote(k)}" for k in keys)
+                self.con.execute(f"DELETE FROM {staging_table(source, table)} s USING {touched} t WHERE {join}")
+                self.con.execute(
+                    f"INSERT INTO {staging_table(source, table)} BY NAME SELECT * FROM {target} s "
+                    f"WHERE EXISTS (SELECT 1 FROM {touched} t WHERE {join})"
+                )
+            self.con.execute(f"DROP TABLE {touched}")
+            self._marked.discard((source, table))
         if existing != staged or self._primary_key(f"replica_{source}", table) != key:
             # The table's shape or key changed: rebuilt in the source's current shape.
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS replica_{source}")
@@ -435,6 +472,8 @@ class DuckDBSink:
                     for table in self.replica_tables(source):
                         con.execute(f"DELETE FROM replica_{source}.{quote(table)}")
                     con.execute("DELETE FROM cdc.changelog WHERE source = ? AND op = 'r'", [source])
+                for source, table in batch.mark_tables:
+                    self._mark(source, table)
                 for source, table in batch.reset_tables:
                     self._fresh_staging(source, table)
                 by_table: dict[tuple[str, str], list[ChangeEvent]] = {}
@@ -461,6 +500,8 @@ class DuckDBSink:
                     self._swap(source, table, batch_id, now)
                 for source, table in batch.discard_tables:
                     con.execute(f"DROP TABLE IF EXISTS {staging_table(source, table)}")
+                    con.execute(f"DROP TABLE IF EXISTS {touched_table(source, table)}")
+                    self._marked.discard((source, table))
                 if dead:
                     self._append_dead_letters(dead, now)
                     if batch.staged:
@@ -624,7 +665,8 @@ class DuckDBSink:
                 )
             else:
                 good.append(event)
-        result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good)
+        touched = touched_table(source, table) if not staged and (source, table) in self._marked else None
+        result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good, touched)
         return result.applied, dead + result.dead, result.changelog
 
     def _append_changelog(
@@ -728,6 +770,7 @@ def resnapshot(apply: Any, batches: Iterable[Batch], source: str, tables: list[s
     The stream position is left as it is: replaying the log over a newer snapshot is harmless
     (full row images). With dead letters, the replica tables stay exactly as they were."""
     result = Resnapshot()
+    apply(Batch(mark_tables=[(source, t) for t in tables]))
     for batch in batches:
         stats = apply(batch)
         result.rows += stats.applied

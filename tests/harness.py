@@ -161,3 +161,55 @@ def assert_changelog_exactly_once(con: Any) -> dict[str, int]:
     ops = dict(con.execute("SELECT source || ':' || op, count(*) FROM cdc.changelog GROUP BY 1").fetchall())
     assert all(ops.get(f"{s}:{op}", 0) > 0 for s in ("psa", "erp") for op in ("c", "u", "d")), ops
     return ops
+
+
+@contextmanager
+def private_sandbox() -> Iterator[Settings]:
+    """A sandbox of the test's own (its tables do not disturb other tests' verify), stopped after."""
+    data_dir = make_data_dir()
+    settings = Settings(data_dir=data_dir)
+    try:
+        sandbox.up(settings)
+        yield settings
+    finally:
+        sandbox.down(settings)
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def start_capture(settings: Settings, *args: str) -> subprocess.Popen[str]:
+    """`coexist cdc run` in the background (stop it with SIGTERM)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")}
+    return subprocess.Popen(
+        [sys.executable, "-m", "coexist", "cdc", "run", "--json", *args],
+        cwd=settings.data_dir,
+        env=env | {"COEXIST_DATA_DIR": str(settings.data_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def replica_query(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
+    """Rows of a read-only query on the warehouse."""
+    import duckdb
+
+    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def dead_letters(settings: Settings) -> list[tuple[str, str]]:
+    return replica_query(settings, "SELECT table_name, reason FROM cdc.dead_letter ORDER BY received_at")
+
+
+def assert_verify_equal(settings: Settings, source: str, table: str) -> None:
+    """`cdc verify` finds `table` of `source` equal (what differs, column by column, otherwise)."""
+    import json
+
+    run = cli(settings.data_dir, "cdc", "verify", "--source", source, "--json", check=False)
+    assert run.returncode in (0, 1), run.stderr
+    diff = {d["table"]: d for d in json.loads(run.stdout)}[table]
+    if not diff["equal"]:
+        raise AssertionError("verify: " + json.dumps({k: v for k, v in diff.items() if v}))

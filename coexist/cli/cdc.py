@@ -10,7 +10,7 @@ import typer
 from coexist.cli.common import exit_process, read_warehouse, settings
 from coexist.cli.output import CsvOpt, JsonOpt, Output, err_console
 from coexist.config import Settings
-from core.errors import CompareFailed, Incomplete, SourceRefused, SourceUnavailable, UsageError
+from core.errors import CompareFailed, Incomplete, SourceRefused, SourceUnavailable, UsageError, WarehouseBusy
 
 app = typer.Typer(help="Change data capture into the DuckDB warehouse.", no_args_is_help=True)
 
@@ -280,6 +280,32 @@ def verify(source: SourceOpt = None, as_json: JsonOpt = False, as_csv: CsvOpt = 
         raise typer.Exit(1)
 
 
+def _resnapshot_online(out: Output, cfg: Settings, source: str, tables: list[str]) -> None:
+    """Ask the running capture to re-snapshot `tables` and wait for its answer."""
+    from cdc import requests
+
+    request = requests.submit(cfg.warehouse_path, source, tables)
+    with out.status(f"waiting for the running capture to re-snapshot {source}: {', '.join(tables)}"):
+        done = requests.wait(cfg.warehouse_path, request, timeout=3600)
+    if done is None:
+        raise Incomplete(f"the running capture did not take the request within an hour (request {request.id})")
+    if done.error:
+        raise SourceUnavailable(
+            f"source {source!r}: the re-snapshot failed: {done.error}; the replica was left as it was"
+        )
+    row = {"source": source, "tables": ", ".join(tables), "rows": done.rows, "dead_letters": done.dead_letters}
+    out.rows(
+        [row | {"swapped": done.dead_letters == 0}],
+        ["source", "tables", "rows", "dead_letters", "swapped"],
+        title="reloaded by the running capture",
+    )
+    if done.dead_letters:
+        raise Incomplete(
+            f"{source}: {done.dead_letters} row(s) did not decode (see cdc.dead_letter); "
+            "the replica tables were left as they were"
+        )
+
+
 @app.command("resnapshot")
 def resnapshot(
     table: Annotated[list[str] | None, typer.Argument(help="table(s) to reload; all when omitted")] = None,
@@ -289,7 +315,9 @@ def resnapshot(
 ) -> None:
     """Reload tables from a fresh consistent snapshot of the source (capture keeps its position).
 
-    Run it while `coexist cdc run` is stopped (DuckDB has one writer).
+    The tables load into staging and are swapped in only when every row decoded. While `coexist cdc
+    run` or `coexist run` holds the warehouse, the running capture does it (name the tables and the
+    source), streaming on meanwhile.
 
     Example: coexist cdc resnapshot customers --source erp
     """
@@ -310,7 +338,15 @@ def resnapshot(
     if source and source not in configured:
         raise UsageError(f"unknown source {source!r}; configured: {', '.join(configured)}")
     names = [source] if source else list(configured)
-    warehouse.connect(cfg.warehouse_path).close()  # a busy or damaged warehouse is reported before any work
+    try:
+        warehouse.connect(cfg.warehouse_path).close()  # a damaged warehouse is reported before any work
+    except WarehouseBusy:
+        if not (table and source):
+            raise UsageError(
+                "capture is running (it holds the warehouse): name the table(s) and --source, and it re-snapshots them"
+            ) from None
+        _resnapshot_online(out, cfg, source, table)
+        return
     sink = DuckDBSink(cfg.warehouse_path)
     reloaded: list[dict[str, Any]] = []
     try:

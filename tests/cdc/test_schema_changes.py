@@ -7,24 +7,19 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-import duckdb
 import pymysql
 import pytest
 
 from cdc.schema import parse_mysql_ddl, widens
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
-from tests.harness import cli, make_data_dir, pg_slot_active, wait_until
+from tests.harness import cli, pg_slot_active, private_sandbox, replica_query, start_capture, wait_until
 
 
 def test_mysql_ddl_statements_are_recognised() -> None:
@@ -88,10 +83,7 @@ def run(conn: pymysql.Connection, sql: str, args: Any = None) -> None:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Settings]:
-    data_dir = make_data_dir()
-    settings = Settings(data_dir=data_dir)
-    try:
-        sandbox.up(settings)
+    with private_sandbox() as settings:
         conn = connect(settings)
         for table, columns in TABLES.items():
             run(conn, f"CREATE TABLE {table} ({columns})")
@@ -100,9 +92,6 @@ def env() -> Iterator[Settings]:
                 run(conn, f"UPDATE {table} SET {columns.split(', ')[1].split()[0]} = id * 10")
         conn.close()
         yield settings
-    finally:
-        sandbox.down(settings)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 class Workload(threading.Thread):
@@ -132,26 +121,10 @@ class Workload(threading.Thread):
             conn.close()
 
 
-def replica(settings: Settings, sql: str) -> list[tuple[Any, ...]]:
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 @pytest.mark.slow
 def test_every_ddl_while_capture_runs_under_a_workload(env: Settings) -> None:
     cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "erp")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")}
-    capture = subprocess.Popen(
-        [sys.executable, "-m", "coexist", "cdc", "run", "--source", "erp", "--json"],
-        cwd=env.data_dir,
-        env=environ | {"COEXIST_DATA_DIR": str(env.data_dir)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    capture = start_capture(env, "--source", "erp")
     workload = Workload(env)
     try:
         workload.start()
@@ -199,19 +172,19 @@ def test_every_ddl_while_capture_runs_under_a_workload(env: Settings) -> None:
     verify = cli(env.data_dir, "cdc", "verify", "--source", "erp", "--json", check=False)
     unequal = [d for d in json.loads(verify.stdout) if not d["equal"]]
     assert verify.returncode == 0 and not unequal, unequal
-    changes = replica(env, "SELECT table_name, kind, detail FROM cdc.schema_changes ORDER BY applied_at")
+    changes = replica_query(env, "SELECT table_name, kind, detail FROM cdc.schema_changes ORDER BY applied_at")
     for table, kind, _ in DDL:
         assert any(t == table and k == kind for t, k, _ in changes), (table, kind, changes)
     # Old rows got their true values; renamed things kept theirs; dropped things are gone or archived.
-    assert replica(env, "SELECT count(*), min(x), max(x) FROM replica_erp.t_add") == [(50, 5, 5)]
-    assert replica(env, "SELECT count(*) FROM replica_erp.t_rename WHERE b2 IS NULL") == [(0,)]
-    assert replica(env, "SELECT v FROM replica_erp.t_widen WHERE id = 1") == [(9000000000,)]
-    assert replica(env, "SELECT id FROM replica_erp.t_trunc") == [(7,)]
-    archived = replica(env, "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'replica_erp_archive'")
+    assert replica_query(env, "SELECT count(*), min(x), max(x) FROM replica_erp.t_add") == [(50, 5, 5)]
+    assert replica_query(env, "SELECT count(*) FROM replica_erp.t_rename WHERE b2 IS NULL") == [(0,)]
+    assert replica_query(env, "SELECT v FROM replica_erp.t_widen WHERE id = 1") == [(9000000000,)]
+    assert replica_query(env, "SELECT id FROM replica_erp.t_trunc") == [(7,)]
+    archived = replica_query(env, "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'replica_erp_archive'")
     assert [a[0].split("__")[0] for a in archived] == ["t_drop"]
-    assert replica(env, "SELECT count(*) FROM replica_erp.t_new") == [(51,)]
-    assert replica(env, "SELECT count(*) FROM replica_erp.t_pk") == [(51,)]
-    assert "drop_me" not in [r[0] for r in replica(env, "DESCRIBE replica_erp.t_dropcol")]
+    assert replica_query(env, "SELECT count(*) FROM replica_erp.t_new") == [(51,)]
+    assert replica_query(env, "SELECT count(*) FROM replica_erp.t_pk") == [(51,)]
+    assert "drop_me" not in [r[0] for r in replica_query(env, "DESCRIBE replica_erp.t_dropcol")]
     status = json.loads(cli(env.data_dir, "cdc", "status", "--json").stdout)
     erp = next(s for s in status if s["source"] == "erp")
     assert len(erp["schema_changes"]) >= len(DDL), erp["schema_changes"]
@@ -268,15 +241,7 @@ def test_postgres_ddl_while_capture_runs_under_a_workload(env: Settings) -> None
                     "SELECT i, i * 10 FROM generate_series(1, 50) i"
                 )
     cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "psa")
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")}
-    capture = subprocess.Popen(
-        [sys.executable, "-m", "coexist", "cdc", "run", "--source", "psa", "--json"],
-        cwd=env.data_dir,
-        env=environ | {"COEXIST_DATA_DIR": str(env.data_dir)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    capture = start_capture(env, "--source", "psa")
     workload = PgWorkload(env)
     try:
         wait_until(lambda: pg_slot_active(env), 90, "PostgreSQL capture to stream")
@@ -318,8 +283,63 @@ def test_postgres_ddl_while_capture_runs_under_a_workload(env: Settings) -> None
     verify = cli(env.data_dir, "cdc", "verify", "--source", "psa", "--json", check=False)
     unequal = [d for d in json.loads(verify.stdout) if not d["equal"]]
     assert verify.returncode == 0 and not unequal, unequal
-    assert replica(env, "SELECT count(*), min(x), max(x) FROM replica_psa.p_add") == [(50, 5, 5)]
-    assert replica(env, "SELECT count(*) FROM replica_psa.p_rename WHERE b2 IS NULL") == [(0,)]
-    assert replica(env, "SELECT v FROM replica_psa.p_widen WHERE id = 1") == [(9000000000,)]
-    assert replica(env, "SELECT id FROM replica_psa.p_trunc") == [(7,)]
-    assert replica(env, "SELECT count(*) FROM replica_psa.p_pk") == [(51,)]
+    assert replica_query(env, "SELECT count(*), min(x), max(x) FROM replica_psa.p_add") == [(50, 5, 5)]
+    assert replica_query(env, "SELECT count(*) FROM replica_psa.p_rename WHERE b2 IS NULL") == [(0,)]
+    assert replica_query(env, "SELECT v FROM replica_psa.p_widen WHERE id = 1") == [(9000000000,)]
+    assert replica_query(env, "SELECT id FROM replica_psa.p_trunc") == [(7,)]
+    assert replica_query(env, "SELECT count(*) FROM replica_psa.p_pk") == [(51,)]
+
+
+@pytest.mark.slow
+def test_resnapshot_while_capture_runs_under_writes(env: Settings) -> None:
+    state = sandbox.require_state(env)
+    conn = connect(env)
+    run(conn, "CREATE TABLE o_busy (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+    run(conn, "INSERT INTO o_busy (v) SELECT seq FROM seq_1_to_2000")
+    with sandbox.pg_app_connect(state) as pg:
+        pg.execute("CREATE TABLE o_busy (id serial PRIMARY KEY, v int)")
+        pg.execute("INSERT INTO o_busy (v) SELECT i FROM generate_series(1, 2000) i")
+    cli(env.data_dir, "cdc", "run", "--until-idle")
+    capture = start_capture(env)
+    halt = threading.Event()
+
+    def writes() -> None:
+        rnd = random.Random(3)
+        my = connect(env)
+        with sandbox.pg_app_connect(state) as pg:
+            while not halt.is_set():
+                for execute, mark in ((lambda q, a: run(my, q, a), "%s"), (pg.execute, "%s")):
+                    execute(f"INSERT INTO o_busy (v) VALUES ({mark})", [rnd.randint(0, 9)])
+                    execute(f"UPDATE o_busy SET v = v + 1 WHERE id = {mark}", [rnd.randint(1, 2000)])
+                    execute(f"DELETE FROM o_busy WHERE id = {mark}", [rnd.randint(1, 2000)])
+                halt.wait(0.01)
+        my.close()
+
+    writer = threading.Thread(target=writes, daemon=True)
+    try:
+        wait_until(lambda: pg_slot_active(env), 90, "PostgreSQL capture to stream")
+        writer.start()
+        for source in ("erp", "psa"):
+            done = cli(env.data_dir, "cdc", "resnapshot", "o_busy", "--source", source, "--json", timeout=300)
+            assert json.loads(done.stdout)[0]["swapped"] is True, done.stdout
+        halt.set()
+        writer.join(timeout=30)
+        assert capture.poll() is None, capture.communicate()
+        capture.send_signal(signal.SIGTERM)
+        _, err = capture.communicate(timeout=60)
+    finally:
+        halt.set()
+        if capture.poll() is None:
+            capture.kill()
+    assert capture.returncode == 0, err
+    conn.close()
+    cli(env.data_dir, "cdc", "run", "--until-idle")
+    for source in ("erp", "psa"):
+        verify = cli(env.data_dir, "cdc", "verify", "--source", source, "--json", check=False)
+        diff = next(d for d in json.loads(verify.stdout) if d["table"] == "o_busy")
+        assert diff["equal"], diff
+    snapshot_reads = replica_query(
+        env,
+        "SELECT source, count(*) FROM cdc.changelog WHERE table_name = 'o_busy' AND snapshot = 'resnapshot' GROUP BY 1",
+    )
+    assert {s for s, n in snapshot_reads if n > 1000} == {"erp", "psa"}

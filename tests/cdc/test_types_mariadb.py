@@ -9,7 +9,6 @@ import datetime as dt
 import decimal
 import json
 import math
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -20,7 +19,7 @@ import pytest
 from cdc.verify import verify_source
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
-from tests.harness import cli, make_data_dir
+from tests.harness import assert_verify_equal, cli, dead_letters, private_sandbox
 
 COLUMNS = {
     "ti": "tinyint",
@@ -205,10 +204,7 @@ def insert(conn: pymysql.Connection, table: str, id_: int, row: dict[str, Any]) 
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Settings]:
-    data_dir = make_data_dir()
-    settings = Settings(data_dir=data_dir)
-    try:
-        sandbox.up(settings)
+    with private_sandbox() as settings:
         conn = connect(settings)
         with conn.cursor() as cur:
             cur.execute("SET SESSION sql_mode = ''")  # zero dates are what legacy ERPs hold
@@ -217,9 +213,6 @@ def env() -> Iterator[Settings]:
             cur.execute(f"CREATE TABLE types_keyless ({cols.replace('PRIMARY KEY', '')}, id int)")
         conn.close()
         yield settings
-    finally:
-        sandbox.down(settings)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- comparison, independent of verify
@@ -274,22 +267,6 @@ def assert_replica_holds_source(settings: Settings, table: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def verify_equal(settings: Settings, table: str) -> None:
-    run = cli(settings.data_dir, "cdc", "verify", "--source", "erp", "--json", check=False)
-    assert run.returncode in (0, 1), run.stderr
-    diff = {d["table"]: d for d in json.loads(run.stdout)}[table]
-    if not diff["equal"]:
-        raise AssertionError("verify: " + json.dumps({k: v for k, v in diff.items() if v}))
-
-
-def dead_letters(settings: Settings) -> list[tuple[str, str]]:
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    try:
-        return con.execute("SELECT table_name, reason FROM cdc.dead_letter ORDER BY received_at").fetchall()
-    finally:
-        con.close()
-
-
 # ---------------------------------------------------------------- the journey
 
 
@@ -303,8 +280,8 @@ def test_every_type_through_snapshot_binlog_and_resnapshot(env: Settings) -> Non
     cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "erp")
     assert_replica_holds_source(env, "types_matrix")
     assert_replica_holds_source(env, "types_keyless")
-    verify_equal(env, "types_matrix")
-    verify_equal(env, "types_keyless")
+    assert_verify_equal(env, "erp", "types_matrix")
+    assert_verify_equal(env, "erp", "types_keyless")
 
     for i, row in enumerate(EDGE_ROWS, start=11):
         insert(conn, "types_matrix", i, row)
@@ -323,12 +300,12 @@ def test_every_type_through_snapshot_binlog_and_resnapshot(env: Settings) -> Non
     cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "erp")
     for table in ("types_matrix", "types_keyless"):
         assert_replica_holds_source(env, table)
-        verify_equal(env, table)
+        assert_verify_equal(env, "erp", table)
 
     resnap = cli(env.data_dir, "cdc", "resnapshot", "types_matrix", "--source", "erp", "--json", check=False)
     assert resnap.returncode == 0 and json.loads(resnap.stdout)[0]["swapped"] is True, dead_letters(env)[-3:]
     assert_replica_holds_source(env, "types_matrix")
-    verify_equal(env, "types_matrix")
+    assert_verify_equal(env, "erp", "types_matrix")
     conn.close()
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 from cdc.verify import verify_source
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
-from tests.harness import cli, make_data_dir, pg_superuser
+from tests.harness import assert_verify_equal, cli, dead_letters, pg_superuser, private_sandbox
 
 COLUMNS = {
     "i2": "smallint",
@@ -223,10 +222,7 @@ def insert(conn: Any, table: str, id_: int, row: dict[str, str | None]) -> None:
 
 @pytest.fixture(scope="module")
 def env() -> Iterator[Settings]:
-    data_dir = make_data_dir()
-    settings = Settings(data_dir=data_dir)
-    try:
-        sandbox.up(settings)
+    with private_sandbox() as settings:
         with pg_superuser(settings) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS hstore")
             conn.execute("CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy')")
@@ -238,9 +234,6 @@ def env() -> Iterator[Settings]:
                 conn.execute(f"ALTER TABLE {table} OWNER TO {sandbox.APP_USER}")
             conn.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {sandbox.CDC_USER}")
         yield settings
-    finally:
-        sandbox.down(settings)
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- comparison, independent of verify
@@ -337,22 +330,6 @@ def assert_replica_holds_source(settings: Settings, table: str) -> None:
     assert not wrong, "\n".join(wrong)
 
 
-def verify_equal(settings: Settings, table: str) -> None:
-    run = cli(settings.data_dir, "cdc", "verify", "--source", "psa", "--json", check=False)
-    assert run.returncode in (0, 1), run.stderr
-    diffs = {d["table"]: d for d in json.loads(run.stdout)}
-    if not diffs[table]["equal"]:
-        raise AssertionError("verify: " + json.dumps({k: v for k, v in diffs[table].items() if v}))
-
-
-def dead_letters(settings: Settings) -> list[tuple[str, str]]:
-    con = duckdb.connect(str(settings.warehouse_path), read_only=True)
-    try:
-        return con.execute("SELECT table_name, reason FROM cdc.dead_letter ORDER BY received_at").fetchall()
-    finally:
-        con.close()
-
-
 # ---------------------------------------------------------------- the journey
 
 
@@ -365,7 +342,7 @@ def test_every_type_through_snapshot_stream_update_delete_and_resnapshot(env: Se
         insert(conn, "types_full", 9, TOAST_ROW)
     cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "psa")
     assert_replica_holds_source(env, "types_full")
-    verify_equal(env, "types_full")
+    assert_verify_equal(env, "psa", "types_full")
 
     # streamed: inserts of every edge row, an update of another column of a TOASTed row, a delete,
     # and a value no replica type can hold (dead letter; capture goes on); the same on a table
@@ -388,7 +365,7 @@ def test_every_type_through_snapshot_stream_update_delete_and_resnapshot(env: Se
     cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "psa")
     for table in ("types_full", "types_default"):
         assert_replica_holds_source(env, table)
-        verify_equal(env, table)
+        assert_verify_equal(env, "psa", table)
 
     # the TOASTed row's later update, with the replica as the only holder of the unchanged values
     with sandbox.pg_app_connect(state) as conn:
@@ -399,7 +376,7 @@ def test_every_type_through_snapshot_stream_update_delete_and_resnapshot(env: Se
     resnap = cli(env.data_dir, "cdc", "resnapshot", "types_full", "--source", "psa", "--json", check=False)
     assert resnap.returncode == 0 and json.loads(resnap.stdout)[0]["swapped"] is True, dead_letters(env)[-3:]
     assert_replica_holds_source(env, "types_full")
-    verify_equal(env, "types_full")
+    assert_verify_equal(env, "psa", "types_full")
 
 
 @pytest.mark.slow
