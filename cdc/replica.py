@@ -17,7 +17,7 @@ import orjson
 import pyarrow as pa
 
 from cdc.events import ChangeEvent, DeadLetter, dumps, json_default
-from cdc.types import ColumnType, is_unavailable, of_replica
+from cdc.types import UNAVAILABLE, UNAVAILABLE_B64, UNAVAILABLE_CODES, ColumnType, is_unavailable, of_replica
 from core.warehouse import literal, quote, registered
 
 
@@ -38,16 +38,30 @@ def empty_changelog() -> pa.Table:
     )
 
 
-def _prepared(row: dict[str, Any] | None, types: dict[str, ColumnType]) -> bytes | None:
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+
+
+def _prepared(row: dict[str, Any] | None, hooks: dict[str, Any]) -> bytes | None:
+    """The row image as JSON; only the columns with a `prepare` step are touched in Python."""
     if row is None:
         return None
-    out = {}
-    for name, value in row.items():
-        kind = types.get(name)
-        out[name] = (
-            kind.prepare(value) if kind is not None and kind.prepare is not None and value is not None else value
-        )
-    return orjson.dumps(out, default=json_default, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    if hooks:
+        row = dict(row)
+        for name, prepare in hooks.items():
+            value = row.get(name)
+            if value is not None:
+                row[name] = prepare(value)
+    return orjson.dumps(row, default=json_default, option=_JSON_OPTIONS)
+
+
+def _has_placeholder(row: dict[str, Any]) -> bool:
+    values = list(row.values())  # membership tests run in C; most rows have no placeholder at all
+    return (
+        UNAVAILABLE in values
+        or UNAVAILABLE_B64 in values
+        or UNAVAILABLE_CODES in values
+        or any(isinstance(v, list) and UNAVAILABLE in v for v in values if type(v) is list)
+    )
 
 
 def resolve_toast_in_batch(events: list[ChangeEvent], key_cols: list[str]) -> dict[int, list[str]]:
@@ -59,7 +73,7 @@ def resolve_toast_in_batch(events: list[ChangeEvent], key_cols: list[str]) -> di
     for i, event in enumerate(events):
         key = tuple(event.key.get(k) for k in key_cols)
         after = event.after
-        if after is not None and any(is_unavailable(v) for v in after.values()):
+        if after is not None and _has_placeholder(after):
             after = dict(after)
             still = []
             for col, value in after.items():
@@ -102,14 +116,15 @@ def apply_table(
     data_cols = [c for c in columns if not c.startswith("_cdc_")]
     kinds = {c: types.get(c) or of_replica(columns[c]) for c in data_cols}
     missing = resolve_toast_in_batch(events, key_cols)
+    hooks = {c: k.prepare for c, k in kinds.items() if k.prepare is not None}
     stage = pa.table(
         {
             "_seq": pa.array(range(len(events)), pa.int64()),
             "_op": pa.array([e.op for e in events], pa.string()),
             "_pos": pa.array([e.position for e in events], pa.string()),
             "_ts": pa.array([e.ts_ms for e in events], pa.int64()),
-            "_after": pa.array([_prepared(e.after, kinds) for e in events], pa.binary()),
-            "_before": pa.array([_prepared(e.before, kinds) for e in events], pa.binary()),
+            "_after": pa.array([_prepared(e.after, hooks) for e in events], pa.binary()),
+            "_before": pa.array([_prepared(e.before, hooks) for e in events], pa.binary()),
             "_toast": pa.array([missing.get(i) for i in range(len(events))], pa.list_(pa.string())),
         }
     )

@@ -560,7 +560,8 @@ class DuckDBSink:
                     wanted[name] = infer(value)
         for event in events:
             for name in event.row or {}:
-                wanted.setdefault(name, of_replica("VARCHAR"))
+                if name not in wanted:
+                    wanted[name] = of_replica("VARCHAR")
         return wanted
 
     def _ensure_table(
