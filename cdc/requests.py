@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
@@ -52,6 +53,16 @@ def pending(warehouse_path: Path, source: str) -> list[ResnapshotRequest]:
 def finish(warehouse_path: Path, request: ResnapshotRequest) -> None:
     request.done = True
     _write(folder(warehouse_path) / f"{request.id}.json", request)
+
+
+def status(warehouse_path: Path, request_id: str) -> ResnapshotRequest | None:
+    if not re.fullmatch(r"[0-9a-f]{12}", request_id):  # an id, never a path
+        return None
+    path = folder(warehouse_path) / f"{request_id}.json"
+    try:
+        return ResnapshotRequest(**json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def wait(warehouse_path: Path, request: ResnapshotRequest, timeout: float) -> ResnapshotRequest | None:

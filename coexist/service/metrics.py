@@ -1,7 +1,9 @@
 """Health and Prometheus metrics over HTTP, on loopback.
 
 `GET /metrics` is the Prometheus text format; `GET /healthz` is JSON (200 when every reader
-is running, 503 when one has stopped). The numbers live in a `CollectorRegistry` the service
+is running, 503 when one has stopped). Actions the service offers (`POST /cdc/resnapshot?source=S&
+table=T`, its state at `GET /cdc/resnapshot/ID`) need an `X-Coexist-Action` header, which a web page
+cannot send to another origin without asking first. The numbers live in a `CollectorRegistry` the service
 updates as batches commit and jobs finish, so a scrape never touches the warehouse.
 """
 
@@ -12,6 +14,7 @@ import json
 import logging
 import socket
 import threading
+import urllib.parse
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
@@ -95,9 +98,12 @@ class HttpServer:
         health: Callable[[], tuple[bool, dict[str, Any]]],
         timeout: float = 5.0,
         max_connections: int = 256,
+        actions: dict[str, Callable[[str, dict[str, list[str]]], tuple[int, dict[str, Any]]]] | None = None,
     ) -> None:
         self.metrics = metrics
         self.health = health
+        self.actions = actions or {}
+        """Path prefix -> handler(method, query) -> (status, JSON document)."""
         self.timeout = timeout
         self.max_connections = max_connections
         self.waiting: OrderedDict[asyncio.StreamWriter, None] = OrderedDict()
@@ -124,6 +130,16 @@ class HttpServer:
             self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             self.loop.close()
 
+    def _action(self, method: str, target: str, head: bytes) -> tuple[bytes, int, str] | None:
+        path, _, query = target.partition("?")
+        for prefix, handler in self.actions.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                if b"\r\nx-coexist-action:" not in head.lower():
+                    return b'{"error": "send the X-Coexist-Action header"}', 403, "application/json"
+                status, doc = handler(method, urllib.parse.parse_qs(query) | {"_path": [path[len(prefix) :]]})
+                return json.dumps(doc, default=str).encode(), status, "application/json"
+        return None
+
     def _route(self, path: str) -> tuple[bytes, int, str]:
         path = path.split("?")[0]
         if path == "/metrics":
@@ -141,11 +157,22 @@ class HttpServer:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
             parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-            if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+            action = self._action(parts[0], parts[1], head) if len(parts) >= 2 else None
+            if action is not None:
+                body, status, kind = action
+            elif len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
                 body, status, kind = b"only GET\n", 405, "text/plain"
             else:
                 body, status, kind = self._route(parts[1])
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[status]
+            reason = {
+                200: "OK",
+                202: "Accepted",
+                400: "Bad Request",
+                403: "Forbidden",
+                404: "Not Found",
+                405: "Method Not Allowed",
+                503: "Service Unavailable",
+            }[status]
             writer.write(
                 f"HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {len(body)}\r\n"
                 f"Connection: close\r\n\r\n".encode()

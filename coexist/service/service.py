@@ -18,7 +18,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from cdc.runner import Capture, Reader
@@ -61,7 +61,13 @@ class Service:
         self.stopping = threading.Event()
         self.started_at = time.time()
         self._dead_seen: dict[str, int] = {}
-        self.http = HttpServer(settings.service.http_host, settings.service.http_port, self.metrics, self.health)
+        self.http = HttpServer(
+            settings.service.http_host,
+            settings.service.http_port,
+            self.metrics,
+            self.health,
+            actions={"/cdc/resnapshot": self.resnapshot_request},
+        )
         self.scheduler = build_scheduler(settings)
         for name in self.capture.progress:
             self.metrics.reader_up.labels(name).set(1)
@@ -70,6 +76,25 @@ class Service:
                 reader.on_lag = lambda topic, part, lag: self.metrics.kafka_lag.labels(topic, str(part)).set(lag)
 
     # ------------------------------------------------------------ capture
+
+    def resnapshot_request(self, method: str, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        """`POST /cdc/resnapshot?source=S&table=T[&table=U]`: the running capture re-snapshots the
+        tables (see `cdc.requests`); `GET /cdc/resnapshot/ID` tells how it went."""
+        from cdc import requests
+
+        path = self.settings.warehouse_path
+        request_id = query.get("_path", [""])[0].strip("/")
+        if method == "GET" and request_id:
+            found = requests.status(path, request_id)
+            return (200, asdict(found)) if found is not None else (404, {"error": f"no request {request_id}"})
+        if method != "POST":
+            return 405, {"error": "POST to ask for a re-snapshot, GET /cdc/resnapshot/ID for its state"}
+        source = (query.get("source") or [""])[0]
+        tables = [t for t in query.get("table", []) if t]
+        if source not in self.capture.progress or not tables:
+            return 400, {"error": f"name a source ({', '.join(self.capture.progress)}) and at least one table"}
+        request = requests.submit(path, source, tables)
+        return 202, {"id": request.id, "state": f"/cdc/resnapshot/{request.id}"}
 
     def _on_batch(self, name: str, stats: ApplyStats) -> None:
         self.metrics.batches.labels(name).inc()

@@ -6,7 +6,9 @@ import json
 import logging
 import socket
 import threading
+import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +61,33 @@ def test_slow_and_broken_clients_are_closed_quietly(server: HttpServer, caplog: 
         assert response.status == 200
     assert healthz(server.port)[0] == 200
     assert "Traceback" not in caplog.text and all(r.levelno < logging.WARNING for r in caplog.records)
+
+
+def test_actions_need_their_header_and_answer_json(tmp_path: Path) -> None:
+    """A re-snapshot request through HTTP lands as a request file the running capture serves."""
+    from cdc import requests
+
+    warehouse = tmp_path / "warehouse.duckdb"
+
+    def resnapshot(method: str, query: dict[str, list[str]]) -> tuple[int, dict[str, str]]:
+        if method != "POST" or not query.get("table"):
+            return 400, {"error": "POST with a table"}
+        request = requests.submit(warehouse, query["source"][0], query["table"])
+        return 202, {"id": request.id}
+
+    http = HttpServer("127.0.0.1", 0, Metrics(), lambda: (True, {}), actions={"/cdc/resnapshot": resnapshot})
+    http.start()
+    try:
+        url = f"http://127.0.0.1:{http.port}/cdc/resnapshot?source=erp&table=customers"
+        with pytest.raises(urllib.error.HTTPError) as refused:  # a web page cannot add the header cross-site
+            urllib.request.urlopen(urllib.request.Request(url, method="POST"), timeout=5)
+        assert refused.value.code == 403
+        asked = urllib.request.Request(url, method="POST", headers={"X-Coexist-Action": "resnapshot"})
+        with urllib.request.urlopen(asked, timeout=5) as response:
+            assert response.status == 202
+            request_id = json.loads(response.read())["id"]
+        (pending,) = requests.pending(warehouse, "erp")
+        assert pending.id == request_id and pending.tables == ["customers"]
+        assert requests.status(warehouse, "../../etc/passwd") is None
+    finally:
+        http.stop()
