@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import orjson
 import pyarrow as pa
 
@@ -27,9 +28,15 @@ from cdc.replica import apply_table, empty_changelog
 from cdc.schema import SchemaChange, widens
 from cdc.types import MACROS, ColumnType, infer, is_unavailable, of_replica
 from core import warehouse
+from core.errors import TerminalError
 from core.warehouse import quote, transaction
 
 log = logging.getLogger("coexist.cdc.sink")
+
+
+class DataConflict(TerminalError):
+    """A batch contradicts the replica (a duplicate key): not a warehouse fault; a re-snapshot repairs it."""
+
 
 META_DDL = """
 CREATE SCHEMA IF NOT EXISTS cdc;
@@ -667,7 +674,14 @@ class DuckDBSink:
             else:
                 good.append(event)
         touched = touched_table(source, table) if not staged and (source, table) in self._marked else None
-        result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good, touched)
+        try:
+            result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good, touched)
+        except duckdb.ConstraintException as exc:
+            raise DataConflict(
+                f"table {source}.{table}: the replica cannot take this batch: {str(exc).splitlines()[0]}. "
+                "The warehouse is fine and nothing was applied; the replica table disagrees with its source "
+                f"about these keys. Run `coexist cdc resnapshot {table} --source {source}`, then capture again."
+            ) from None
         return result.applied, dead + result.dead, result.changelog
 
     def _append_changelog(
