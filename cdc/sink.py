@@ -23,10 +23,10 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from cdc.events import ChangeEvent, DeadLetter, dumps
+from cdc.events import ChangeEvent, DeadLetter, dumps, field_type
 from cdc.replica import apply_table, empty_changelog
 from cdc.schema import SchemaChange, widens
-from cdc.types import MACROS, ColumnType, infer, is_unavailable, of_replica
+from cdc.types import MACROS, ColumnType, connect_schema, infer, is_unavailable, of_replica
 from core import warehouse
 from core.errors import TerminalError
 from core.warehouse import quote, transaction
@@ -56,6 +56,9 @@ CREATE TABLE IF NOT EXISTS cdc.dead_letter (
 CREATE TABLE IF NOT EXISTS cdc.schema_changes (
     source VARCHAR, table_name VARCHAR, kind VARCHAR, ddl VARCHAR, detail JSON, position VARCHAR,
     applied_at TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS cdc.held (
+    source VARCHAR, txid VARCHAR, seq BIGINT, event JSON
 );
 CREATE TABLE IF NOT EXISTS cdc.table_stats (
     source VARCHAR, table_name VARCHAR, events BIGINT, dead_letters BIGINT, updated_at TIMESTAMPTZ,
@@ -110,6 +113,11 @@ class Batch:
     """Re-snapshots that did not: their staging tables are dropped and the replica stays as it was."""
     schema_changes: list[SchemaChange] = field(default_factory=list)
     """DDL, applied after this batch's events (a reader ends a batch at a DDL statement)."""
+    held: list[ChangeEvent] = field(default_factory=list)
+    """Changes of source transactions that have not ended yet: kept in `cdc.held` (on disk, however
+    large the transaction), applied when it ends, so a transaction is visible all at once."""
+    release: list[str] = field(default_factory=list)
+    """Transactions that end in this batch: their held changes apply first, in the same commit."""
     mark_tables: list[tuple[str, str]] = field(default_factory=list)
     """A re-snapshot of these tables is about to begin while capture goes on: from here until the
     swap, the keys the stream changes are collected, and at the swap those rows come from the replica."""
@@ -133,6 +141,55 @@ class _Partition:
     events: int = 0
     last_ts: int = 0
     highest: str = ""  # highest streaming (non-snapshot) position
+
+
+def _merge(into: dict[tuple[str, str], _Partition], more: dict[tuple[str, str], _Partition]) -> None:
+    for key, part in more.items():
+        mine = into.setdefault(key, _Partition())
+        mine.events += part.events
+        mine.last_ts = max(mine.last_ts, part.last_ts)
+        mine.highest = max(mine.highest, part.highest)
+
+
+def _event_document(event: ChangeEvent) -> dict[str, Any]:
+    columns = {n: connect_schema(k if isinstance(k, ColumnType) else of_replica(k)) for n, k in event.columns.items()}
+    return {
+        "source": event.source,
+        "table": event.table,
+        "op": event.op,
+        "key": event.key,
+        "before": event.before,
+        "after": event.after,
+        "position": event.position,
+        "ts_ms": event.ts_ms,
+        "partition": event.partition,
+        "source_info": event.source_info,
+        "transaction": event.transaction,
+        "columns": columns,
+    }
+
+
+def _event_from_document(doc: dict[str, Any], plans: dict[str, dict[str, ColumnType | str]]) -> ChangeEvent:
+    """A held change back; events of one schema share one columns dict (the sink groups by identity)."""
+    schema_text = dumps(doc["columns"])
+    columns = plans.get(schema_text)
+    if columns is None:
+        columns = plans[schema_text] = {n: field_type(f | {"field": n}) for n, f in doc["columns"].items()}
+    return ChangeEvent(
+        doc["source"],
+        doc["table"],
+        doc["op"],
+        doc["key"],
+        doc["before"],
+        doc["after"],
+        doc["position"],
+        doc["ts_ms"],
+        doc["partition"],
+        None,
+        doc["source_info"],
+        doc["transaction"],
+        columns,
+    )
 
 
 def _summarise(applied: list[ChangeEvent]) -> dict[tuple[str, str], _Partition]:
@@ -483,19 +540,24 @@ class DuckDBSink:
                     self._mark(source, table)
                 for source, table in batch.reset_tables:
                     self._fresh_staging(source, table)
-                by_table: dict[tuple[str, str], list[ChangeEvent]] = {}
-                for event in fresh:
-                    by_table.setdefault((event.source, event.table), []).append(event)
-                applied: list[ChangeEvent] = []
-                logs: list[pa.Table] = []
-                for (source, table), events in by_table.items():
-                    good, bad, log = self._apply_table(source, table, events, batch.staged)
-                    applied.extend(good)
-                    dead.extend(bad)
-                    logs.append(log)
-                stats.applied = len(applied)
-                if applied and not batch.staged:  # a re-snapshot is logged when it is swapped in
-                    self._append_changelog(applied, logs, batch_id, now)
+                summary: dict[tuple[str, str], _Partition] = {}
+                released = 0
+                for txid in batch.release:
+                    for chunk in self._held_chunks(txid):
+                        done, bad = self._apply_events(chunk, False, batch_id, now)
+                        released += len(done)
+                        dead.extend(bad)
+                        _merge(summary, _summarise(done))
+                        self._count(done, [], now)
+                    con.execute("DELETE FROM cdc.held WHERE txid = ?", [txid])
+                fresh_held = [
+                    e for e in batch.held if (p := positions.get((e.source, e.partition))) is None or e.position > p
+                ]
+                if fresh_held:
+                    self._hold(fresh_held)
+                applied, bad = self._apply_events(fresh, batch.staged, batch_id, now)
+                dead.extend(bad)
+                stats.applied = len(applied) + released
                 explicit = {c.table for c in batch.schema_changes}
                 for table, reshape in self._reshaped.items():
                     source = next(e.source for e in fresh if e.table == table)
@@ -516,7 +578,7 @@ class DuckDBSink:
                             key = (letter.source, letter.table or "")
                             self._staged_dead[key] = self._staged_dead.get(key, 0) + 1
                 self._count(applied if not batch.staged else [], dead, now)
-                summary = _summarise(applied)
+                _merge(summary, _summarise(applied))
                 self._flag_backfills(batch)
                 self._write_offsets(batch, summary, now)
                 max_ts = max((p.last_ts for p in summary.values()), default=None)
@@ -550,6 +612,54 @@ class DuckDBSink:
         self.publish_status()
         stats.reshaped = self._reshaped
         return stats
+
+    def _apply_events(
+        self, events: list[ChangeEvent], staged: bool, batch_id: str, now: dt.datetime
+    ) -> tuple[list[ChangeEvent], list[DeadLetter]]:
+        """Events of any tables, in order: each table's share applied set-based, the changelog written."""
+        by_table: dict[tuple[str, str], list[ChangeEvent]] = {}
+        for event in events:
+            by_table.setdefault((event.source, event.table), []).append(event)
+        applied: list[ChangeEvent] = []
+        dead: list[DeadLetter] = []
+        logs: list[pa.Table] = []
+        for (source, table), mine in by_table.items():
+            good, bad, log = self._apply_table(source, table, mine, staged)
+            applied.extend(good)
+            dead.extend(bad)
+            logs.append(log)
+        if applied and not staged:  # a re-snapshot is logged when it is swapped in
+            self._append_changelog(applied, logs, batch_id, now)
+        return applied, dead
+
+    def _hold(self, events: list[ChangeEvent]) -> None:
+        first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
+        rows = pa.table(
+            {
+                "source": [e.source for e in events],
+                "txid": [e.txid for e in events],
+                "seq": pa.array(range(first + 1, first + 1 + len(events)), pa.int64()),
+                "event": [dumps(_event_document(e)) for e in events],
+            }
+        )
+        self.con.register("_cx_held", rows)
+        try:
+            self.con.execute("INSERT INTO cdc.held SELECT * FROM _cx_held")
+        finally:
+            self.con.unregister("_cx_held")
+
+    def _held_chunks(self, txid: str, size: int = 20_000) -> Iterable[list[ChangeEvent]]:
+        """A held transaction's changes in order, a chunk at a time (memory stays bounded)."""
+        last = -1
+        plans: dict[str, dict[str, ColumnType | str]] = {}
+        while True:
+            rows = self.con.execute(
+                "SELECT seq, event FROM cdc.held WHERE txid = ? AND seq > ? ORDER BY seq LIMIT ?", [txid, last, size]
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [_event_from_document(orjson.loads(doc), plans) for _, doc in rows]
 
     @staticmethod
     def _wanted(events: list[ChangeEvent]) -> dict[str, ColumnType]:

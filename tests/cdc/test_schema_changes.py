@@ -13,6 +13,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import duckdb
 import pymysql
 import pytest
 
@@ -343,3 +344,48 @@ def test_resnapshot_while_capture_runs_under_writes(env: Settings) -> None:
         "SELECT source, count(*) FROM cdc.changelog WHERE table_name = 'o_busy' AND snapshot = 'resnapshot' GROUP BY 1",
     )
     assert {s for s, n in snapshot_reads if n > 1000} == {"erp", "psa"}
+
+
+@pytest.mark.slow
+def test_a_large_postgres_transaction_becomes_visible_at_once(env: Settings) -> None:
+    """150k rows in one transaction arrive in ~30 Debezium batches; what readers see (the status the
+    capture publishes after each commit) is never a part of it, and nothing stays held after."""
+    from cdc.sink import status_path
+
+    rows = 150_000
+    state = sandbox.require_state(env)
+    with sandbox.pg_app_connect(state) as pg:
+        pg.execute("CREATE TABLE big_tx (id int PRIMARY KEY, v text)")
+        pg.execute("INSERT INTO big_tx VALUES (0, 'seed')")
+    cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "psa")
+    capture = start_capture(env, "--source", "psa")
+    seen: set[int] = set()
+    try:
+        wait_until(lambda: pg_slot_active(env), 90, "PostgreSQL capture to stream")
+        with sandbox.pg_app_connect(state) as pg:
+            pg.execute("INSERT INTO big_tx SELECT i, md5(i::text) FROM generate_series(1, %s) i", [rows])
+
+        def applied() -> bool:
+            try:
+                con = duckdb.connect(str(status_path(env.warehouse_path)), read_only=True)
+            except duckdb.Error:
+                return False  # being replaced this instant
+            try:
+                found = con.execute(
+                    "SELECT coalesce(sum(events), 0) FROM cdc.table_stats WHERE table_name = 'big_tx'"
+                ).fetchall()[0][0]
+            finally:
+                con.close()
+            seen.add(int(found))
+            return int(found) >= rows + 1
+
+        wait_until(applied, 240, "the transaction to be applied", every=0.05)
+        capture.send_signal(signal.SIGTERM)
+        _, err = capture.communicate(timeout=60)
+    finally:
+        if capture.poll() is None:
+            capture.kill()
+    assert capture.returncode == 0, err
+    assert seen <= {1, rows + 1}, sorted(seen)  # the seed row alone, or all of the transaction
+    assert replica_query(env, "SELECT count(*) FROM replica_psa.big_tx") == [(rows + 1,)]
+    assert replica_query(env, "SELECT count(*) FROM cdc.held") == [(0,)]
