@@ -153,11 +153,11 @@ def assert_changelog_exactly_once(con: Any) -> dict[str, int]:
     dups = con.execute(
         "SELECT source, table_name, position, op, key, count(*) FROM cdc.changelog GROUP BY ALL HAVING count(*) > 1"
     ).fetchall()
-    assert dups == []
+    assert dups == [], dups
     snapshot_dups = con.execute(
         "SELECT source, table_name, key FROM cdc.changelog WHERE op = 'r' GROUP BY ALL HAVING count(*) > 1"
     ).fetchall()
-    assert snapshot_dups == []
+    assert snapshot_dups == [], snapshot_dups
     ops = dict(con.execute("SELECT source || ':' || op, count(*) FROM cdc.changelog GROUP BY 1").fetchall())
     assert all(ops.get(f"{s}:{op}", 0) > 0 for s in ("psa", "erp") for op in ("c", "u", "d")), ops
     return ops
