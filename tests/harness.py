@@ -213,3 +213,55 @@ def assert_verify_equal(settings: Settings, source: str, table: str) -> None:
     diff = {d["table"]: d for d in json.loads(run.stdout)}[table]
     if not diff["equal"]:
         raise AssertionError("verify: " + json.dumps({k: v for k, v in diff.items() if v}))
+
+
+def verify_misses(settings: Settings, source: str, table: str, columns: list[str]) -> list[tuple[str, int, list[str]]]:
+    """Alter one replica value per column (another row's different value, or NULL: the smallest
+    corruption), run verify in-process, roll back; the columns verify did not catch exactly."""
+    import duckdb
+
+    from cdc.verify import verify_source
+
+    config = sandbox.sandbox_sources(sandbox.require_state(settings))[source]
+    target = f"replica_{source}.{table}"
+    con = duckdb.connect(str(settings.warehouse_path))
+    try:
+        assert all(d.equal for d in verify_source(con, source, config) if d.table == table)
+        ids = [r[0] for r in con.execute(f"SELECT id FROM {target} ORDER BY id").fetchall()]
+        missed = []
+        for col in columns:
+            row = next(
+                (
+                    id_
+                    for id_ in ids
+                    if con.execute(
+                        f'SELECT count(*) FROM {target} WHERE "{col}" IS DISTINCT FROM '
+                        f'(SELECT "{col}" FROM {target} WHERE id = ?)',
+                        [id_],
+                    ).fetchall()[0][0]
+                ),
+                ids[0],
+            )
+            con.execute("BEGIN")
+            con.execute(
+                f'UPDATE {target} SET "{col}" = (SELECT "{col}" FROM {target} t '
+                f'WHERE t."{col}" IS DISTINCT FROM {table}."{col}" LIMIT 1) WHERE id = ?',
+                [row],
+            )
+            diff = next(d for d in verify_source(con, source, config) if d.table == table)
+            con.execute("ROLLBACK")
+            if diff.n_different != 1 or diff.columns != [col]:
+                missed.append((col, diff.n_different, diff.columns))
+        return missed
+    finally:
+        con.close()
+
+
+def stop_capture(capture: subprocess.Popen[str]) -> str:
+    """SIGTERM a background capture; its stderr once it has stopped cleanly."""
+    import signal
+
+    capture.send_signal(signal.SIGTERM)
+    _, err = capture.communicate(timeout=60)
+    assert capture.returncode == 0, err
+    return err
