@@ -255,13 +255,3 @@ def verify_misses(settings: Settings, source: str, table: str, columns: list[str
         return missed
     finally:
         con.close()
-
-
-def stop_capture(capture: subprocess.Popen[str]) -> str:
-    """SIGTERM a background capture; its stderr once it has stopped cleanly."""
-    import signal
-
-    capture.send_signal(signal.SIGTERM)
-    _, err = capture.communicate(timeout=60)
-    assert capture.returncode == 0, err
-    return err
