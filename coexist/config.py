@@ -20,6 +20,7 @@ from cdc.config import CdcSettings, PublishSettings, Source
 from core.cron import cron_trigger
 from core.errors import ConfigError
 from core.models import Strict
+from core.warehouse import Limits, configure
 from masterdata.model import Entity, builtin_entities
 from reconcile.engine import SQL_DIR
 from reconcile.rules import Rule, builtin_rules, missing_files
@@ -60,6 +61,22 @@ class AlertSettings(Strict):
     check_seconds: float = Field(default=15.0, gt=0)
 
 
+class DuckDBSettings(Strict):
+    """What the warehouse's writing connections may use. Beyond the memory limit DuckDB spills
+    joins and aggregates to the temp directory instead of failing or growing."""
+
+    memory_limit: str = Field(
+        default="1GB",
+        pattern=r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+        description="e.g. 1GB, 1536MB, 4GiB",
+    )
+    temp_directory: Path | None = Field(default=None, description="spill directory; <data_dir>/tmp when unset")
+    threads: int | None = Field(default=None, ge=1, description="worker threads; all cores when unset")
+
+    def limits(self, data_dir: Path) -> Limits:
+        return Limits(self.memory_limit.strip(), self.temp_directory or data_dir / "tmp", self.threads)
+
+
 class ServiceSettings(Strict):
     """`coexist run`: the long-running service."""
 
@@ -92,6 +109,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
+    duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings)
     config_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("sources", "reconciliations", "entities")
@@ -194,6 +212,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
     except ValidationError as exc:
         raise ConfigError(_format_errors(str(path or "environment"), exc)) from None
     settings.config_file = path
+    configure(settings.duckdb.limits(settings.data_dir))
     return settings
 
 

@@ -57,12 +57,14 @@ def reconcile(
     names: list[str] | None = None,
     trigger: str = "manual",
     on_start: Progress | None = None,
+    full: bool = False,
 ) -> list[RunResult]:
-    """Run the named reconciliations (all when None) and record breaks and history."""
+    """Run the named reconciliations (all when None) and record breaks and history; incrementally
+    where the rule allows (`reconcile.incremental`), unless `full`."""
     rules = settings.all_reconciliations()
     confine(con, settings)
     engine = Engine(con)
-    results = _each("reconciliation", rules, names, on_start, lambda name: engine.run(name, rules[name], trigger))
+    results = _each("reconciliation", rules, names, on_start, lambda name: engine.run(name, rules[name], trigger, full))
     views.install(con)
     return results
 

@@ -60,3 +60,9 @@ class Incomplete(TerminalError):
     """The work ran, but part of it could not be done (rows dead-lettered); nothing was half-applied."""
 
     exit_code = 1
+
+
+class GateFailed(TerminalError):
+    """The work ran and found what the caller asked to be stopped by (`reconcile run --fail-on`)."""
+
+    exit_code = 1

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,34 @@ import duckdb
 from core.errors import NotReady, WarehouseBusy, WarehouseError
 
 Connection = duckdb.DuckDBPyConnection
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a writing connection may use: DuckDB spills to `temp_directory` beyond `memory_limit`."""
+
+    memory_limit: str | None = None
+    temp_directory: Path | None = None
+    threads: int | None = None
+
+
+_limits = Limits()
+
+
+def configure(limits: Limits) -> None:
+    """Set the limits every writing connection of this process opens with (from the settings, once)."""
+    global _limits
+    _limits = limits
+
+
+def _apply_limits(con: Connection) -> None:
+    if _limits.memory_limit:
+        con.execute(f"SET memory_limit = {literal(_limits.memory_limit)}")
+    if _limits.temp_directory is not None:
+        _limits.temp_directory.mkdir(parents=True, exist_ok=True)
+        con.execute(f"SET temp_directory = {literal(str(_limits.temp_directory))}")
+    if _limits.threads:
+        con.execute(f"SET threads = {int(_limits.threads)}")
 
 
 def quote(name: str) -> str:
@@ -77,11 +106,18 @@ def _connect(path: Path, read_only: bool) -> Connection:
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # No replacement scans: a missing table must be an error, not a Python variable of the same name.
-        return duckdb.connect(str(path), read_only=read_only, config={"python_enable_replacements": False})
+        con = duckdb.connect(str(path), read_only=read_only, config={"python_enable_replacements": False})
     except duckdb.Error as exc:
         if is_busy(exc):
             raise WarehouseBusy(explain(exc, path)) from None
         raise WarehouseError(explain(exc, path)) from None
+    if not read_only:
+        try:
+            _apply_limits(con)
+        except (duckdb.Error, OSError) as exc:
+            con.close()
+            raise WarehouseError(f"the warehouse limits cannot be applied: {exc}") from None
+    return con
 
 
 def confine(con: Connection, allowed: list[Path]) -> None:

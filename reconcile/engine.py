@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from core.warehouse import literal, new_run_id, quote, transaction
+from reconcile import incremental
 from reconcile.rules import Rule
 
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
@@ -44,6 +45,9 @@ CREATE TABLE IF NOT EXISTS recon.break_state (
     resolved_run VARCHAR, resolved_at TIMESTAMPTZ, delta DOUBLE, left_values JSON, right_values JSON,
     details VARCHAR
 );
+ALTER TABLE recon.runs ADD COLUMN IF NOT EXISTS mode VARCHAR;
+ALTER TABLE recon.runs ADD COLUMN IF NOT EXISTS full_because VARCHAR;
+ALTER TABLE recon.runs ADD COLUMN IF NOT EXISTS watermark TIMESTAMPTZ;
 """
 
 
@@ -52,14 +56,81 @@ class RunResult:
     run_id: str
     recon: str
     seconds: float
-    left_rows: int
-    right_rows: int
-    matched: int
+    left_rows: int | None
+    """None on an incremental run, which reads only the rows of changed keys."""
+    right_rows: int | None
+    matched: int | None
     matched_by_fallback: int
     breaks: int
+    """Open breaks of the rule after this run."""
     new_breaks: int
     resolved_breaks: int
     counts_by_type: dict[str, int] = field(default_factory=dict)
+    mode: str = "full"
+    full_because: str | None = None
+
+
+def _measure_ok(rule: Rule, i: int, left: str, right: str) -> str:
+    m = rule.measures[i]
+    lv, rv = f"coalesce({left}.m{i}, 0)", f"coalesce({right}.m{i}, 0)"
+    return f"(abs({lv} - {rv}) <= greatest({m.abs_tol}, {m.rel_tol} * greatest(abs({lv}), abs({rv}))) + 1e-9)"
+
+
+def _attribute_ok(rule: Rule, i: int, left: str, right: str) -> str:
+    attribute = rule.attributes[i]
+    lv = f"{left}.a{i}"
+    if attribute.map:
+        cases = " ".join(f"WHEN {lv} = {literal(k)} THEN {literal(v)}" for k, v in attribute.map.items())
+        lv = f"(CASE {cases} ELSE {lv} END)"
+    return f"({lv} IS NOT DISTINCT FROM {right}.a{i})"
+
+
+@dataclass
+class _Plan:
+    """The column names and checks a rule compiles to, shared by the steps of a run."""
+
+    rule: Rule
+    line: bool = field(init=False)
+    keys: list[str] = field(init=False)
+    value_cols: list[str] = field(init=False)
+    ctx_cols: list[str] = field(init=False)
+    aggregates: str = field(init=False)
+    value_checks: list[tuple[str, str, str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        rule = self.rule
+        self.line = rule.grain == "line"
+        self.keys = [f"k{i}" for i in range(len(rule.keys) if self.line else len(rule.grain))]
+        nm, na, nf = len(rule.measures), len(rule.attributes), len(rule.fallback_keys or [])
+        self.value_cols = [f"m{i}" for i in range(nm)] + [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)]
+        self.ctx_cols = ["ctx_project", "ctx_period", "ctx_legal_entity"]
+        first = [
+            f"any_value({c}) AS {c}"
+            for c in [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)] + self.ctx_cols
+        ]
+        self.aggregates = ", ".join([f"sum(m{i}) AS m{i}" for i in range(nm)] + first)
+        checks = [(m.break_type, f"NOT {_measure_ok(rule, i, 'l', 'r')}", m.label) for i, m in enumerate(rule.measures)]
+        checks += [
+            (a.break_type, f"NOT {_attribute_ok(rule, i, 'l', 'r')}", a.label) for i, a in enumerate(rule.attributes)
+        ]
+        if rule.check_order:
+            order = {t: n for n, t in enumerate(rule.check_order)}
+            checks.sort(key=lambda c: order.get(c[0], len(order)))
+        self.value_checks = checks
+
+    def has_key(self, prefix: str) -> str:
+        """A line without a key matches nothing; a group is a group, NULL parts and all."""
+        return " AND ".join(f"{prefix}{k} IS NOT NULL" for k in self.keys) if self.line else "TRUE"
+
+    def same_key(self, left: str, right: str) -> str:
+        equal = "=" if self.line else "IS NOT DISTINCT FROM"
+        return " AND ".join(f"{left}.{k} {equal} {right}.{k}" for k in self.keys)
+
+    @property
+    def key_text(self) -> str:
+        if self.line:
+            return f"CASE WHEN {self.has_key('')} THEN concat_ws('|', {', '.join(self.keys)}) END"
+        return "concat_ws('|', " + ", ".join(f"coalesce(CAST({k} AS VARCHAR), '(null)')" for k in self.keys) + ")"
 
 
 class Engine:
@@ -116,209 +187,87 @@ class Engine:
             cols.append(f"CAST({pair[side]} AS VARCHAR) AS ctx_{name}" if pair else f"NULL::VARCHAR AS ctx_{name}")
         return f"SELECT {', '.join(cols)} FROM {rel} src"
 
-    def _ok(self, rule: Rule, i: int, left: str, right: str) -> str:
-        m = rule.measures[i]
-        lv, rv = f"coalesce({left}.m{i}, 0)", f"coalesce({right}.m{i}, 0)"
-        return f"(abs({lv} - {rv}) <= greatest({m.abs_tol}, {m.rel_tol} * greatest(abs({lv}), abs({rv}))) + 1e-9)"
-
-    def _attr_ok(self, rule: Rule, i: int, left: str, right: str) -> str:
-        attribute = rule.attributes[i]
-        lv = f"{left}.a{i}"
-        if attribute.map:
-            cases = " ".join(f"WHEN {lv} = {literal(k)} THEN {literal(v)}" for k, v in attribute.map.items())
-            lv = f"(CASE {cases} ELSE {lv} END)"
-        return f"({lv} IS NOT DISTINCT FROM {right}.a{i})"
-
     # ------------------------------------------------------------ run
 
-    def run(self, name: str, rule: Rule, trigger: str = "manual") -> RunResult:
-        """Compare, classify, record. Only break rows are materialised with their values and details."""
+    def run(self, name: str, rule: Rule, trigger: str = "manual", full: bool = False) -> RunResult:
+        """Compare, classify, record. Each input is scanned once for the comparison; only keys of
+        duplicated postings and the rows that break are materialised.
+
+        When the inputs are replica tables and the rule ran before, only the keys the CDC changelog
+        says changed are compared (`reconcile.incremental`); `full` compares everything."""
         con = self.con
         run_id = new_run_id()
         started_at = dt.datetime.now(dt.UTC)
         t0 = time.perf_counter()
-        line = rule.grain == "line"
-        n_keys = len(rule.keys) if line else len(rule.grain)
-        keys = [f"k{i}" for i in range(n_keys)]
-        nm, na, nf = len(rule.measures), len(rule.attributes), len(rule.fallback_keys or [])
-        has_key = " AND ".join(f"{k} IS NOT NULL" for k in keys)
+        plan = _Plan(rule)
 
-        for stale in ("_cx_left", "_cx_right", "_cx_left_agg", "_cx_right_agg"):
-            con.execute(f"DROP VIEW IF EXISTS {stale}")
-            con.execute(f"DROP TABLE IF EXISTS {stale}")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left AS {self._side(rule, 0)}")
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_right AS {self._side(rule, 1)}")
+        # The steps of the last run (a view or a table, by grain) go, whatever kind each was.
+        for stale, kind in con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = 'main' "
+            "AND table_catalog = 'temp' AND table_name IN ('_cx_left', '_cx_right', '_cx_left_agg', '_cx_right_agg')"
+        ).fetchall():
+            con.execute(f"DROP {'VIEW' if kind == 'VIEW' else 'TABLE'} {stale}")
+        sides = [self._side(rule, 0), self._side(rule, 1)]
+        scope = incremental.scope(con, name, rule.version(), sides, plan.keys, bool(rule.fallback_keys), full)
+        for side, sql in zip(("left", "right"), sides, strict=True):
+            if scope.incremental:
+                sql = (
+                    f"SELECT * FROM ({sql}) s WHERE EXISTS (SELECT 1 FROM _cx_affected a WHERE "
+                    f"{plan.same_key('a', 's')}) OR NOT ({plan.has_key('s.')})"
+                )
+            con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_{side} AS {sql}")
+        self._inputs(plan)
+        fallback_matched = self._fallback(plan)
+        self._compare(plan, fallback_matched)
+        self._breaks(plan, name)
 
-        value_cols = [f"m{i}" for i in range(nm)] + [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)]
-        ctx_cols = ["ctx_project", "ctx_period", "ctx_legal_entity"]
-        first = ", ".join(
-            f"any_value({c}) AS {c}" for c in [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)] + ctx_cols
-        )
-        summed = ", ".join(f"{'sum' if not line else 'any_value'}(m{i}) AS m{i}" for i in range(nm))
-        aggregates = ", ".join(x for x in (summed, first) if x)
-        # The right side is aggregated per key (a count above one is a duplicate posting); so is the
-        # left side for an aggregate grain. At line grain the left key is taken as unique, as a primary key is.
-        if line:
-            # Only the duplicated keys are aggregated (a key-only hash aggregate); the comparison then joins raw rows.
-            on = " AND ".join(f"r.{k} = d.{k}" for k in keys)
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _cx_dups AS
-                SELECT {", ".join(keys)}, count(*) AS _n FROM _cx_right WHERE {has_key}
-                GROUP BY {", ".join(keys)} HAVING count(*) > 1""")
-            con.execute(f"""
-                CREATE OR REPLACE TEMP VIEW _cx_right_agg AS
-                SELECT {", ".join(f"r.{k}" for k in keys)}, coalesce(d._n, 1) AS _n, r._id,
-                       {", ".join(f"r.{c}" for c in value_cols + ctx_cols)}
-                FROM _cx_right r LEFT JOIN _cx_dups d ON {on} WHERE {has_key.replace("k", "r.k")}""")
-        else:
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _cx_right_agg AS
-                SELECT {", ".join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
-                FROM _cx_right WHERE {has_key} GROUP BY {", ".join(keys)}""")
-        if line:
+        left_rows: int | None = None
+        right_rows: int | None = None
+        matched: int | None = None
+        if not scope.incremental:
+            left, right = (
+                con.execute(
+                    "SELECT (SELECT sum(_n) FROM _cx_left_agg), (SELECT sum(_n) FROM _cx_right_agg)"
+                ).fetchall()[0]
+                if not plan.line
+                else con.execute("SELECT (SELECT count(*) FROM _cx_left), (SELECT count(*) FROM _cx_right)").fetchall()[
+                    0
+                ]
+            )
+            left_rows, right_rows = int(left or 0), int(right or 0)
+            breaks_with_left = con.execute("SELECT count(*) FROM _cx_breaks WHERE l_n IS NOT NULL").fetchall()[0][0]
+            left_units = left_rows if plan.line else con.execute("SELECT count(*) FROM _cx_left_agg").fetchall()[0][0]
+            matched = max(0, int(left_units) - int(breaks_with_left) - int(fallback_matched))
+        new, resolved = self._record(name, run_id, started_at, plan if scope.incremental else None)
+        counts = dict(
             con.execute(
-                f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {', '.join(keys)}, 1 AS _n, _id, "
-                f"{', '.join(value_cols + ctx_cols)} FROM _cx_left WHERE {has_key}"
-            )
-        else:
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _cx_left_agg AS
-                SELECT {", ".join(keys)}, count(*) AS _n, min(_id) AS _id, {aggregates}
-                FROM _cx_left WHERE {has_key} GROUP BY {", ".join(keys)}""")
-
-        # Rows whose key is missing on the right may still be the same thing: match them on the
-        # fallback keys, one-to-one, when every measure agrees.
-        con.execute("CREATE OR REPLACE TEMP TABLE _cx_fallback (l_id VARCHAR, r_id VARCHAR)")
-        if nf and line:
-            fb = " AND ".join(f"l.f{i} = r.f{i}" for i in range(nf))
-            oks = " AND ".join(self._ok(rule, i, "l", "r") for i in range(nm)) or "TRUE"
-            part = ", ".join(f"f{i}" for i in range(nf))
-            con.execute(f"""
-                INSERT INTO _cx_fallback
-                WITH lu AS (SELECT * FROM _cx_left_agg a WHERE NOT EXISTS (
-                                SELECT 1 FROM _cx_right_agg b WHERE {" AND ".join(f"a.{k} = b.{k}" for k in keys)})
-                            QUALIFY count(*) OVER (PARTITION BY {part}) = 1),
-                     ru AS (SELECT * FROM _cx_right WHERE NOT ({has_key})
-                            QUALIFY count(*) OVER (PARTITION BY {part}) = 1)
-                SELECT CAST(l._id AS VARCHAR), CAST(r._id AS VARCHAR) FROM lu l JOIN ru r ON {fb} WHERE {oks}""")
-        fallback_matched = con.execute("SELECT count(*) FROM _cx_fallback").fetchall()[0][0]
-
-        checks: list[tuple[str, str]] = []
-        if line and rule.duplicates:
-            checks.append((rule.duplicate_type, "r._n > 1"))
-        if not line and rule.duplicates:
-            checks.append((f"duplicate_in_{rule.left_name.lower()}", "l._n > 1"))
-        checks.append((rule.missing_right_type, "r._n IS NULL"))
-        checks.append((rule.missing_left_type, "l._n IS NULL"))
-        value_checks = [
-            (m.break_type, f"NOT {self._ok(rule, i, 'l', 'r')}", m.label) for i, m in enumerate(rule.measures)
-        ]
-        value_checks += [
-            (a.break_type, f"NOT {self._attr_ok(rule, i, 'l', 'r')}", a.label) for i, a in enumerate(rule.attributes)
-        ]
-        if rule.check_order:
-            order = {t: n for n, t in enumerate(rule.check_order)}
-            value_checks.sort(key=lambda c: order.get(c[0], len(order)))
-        if not line:
-            checks = [c for c in checks if not c[0].startswith("duplicate_in_")]
-        case = " ".join(f"WHEN {cond} THEN {literal(bt)}" for bt, cond in checks)
-        case += " " + " ".join(f"WHEN {cond} THEN {literal(bt)}" for bt, cond, _ in value_checks)
-        fallback_filter = (
-            "WHERE l._id IS NULL OR CAST(l._id AS VARCHAR) NOT IN (SELECT l_id FROM _cx_fallback)"
-            if fallback_matched
-            else ""
+                "SELECT break_type, count(*) FROM recon.break_state WHERE recon = ? AND status = 'open' "
+                "GROUP BY 1 ORDER BY 1",
+                [name],
+            ).fetchall()
         )
-        # The comparison pass: one full outer join; only rows that break are kept.
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _cx_pairs AS
-            SELECT * FROM (
-                SELECT {", ".join(f"coalesce(l.{k}, r.{k}) AS {k}" for k in keys)},
-                       l._n AS l_n, r._n AS r_n, l._id AS l_id, r._id AS r_id,
-                       {", ".join(f"l.{c} AS l_{c}, r.{c} AS r_{c}" for c in value_cols + ctx_cols)},
-                       CASE {case} ELSE NULL END AS break_type
-                FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {" AND ".join(f"l.{k} = r.{k}" for k in keys)}
-                {fallback_filter}
-            ) WHERE break_type IS NOT NULL
-            QUALIFY row_number() OVER (PARTITION BY {", ".join(keys)} ORDER BY r_id) = 1 OR k0 IS NULL""")
-        left_rows = con.execute("SELECT count(*) FROM _cx_left").fetchall()[0][0]
-        right_rows = con.execute("SELECT count(*) FROM _cx_right").fetchall()[0][0] or 0
-
-        def side_values(prefix: str, n: str) -> str:
-            return (
-                "json_object("
-                + ", ".join(
-                    [f"{literal(m.label)}, {prefix}_m{i}" for i, m in enumerate(rule.measures)]
-                    + [f"{literal(a.label)}, {prefix}_a{i}" for i, a in enumerate(rule.attributes)]
-                    + [f"'rows', {n}"]
-                )
-                + ")"
-            )
-
-        details = (
-            (
-                "concat_ws('; ', "
-                + ", ".join(
-                    f"CASE WHEN l_n IS NOT NULL AND r_n IS NOT NULL AND {cond.replace('l.', 'l_').replace('r.', 'r_')} "
-                    f"THEN {literal(label + ': ' + bt)} END"
-                    for bt, cond, label in value_checks
-                )
-                + ")"
-            )
-            if value_checks
-            else "NULL"
-        )
-        delta = "coalesce(r_m0, 0) - coalesce(l_m0, 0)" if nm else "NULL"
-        key_text = f"concat_ws('|', {', '.join(keys)})"
-        dup_ids = (
-            f"(SELECT string_agg(CAST(x._id AS VARCHAR), ',' ORDER BY x._id) FROM _cx_right x "
-            f"WHERE {' AND '.join(f'x.{k} = p.{k}' for k in keys)})"
-        )
-        unkeyed_values = side_values("r", "1").replace("r_m", "r.m").replace("r_a", "r.a")
-        con.execute(
-            f"""
-            CREATE OR REPLACE TEMP TABLE _cx_breaks AS
-            WITH b AS (
-                SELECT nullif({key_text}, '') AS key, CAST(l_id AS VARCHAR) AS left_id,
-                       CASE WHEN r_n > 1 THEN {dup_ids} ELSE CAST(r_id AS VARCHAR) END AS right_id,
-                       break_type, {details} AS details, {delta} AS delta, l_n,
-                       {side_values("l", "l_n")} AS left_values, {side_values("r", "r_n")} AS right_values,
-                       coalesce(l_ctx_project, r_ctx_project) AS project,
-                       coalesce(l_ctx_period, r_ctx_period) AS period,
-                       coalesce(l_ctx_legal_entity, r_ctx_legal_entity) AS legal_entity
-                FROM _cx_pairs p
-                UNION ALL
-                SELECT NULL, NULL, CAST(r._id AS VARCHAR), {literal(rule.missing_left_type)}, NULL,
-                       {"r.m0" if nm else "NULL"}, NULL, json_object('rows', 0), {unkeyed_values},
-                       r.ctx_project, r.ctx_period, r.ctx_legal_entity
-                FROM _cx_right r WHERE NOT ({has_key.replace("k", "r.k")})
-                  AND CAST(r._id AS VARCHAR) NOT IN (SELECT r_id FROM _cx_fallback)
-            )
-            SELECT *, md5(concat_ws('|', ?, break_type, coalesce(key, ''),
-                                    CASE WHEN l_n IS NULL THEN coalesce(right_id, '') ELSE '' END)) AS break_id
-            FROM b""",
-            [name],
-        )
-        counts = dict(con.execute("SELECT break_type, count(*) FROM _cx_breaks GROUP BY 1 ORDER BY 1").fetchall())
-        breaks_with_left = con.execute("SELECT count(*) FROM _cx_breaks WHERE l_n IS NOT NULL").fetchall()[0][0]
-        left_keyed = left_rows if line else con.execute("SELECT count(*) FROM _cx_left_agg").fetchall()[0][0]
-        matched = max(0, int(left_keyed) - int(breaks_with_left) - int(fallback_matched))
-        new, resolved = self._record(name, run_id, started_at)
         seconds = time.perf_counter() - t0
+        mode = "incremental" if scope.incremental else "full"
         result = RunResult(
             run_id,
             name,
             seconds,
-            int(left_rows),
-            int(right_rows),
+            left_rows,
+            right_rows,
             matched,
             int(fallback_matched),
             sum(counts.values()),
             new,
             resolved,
             counts,
+            mode,
+            scope.full_because,
         )
         con.execute(
-            "INSERT INTO recon.runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL)",
+            """INSERT INTO recon.runs (run_id, recon, rule_version, started_at, finished_at, seconds, left_rows,
+                   right_rows, matched, matched_by_fallback, breaks, new_breaks, resolved_breaks, counts_by_type,
+                   trigger, status, error, mode, full_because, watermark)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'ok', NULL, ?, ?, ?)""",
             [
                 run_id,
                 name,
@@ -335,69 +284,230 @@ class Engine:
                 resolved,
                 json.dumps(counts),
                 trigger,
+                mode,
+                scope.full_because,
+                scope.watermark,
             ],
         )
         return result
 
-    def _record(self, name: str, run_id: str, now: dt.datetime) -> tuple[int, int]:
-        """Lifecycle: new breaks open, seen ones keep their first run, absent ones resolve."""
+    def _inputs(self, plan: _Plan) -> None:
+        """`_cx_left_agg` / `_cx_right_agg`: one row per line (line grain) or per group (aggregate grain),
+        with `_n`, the number of source rows behind it.
+
+        At line grain nothing is materialised but the keys posted more than once on the right (a
+        key-only aggregate: the one extra read, of the key columns alone); the left key is taken as
+        unique, as a primary key is. Rows without a key stay in: they match nothing and break as missing.
+        """
+        con, keys = self.con, plan.keys
+        group = ", ".join(keys)
+        if not plan.line:
+            for side in ("left", "right"):
+                con.execute(f"""
+                    CREATE OR REPLACE TEMP TABLE _cx_{side}_agg AS
+                    SELECT {group}, count(*) AS _n, min(_id) AS _id, {plan.aggregates}
+                    FROM _cx_{side} GROUP BY {group}""")
+            return
+        columns = ", ".join(plan.value_cols + plan.ctx_cols)
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {group}, 1 AS _n, _id, {columns} FROM _cx_left"
+        )
+        if not plan.rule.duplicates:
+            con.execute(
+                f"CREATE OR REPLACE TEMP VIEW _cx_right_agg AS SELECT {group}, 1 AS _n, _id, {columns} FROM _cx_right"
+            )
+            return
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _cx_dups AS
+            SELECT {group}, count(*) AS _n FROM _cx_right WHERE {plan.has_key("")}
+            GROUP BY {group} HAVING count(*) > 1""")
+        on = " AND ".join(f"r.{k} = d.{k}" for k in keys)
+        con.execute(f"""
+            CREATE OR REPLACE TEMP VIEW _cx_right_agg AS
+            SELECT {", ".join(f"r.{k}" for k in keys)}, coalesce(d._n, 1) AS _n, r._id,
+                   {", ".join(f"r.{c}" for c in plan.value_cols + plan.ctx_cols)}
+            FROM _cx_right r LEFT JOIN _cx_dups d ON {on}""")
+
+    def _fallback(self, plan: _Plan) -> int:
+        """Rows whose key is missing on the right may still be the same thing: match them on the
+        fallback keys, one-to-one, when every measure agrees. Returns how many matched."""
+        con, rule, keys = self.con, plan.rule, plan.keys
+        con.execute("CREATE OR REPLACE TEMP TABLE _cx_fallback (l_id VARCHAR, r_id VARCHAR)")
+        nf = len(rule.fallback_keys or [])
+        if not (nf and plan.line):
+            return 0
+        fb = " AND ".join(f"l.f{i} = r.f{i}" for i in range(nf))
+        oks = " AND ".join(_measure_ok(rule, i, "l", "r") for i in range(len(rule.measures))) or "TRUE"
+        part = ", ".join(f"f{i}" for i in range(nf))
+        con.execute(f"""
+            INSERT INTO _cx_fallback
+            WITH lu AS (SELECT * FROM _cx_left a WHERE {plan.has_key("a.")} AND NOT EXISTS (
+                            SELECT 1 FROM _cx_right b WHERE {" AND ".join(f"a.{k} = b.{k}" for k in keys)})
+                        QUALIFY count(*) OVER (PARTITION BY {part}) = 1),
+                 ru AS (SELECT * FROM _cx_right WHERE NOT ({plan.has_key("")})
+                        QUALIFY count(*) OVER (PARTITION BY {part}) = 1)
+            SELECT CAST(l._id AS VARCHAR), CAST(r._id AS VARCHAR) FROM lu l JOIN ru r ON {fb} WHERE {oks}""")
+        return int(con.execute("SELECT count(*) FROM _cx_fallback").fetchall()[0][0])
+
+    def _compare(self, plan: _Plan, fallback_matched: int) -> None:
+        """The comparison pass: one full outer join of the two sides; only rows that break are kept."""
+        rule, keys = plan.rule, plan.keys
+        checks: list[tuple[str, str]] = []
+        if rule.duplicates and plan.line:
+            checks.append((rule.duplicate_type, "r._n > 1"))
+        checks.append((rule.missing_right_type, "r._n IS NULL"))
+        checks.append((rule.missing_left_type, "l._n IS NULL"))
+        case = " ".join(f"WHEN {cond} THEN {literal(bt)}" for bt, cond in checks)
+        case += " " + " ".join(f"WHEN {cond} THEN {literal(bt)}" for bt, cond, _ in plan.value_checks)
+        where = ""
+        if fallback_matched:
+            where = (
+                "WHERE (l._id IS NULL OR CAST(l._id AS VARCHAR) NOT IN (SELECT l_id FROM _cx_fallback)) "
+                "AND (r._id IS NULL OR CAST(r._id AS VARCHAR) NOT IN (SELECT r_id FROM _cx_fallback))"
+            )
+        self.con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _cx_pairs AS
+            SELECT * FROM (
+                SELECT {", ".join(f"coalesce(l.{k}, r.{k}) AS {k}" for k in keys)},
+                       l._n AS l_n, r._n AS r_n, l._id AS l_id, r._id AS r_id,
+                       {", ".join(f"l.{c} AS l_{c}, r.{c} AS r_{c}" for c in plan.value_cols + plan.ctx_cols)},
+                       CASE {case} ELSE NULL END AS break_type
+                FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {plan.same_key("l", "r")}
+                {where}
+            ) WHERE break_type IS NOT NULL""")
+
+    def _breaks(self, plan: _Plan, name: str) -> None:
+        """`_cx_breaks`: one row per break with both sides' values, every failing check and its id.
+
+        A duplicated key's rows become one break listing every right row; a row without a key is a
+        break of its own, named by its row id."""
+        rule, keys = plan.rule, plan.keys
+
+        def side_values(prefix: str, n: str) -> str:
+            return (
+                f"CASE WHEN {n} IS NULL THEN json_object('rows', 0) ELSE json_object("
+                + ", ".join(
+                    [f"{literal(m.label)}, {prefix}_m{i}" for i, m in enumerate(rule.measures)]
+                    + [f"{literal(a.label)}, {prefix}_a{i}" for i, a in enumerate(rule.attributes)]
+                    + [f"'rows', {n}"]
+                )
+                + ") END"
+            )
+
+        details = (
+            "nullif(concat_ws('; ', "
+            + ", ".join(
+                f"CASE WHEN l_n IS NOT NULL AND r_n IS NOT NULL AND {cond.replace('l.', 'l_').replace('r.', 'r_')} "
+                f"THEN {literal(label + ': ' + bt)} END"
+                for bt, cond, label in plan.value_checks
+            )
+            + "), '')"
+            if plan.value_checks
+            else "NULL"
+        )
+        delta = "coalesce(r_m0, 0) - coalesce(l_m0, 0)" if rule.measures else "NULL"
+        partition = ", ".join(keys)
+        keyed = plan.has_key("")
+        if plan.line:
+            right_id = (
+                f"CASE WHEN r_n > 1 THEN string_agg(CAST(r_id AS VARCHAR), ',' ORDER BY r_id) "
+                f"OVER (PARTITION BY {partition}) ELSE CAST(r_id AS VARCHAR) END"
+            )
+        else:
+            right_id = (
+                "CASE WHEN r_n > 1 THEN (SELECT string_agg(CAST(x._id AS VARCHAR), ',' ORDER BY x._id) "
+                "FROM _cx_right x "
+                f"WHERE {plan.same_key('x', 'p')}) ELSE CAST(r_id AS VARCHAR) END"
+            )
+        self.con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE _cx_breaks AS
+            WITH b AS (
+                SELECT {plan.key_text} AS key,
+                       CAST(l_id AS VARCHAR) AS left_id, {right_id} AS right_id,
+                       break_type, {details} AS details, {delta} AS delta, l_n,
+                       {side_values("l", "l_n")} AS left_values, {side_values("r", "r_n")} AS right_values,
+                       coalesce(l_ctx_project, r_ctx_project) AS project,
+                       coalesce(l_ctx_period, r_ctx_period) AS period,
+                       coalesce(l_ctx_legal_entity, r_ctx_legal_entity) AS legal_entity
+                FROM _cx_pairs p
+                QUALIFY NOT ({keyed}) OR row_number() OVER (PARTITION BY {partition} ORDER BY r_id) = 1
+            )
+            , named AS (
+                SELECT *, md5(concat_ws('|', ?, break_type, coalesce(key, ''),
+                    CASE WHEN l_n IS NULL THEN coalesce(right_id, '')
+                         WHEN key IS NULL THEN 'L' || coalesce(left_id, '') ELSE '' END)) AS break_id
+                FROM b
+            ), counted AS (SELECT *, count(*) OVER (PARTITION BY break_id) AS _same FROM named)
+            SELECT * EXCLUDE (details, _same),
+                   CASE WHEN _same > 1
+                        THEN concat_ws('; ', nullif(details, ''), _same || ' rows without a key and with the same id')
+                        ELSE details END AS details
+            FROM counted
+            QUALIFY row_number() OVER (
+                PARTITION BY break_id ORDER BY CAST(left_values AS VARCHAR), CAST(right_values AS VARCHAR)) = 1""",
+            [name],
+        )
+
+    def _record(self, name: str, run_id: str, now: dt.datetime, scoped: _Plan | None) -> tuple[int, int]:
+        """Lifecycle: new breaks open, seen ones keep their first run, absent ones resolve.
+
+        `scoped` (an incremental run): only breaks of the changed keys (and of rows without a key,
+        which every run reads) can resolve or change; every other open break is carried over as it
+        was (its `last_seen_run` stays the last run that compared its key)."""
         con = self.con
+
+        def in_scope(table: str) -> str:
+            return f"({table}.key IS NULL OR {table}.key IN (SELECT key FROM _cx_scope))" if scoped else "TRUE"
+
+        if scoped:
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE _cx_scope AS SELECT DISTINCT {scoped.key_text} AS key FROM _cx_affected"
+            )
+        # The state rows this run writes, whole: DuckDB updates rows slowly once they carry earlier
+        # updates, so changed rows are deleted and inserted again (one transaction), never updated.
+        con.execute(
+            """
+            CREATE OR REPLACE TEMP TABLE _cx_state AS
+            SELECT b.break_id, ? AS recon, b.break_type, b.key, b.left_id, b.right_id, b.project, b.period,
+                   b.legal_entity, 'open' AS status,
+                   CASE WHEN s.status = 'open' THEN s.first_seen_run ELSE ? END AS first_seen_run,
+                   CASE WHEN s.status = 'open' THEN s.first_seen_at ELSE ?::TIMESTAMPTZ END AS first_seen_at,
+                   ? AS last_seen_run, ?::TIMESTAMPTZ AS last_seen_at, NULL::VARCHAR AS resolved_run,
+                   NULL::TIMESTAMPTZ AS resolved_at, b.delta, b.left_values, b.right_values, b.details
+            FROM _cx_breaks b LEFT JOIN recon.break_state s ON s.break_id = b.break_id""",
+            [name, run_id, now, run_id, now],
+        )
+        con.execute(
+            f"""
+            INSERT INTO _cx_state
+            SELECT * REPLACE ('resolved' AS status, ? AS resolved_run, ?::TIMESTAMPTZ AS resolved_at)
+            FROM recon.break_state s WHERE s.recon = ? AND s.status = 'open' AND {in_scope("s")}
+            AND NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = s.break_id)""",
+            [run_id, now, name],
+        )
         with transaction(con):
-            new = con.execute("""
-                SELECT count(*) FROM _cx_breaks b WHERE NOT EXISTS (
-                    SELECT 1 FROM recon.break_state s WHERE s.break_id = b.break_id AND s.status = 'open')
-            """).fetchall()[0][0]
-            resolved = con.execute(
-                """
-                SELECT count(*) FROM recon.break_state s WHERE s.recon = ? AND s.status = 'open'
-                AND NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = s.break_id)""",
-                [name],
-            ).fetchall()[0][0]
-            con.execute(
-                """
-                UPDATE recon.break_state SET status = 'resolved', resolved_run = ?, resolved_at = ?
-                WHERE recon = ? AND status = 'open'
-                AND NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = recon.break_state.break_id)
-            """,
-                [run_id, now, name],
+            new, resolved = con.execute(
+                "SELECT count(*) FILTER (WHERE status = 'open' AND first_seen_run = ?), "
+                "count(*) FILTER (WHERE status = 'resolved') FROM _cx_state",
+                [run_id],
+            ).fetchall()[0]
+            con.execute("DELETE FROM recon.break_state WHERE break_id IN (SELECT break_id FROM _cx_state)")
+            con.execute("INSERT INTO recon.break_state SELECT * FROM _cx_state")
+            listed = (
+                "_cx_state" if scoped else "recon.break_state WHERE recon = ? AND (status = 'open' OR resolved_run = ?)"
             )
+            # History: a full run lists every break open after it; an incremental run the breaks of the
+            # keys it compared (the others are as the last run listed them); both list what they resolved.
             con.execute(
-                """
-                INSERT INTO recon.break_state
-                SELECT break_id, ?, break_type, key, left_id, right_id, project, period, legal_entity, 'open',
-                       ?, ?, ?, ?, NULL, NULL, delta, left_values, right_values, details
-                FROM _cx_breaks
-                ON CONFLICT (break_id) DO UPDATE SET
-                    status = 'open', last_seen_run = excluded.last_seen_run, last_seen_at = excluded.last_seen_at,
-                    first_seen_run = CASE WHEN recon.break_state.status = 'open' THEN recon.break_state.first_seen_run
-                                          ELSE excluded.first_seen_run END,
-                    first_seen_at = CASE WHEN recon.break_state.status = 'open' THEN recon.break_state.first_seen_at
-                                         ELSE excluded.first_seen_at END,
-                    resolved_run = NULL, resolved_at = NULL, delta = excluded.delta,
-                    left_values = excluded.left_values, right_values = excluded.right_values,
-                    details = excluded.details
-            """,
-                [name, run_id, now, run_id, now],
-            )
-            con.execute(
-                """
-                INSERT INTO recon.breaks
-                SELECT ?, ?, b.break_id, b.break_type, b.key, b.left_id, b.right_id, b.left_values, b.right_values,
-                       NULL, b.delta, b.details, b.project, b.period, b.legal_entity,
-                       CASE WHEN s.first_seen_run = ? THEN 'new' ELSE 'open' END, s.first_seen_run, s.first_seen_at,
-                       date_diff('second', s.first_seen_at, ?::TIMESTAMPTZ) / 86400.0
-                FROM _cx_breaks b JOIN recon.break_state s USING (break_id)
-            """,
-                [run_id, name, run_id, now],
-            )
-            con.execute(
-                """
+                f"""
                 INSERT INTO recon.breaks
                 SELECT ?, recon, break_id, break_type, key, left_id, right_id, left_values, right_values, NULL, delta,
-                       details, project, period, legal_entity, 'resolved', first_seen_run, first_seen_at,
-                       date_diff('second', first_seen_at, ?::TIMESTAMPTZ) / 86400.0
-                FROM recon.break_state WHERE recon = ? AND resolved_run = ?
+                       details, project, period, legal_entity,
+                       CASE WHEN status = 'resolved' THEN 'resolved' WHEN first_seen_run = ? THEN 'new' ELSE 'open' END,
+                       first_seen_run, first_seen_at, date_diff('second', first_seen_at, ?::TIMESTAMPTZ) / 86400.0
+                FROM {listed}
             """,
-                [run_id, now, name, run_id],
+                [run_id, run_id, now] + ([] if scoped else [name, run_id]),
             )
         return int(new), int(resolved)

@@ -6,7 +6,8 @@ from typing import Any
 
 import duckdb
 
-from core.errors import NotReady
+from core.errors import NotReady, UsageError
+from reconcile.rules import Rule
 
 BREAK_COLUMNS = (
     "recon",
@@ -79,3 +80,50 @@ def runs(con: duckdb.DuckDBPyConnection, limit: int | None = 20) -> list[dict[st
         sql += " LIMIT ?"
         params.append(limit)
     return _records(con, sql, params)
+
+
+def check_gate(rules: dict[str, Rule], fail_on: list[str]) -> None:
+    """Every `--fail-on` condition names something these rules can report (a typo must not pass a gate)."""
+    known = {t for rule in rules.values() for t in rule.break_types()}
+    for condition in fail_on:
+        if condition not in ("new", "open") and condition not in known:
+            raise UsageError(
+                f"--fail-on {condition}: not 'new', 'open' or a break type of "
+                f"{', '.join(sorted(rules))} ({', '.join(sorted(known))})"
+            )
+
+
+def gate(
+    con: duckdb.DuckDBPyConnection, rules: dict[str, Rule], new_breaks: dict[str, int], fail_on: list[str]
+) -> list[str]:
+    """What a close pipeline is stopped by, one line each: `new` (breaks first seen in this run),
+    `open` (any open break), or a break type (an open break of that type), over the reconciliations
+    just run (`rules`, with their new-break counts). Empty when the gate passes."""
+    check_gate(rules, fail_on)
+    names = sorted(rules)
+    marks = ", ".join("?" for _ in names)
+    open_counts = {
+        (recon, break_type): int(n)
+        for recon, break_type, n in con.execute(
+            f"SELECT recon, break_type, count(*) FROM recon.break_state WHERE status = 'open' AND recon IN ({marks}) "
+            "GROUP BY ALL ORDER BY ALL",
+            names,
+        ).fetchall()
+    }
+    failures: list[str] = []
+    for condition in fail_on:
+        if condition == "new":
+            hits = {recon: n for recon, n in new_breaks.items() if n}
+            what = "new breaks"
+        elif condition == "open":
+            hits = {}
+            for (recon, _), n in open_counts.items():
+                hits[recon] = hits.get(recon, 0) + n
+            what = "open breaks"
+        else:
+            hits = {recon: n for (recon, break_type), n in open_counts.items() if break_type == condition}
+            what = f"open {condition} breaks"
+        if hits:
+            detail = ", ".join(f"{recon}: {n:,}" for recon, n in sorted(hits.items()))
+            failures.append(f"--fail-on {condition}: {sum(hits.values()):,} {what} ({detail})")
+    return failures

@@ -153,6 +153,14 @@ class Rule(Strict):
     def missing_right_type(self) -> str:
         return f"missing_in_{self.right_name.lower()}"
 
+    def break_types(self) -> list[str]:
+        """Every break type this rule can report."""
+        types = [self.missing_right_type, self.missing_left_type]
+        if self.duplicates and self.grain == "line":
+            types.append(self.duplicate_type)
+        types += [m.break_type for m in self.measures] + [a.break_type for a in self.attributes]
+        return list(dict.fromkeys(types))
+
     def version(self) -> str:
         """A hash of the rule's content: runs record which rule version produced them."""
         return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]

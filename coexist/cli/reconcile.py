@@ -9,6 +9,7 @@ import typer
 from coexist import tasks
 from coexist.cli.common import read_warehouse, settings, write_warehouse
 from coexist.cli.output import CsvOpt, JsonOpt, Output, err_console
+from core.errors import GateFailed
 from reconcile import history
 
 app = typer.Typer(help="Reconciliations between the PSA and the ERP (or any two datasets).", no_args_is_help=True)
@@ -25,18 +26,35 @@ def _limit(out: Output, asked: int | None, screen: int) -> int:
 @app.command("run")
 def run(
     name: Annotated[list[str] | None, typer.Argument(help="reconciliation(s) to run; all when omitted")] = None,
+    fail_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--fail-on",
+            help="exit 1 when the run finds: 'new' (breaks first seen now), 'open' (any open break) "
+            "or a break type (an open break of it); repeat for several",
+        ),
+    ] = None,
+    full: Annotated[
+        bool, typer.Option("--full", help="compare every row, not only the keys changed since the last run")
+    ] = False,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ) -> None:
     """Run reconciliations now and record their breaks and history.
 
+    A rule whose inputs are replica tables and that ran before compares only the keys the CDC
+    changelog says changed since (`mode` incremental); `--full` compares everything.
+
     Example: coexist reconcile run time invoices
+    Example, a period-close gate: coexist reconcile run --fail-on new --fail-on missing_in_erp --json
     """
     from rich.progress import Progress
 
     out = Output(as_json, as_csv)
     cfg = settings()
-    chosen = name or list(cfg.all_reconciliations())
+    rules = cfg.all_reconciliations()
+    chosen = name or list(rules)
+    history.check_gate({n: rules[n] for n in chosen if n in rules}, fail_on or [])
     con = write_warehouse()
     try:
         with Progress(console=err_console, transient=True, disable=not out.human) as progress:
@@ -45,7 +63,10 @@ def run(
             def started(recon: str) -> None:
                 progress.update(task, description=f"reconciling {recon}", completed=chosen.index(recon))
 
-            results = tasks.reconcile(con, cfg, name, on_start=started)
+            results = tasks.reconcile(con, cfg, name, on_start=started, full=full)
+        failures = history.gate(
+            con, {r.recon: rules[r.recon] for r in results}, {r.recon: r.new_breaks for r in results}, fail_on or []
+        )
     finally:
         con.close()
     out.rows(
@@ -59,6 +80,7 @@ def run(
                 "breaks": r.breaks,
                 "new": r.new_breaks,
                 "resolved": r.resolved_breaks,
+                "mode": r.mode,
                 "seconds": round(r.seconds, 2),
                 "by_type": r.counts_by_type,
             }
@@ -66,6 +88,8 @@ def run(
         ],
         title="reconciliation runs",
     )
+    if failures:
+        raise GateFailed("; ".join(failures))
 
 
 @app.command("runs")

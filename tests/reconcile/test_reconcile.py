@@ -191,6 +191,14 @@ measures = [{{ left = "qty", right = "quantity", abs_tol = 0.1, break_type = "qu
         ("missing_in_right", "5"),
         ("missing_in_left", "6"),
     }
+    # The close gate: nothing new on a second run, but open breaks of a named type stop the pipeline.
+    assert cli(data_dir, "reconcile", "run", "files", "--fail-on", "new").returncode == 0
+    gated = cli(data_dir, "reconcile", "run", "files", "--fail-on", "quantity_mismatch", "--json", check=False)
+    assert gated.returncode == 1, gated.stderr
+    assert "1 open quantity_mismatch breaks (files: 1)" in gated.stderr
+    assert json.loads(gated.stdout)[0]["breaks"] == 5
+    typo = cli(data_dir, "reconcile", "run", "files", "--fail-on", "quantity_mismatchh", check=False)
+    assert typo.returncode == 2 and "--fail-on quantity_mismatchh" in typo.stderr
     shutil.rmtree(data_dir, ignore_errors=True)
 
 
