@@ -17,6 +17,7 @@ from coexist.config import Settings
 from core import warehouse
 from core.errors import ConfigError, TerminalError, UsageError
 from masterdata.check import check
+from masterdata.resolve import DDL as MDM_DDL
 from masterdata.resolve import Resolver, ResolveResult
 from reconcile.engine import Engine, RunResult
 
@@ -63,6 +64,7 @@ def reconcile(
     where the rule allows (`reconcile.incremental`), unless `full`."""
     rules = settings.all_reconciliations()
     confine(con, settings)
+    con.execute(MDM_DDL)  # the built-in rules read mdm.xref (empty until master data runs: codes are used)
     engine = Engine(con)
     results = _each("reconciliation", rules, names, on_start, lambda name: engine.run(name, rules[name], trigger, full))
     views.install(con)

@@ -22,6 +22,9 @@ from core.warehouse import literal, new_run_id, quote, transaction
 from reconcile import incremental
 from reconcile.rules import Rule
 
+CONTEXT = ("project", "period", "legal_entity", "golden_project", "customer")
+"""What a break carries besides its values: where it belongs and whose it is (codes and golden ids)."""
+
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 
 HISTORY_DDL = """
@@ -48,6 +51,10 @@ CREATE TABLE IF NOT EXISTS recon.break_state (
 ALTER TABLE recon.runs ADD COLUMN IF NOT EXISTS mode VARCHAR;
 ALTER TABLE recon.runs ADD COLUMN IF NOT EXISTS full_because VARCHAR;
 ALTER TABLE recon.runs ADD COLUMN IF NOT EXISTS watermark TIMESTAMPTZ;
+ALTER TABLE recon.breaks ADD COLUMN IF NOT EXISTS golden_project VARCHAR;
+ALTER TABLE recon.breaks ADD COLUMN IF NOT EXISTS customer VARCHAR;
+ALTER TABLE recon.break_state ADD COLUMN IF NOT EXISTS golden_project VARCHAR;
+ALTER TABLE recon.break_state ADD COLUMN IF NOT EXISTS customer VARCHAR;
 """
 
 
@@ -103,7 +110,7 @@ class _Plan:
         self.keys = [f"k{i}" for i in range(len(rule.keys) if self.line else len(rule.grain))]
         nm, na, nf = len(rule.measures), len(rule.attributes), len(rule.fallback_keys or [])
         self.value_cols = [f"m{i}" for i in range(nm)] + [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)]
-        self.ctx_cols = ["ctx_project", "ctx_period", "ctx_legal_entity"]
+        self.ctx_cols = [f"ctx_{name}" for name in CONTEXT]
         first = [
             f"any_value({c}) AS {c}"
             for c in [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)] + self.ctx_cols
@@ -182,7 +189,7 @@ class Engine:
             cols.append(f"CAST({expr} AS VARCHAR) AS a{i}")
         for i, pair in enumerate(rule.fallback_keys or []):
             cols.append(f"CAST({pair[side]} AS VARCHAR) AS f{i}")
-        for name in ("project", "period", "legal_entity"):
+        for name in CONTEXT:
             pair = getattr(rule.context, name)
             cols.append(f"CAST({pair[side]} AS VARCHAR) AS ctx_{name}" if pair else f"NULL::VARCHAR AS ctx_{name}")
         return f"SELECT {', '.join(cols)} FROM {rel} src"
@@ -427,9 +434,7 @@ class Engine:
                        CAST(l_id AS VARCHAR) AS left_id, {right_id} AS right_id,
                        break_type, {details} AS details, {delta} AS delta, l_n,
                        {side_values("l", "l_n")} AS left_values, {side_values("r", "r_n")} AS right_values,
-                       coalesce(l_ctx_project, r_ctx_project) AS project,
-                       coalesce(l_ctx_period, r_ctx_period) AS period,
-                       coalesce(l_ctx_legal_entity, r_ctx_legal_entity) AS legal_entity
+                       {", ".join(f"coalesce(l_ctx_{c}, r_ctx_{c}) AS {c}" for c in CONTEXT)}
                 FROM _cx_pairs p
                 QUALIFY NOT ({keyed}) OR row_number() OVER (PARTITION BY {partition} ORDER BY r_id) = 1
             )
@@ -474,7 +479,8 @@ class Engine:
                    CASE WHEN s.status = 'open' THEN s.first_seen_run ELSE ? END AS first_seen_run,
                    CASE WHEN s.status = 'open' THEN s.first_seen_at ELSE ?::TIMESTAMPTZ END AS first_seen_at,
                    ? AS last_seen_run, ?::TIMESTAMPTZ AS last_seen_at, NULL::VARCHAR AS resolved_run,
-                   NULL::TIMESTAMPTZ AS resolved_at, b.delta, b.left_values, b.right_values, b.details
+                   NULL::TIMESTAMPTZ AS resolved_at, b.delta, b.left_values, b.right_values, b.details,
+                   b.golden_project, b.customer
             FROM _cx_breaks b LEFT JOIN recon.break_state s ON s.break_id = b.break_id""",
             [name, run_id, now, run_id, now],
         )
@@ -505,7 +511,8 @@ class Engine:
                 SELECT ?, recon, break_id, break_type, key, left_id, right_id, left_values, right_values, NULL, delta,
                        details, project, period, legal_entity,
                        CASE WHEN status = 'resolved' THEN 'resolved' WHEN first_seen_run = ? THEN 'new' ELSE 'open' END,
-                       first_seen_run, first_seen_at, date_diff('second', first_seen_at, ?::TIMESTAMPTZ) / 86400.0
+                       first_seen_run, first_seen_at, date_diff('second', first_seen_at, ?::TIMESTAMPTZ) / 86400.0,
+                       golden_project, customer
                 FROM {listed}
             """,
                 [run_id, run_id, now] + ([] if scoped else [name, run_id]),

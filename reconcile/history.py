@@ -19,6 +19,8 @@ BREAK_COLUMNS = (
     "project",
     "period",
     "legal_entity",
+    "golden_project",
+    "customer",
     "status",
     "first_seen_run",
     "details",

@@ -102,12 +102,17 @@ def expand_views(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
 
 
 def replica_inputs(con: duckdb.DuckDBPyConnection, statement: dict[str, Any]) -> list[tuple[str, str]] | str:
-    """The replica tables (schema, table) a parsed statement reads; a reason when it reads anything else."""
+    """The replica tables (schema, table) a parsed statement reads; a reason when it reads anything else.
+
+    Master data (`mdm.*`) is reference data: it is not in the changelog, but a run knows when it last
+    changed (`mdm.runs`), and `scope` runs fully after it did."""
     found: list[tuple[str, str]] = []
     for ref in _table_refs(statement):
         if ref.get("type") == "TABLE_FUNCTION":
             return "an input is read by a table function (a file), not from a replica table"
         schema, table = ref.get("schema_name") or "", ref["table_name"]
+        if schema == "mdm":
+            continue
         if not REPLICA_SCHEMA.fullmatch(schema):
             return f"input {'.'.join(x for x in (schema, table) if x)} is not a replica table"
         if (schema, table) not in found:
@@ -128,14 +133,22 @@ def substitute(con: duckdb.DuckDBPyConnection, statement: dict[str, Any], table:
     return sql
 
 
-def last_run(con: duckdb.DuckDBPyConnection, name: str) -> tuple[str | None, dt.datetime | None]:
-    """(rule version, changelog watermark) of the rule's last successful run."""
+def last_run(con: duckdb.DuckDBPyConnection, name: str) -> tuple[str | None, dt.datetime | None, dt.datetime | None]:
+    """(rule version, changelog watermark, start) of the rule's last successful run."""
     row = con.execute(
-        "SELECT rule_version, watermark FROM recon.runs WHERE recon = ? AND status = 'ok' "
+        "SELECT rule_version, watermark, started_at FROM recon.runs WHERE recon = ? AND status = 'ok' "
         "ORDER BY started_at DESC LIMIT 1",
         [name],
     ).fetchall()
-    return (row[0][0], row[0][1]) if row else (None, None)
+    return (row[0][0], row[0][1], row[0][2]) if row else (None, None, None)
+
+
+def _master_data_since(con: duckdb.DuckDBPyConnection, started: dt.datetime) -> bool:
+    try:
+        row = con.execute("SELECT max(run_at) FROM mdm.runs").fetchall()
+    except duckdb.CatalogException:
+        return False
+    return bool(row and row[0][0] is not None and row[0][0] >= started)
 
 
 def current_watermark(con: duckdb.DuckDBPyConnection) -> dt.datetime | None:
@@ -222,8 +235,8 @@ def scope(
         return Scope(watermark, "asked for (--full)")
     if watermark is None:
         return Scope(watermark, "no CDC changelog in this warehouse")
-    last_version, since = last_run(con, name)
-    if last_version is None or since is None:
+    last_version, since, started = last_run(con, name)
+    if last_version is None or since is None or started is None:
         return Scope(watermark, "no earlier run to continue from")
     if last_version != version:
         return Scope(watermark, "the rule changed since its last run")
@@ -241,6 +254,11 @@ def scope(
             inputs[n] = found
     except (ValueError, duckdb.Error) as exc:
         return Scope(watermark, f"the inputs' SQL cannot be analysed: {exc}")
+    reads_master_data = any(
+        (ref.get("schema_name") or "") == "mdm" for statement in statements for ref in _table_refs(statement)
+    )
+    if reads_master_data and _master_data_since(con, started):
+        return Scope(watermark, "master data changed since the last run")
     every = list(dict.fromkeys(t for found in inputs.values() for t in found))
     gap = _gap(con, every, since)
     if gap:

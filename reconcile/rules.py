@@ -102,6 +102,8 @@ class Context(Strict):
     project: tuple[str, str] | None = None
     period: tuple[str, str] | None = None
     legal_entity: tuple[str, str] | None = None
+    golden_project: tuple[str, str] | None = Field(default=None, description="the project's golden id (mdm.xref)")
+    customer: tuple[str, str] | None = Field(default=None, description="the customer's golden id (mdm.xref)")
 
 
 class Rule(Strict):

@@ -71,10 +71,12 @@ def breaks_by_type_and_age(con: duckdb.DuckDBPyConnection) -> str:
 
 
 def margin_psa_vs_erp(con: duckdb.DuckDBPyConnection, top: int = 15) -> str:
+    """One bar pair per project: the golden project once master data has run (all its codes together)."""
     if not _has(con, "analytics.margin_by_project_period"):
         return _empty("no margin data (the replicas are not there yet)")
     rows = con.execute(f"""
-        SELECT coalesce(max(project_code), max(proj_no)) || ' (' || currency || ')', sum(coalesce(psa_margin, 0)),
+        SELECT coalesce(max(golden_project) || ' ', '') || coalesce(max(project_code), max(proj_no))
+               || ' (' || currency || ')', sum(coalesce(psa_margin, 0)),
                sum(coalesce(erp_margin, 0)), sum(margin_delta) AS delta
         FROM analytics.margin_by_project_period GROUP BY project_key, currency
         ORDER BY abs(delta) DESC, 1 LIMIT {top}""").fetchall()

@@ -161,3 +161,78 @@ survivorship = [{{ field = "name", rule = "most_complete" }}]
         assert ids["1"] == ids["2"] != ids["3"] and golden == 2
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_a_duplicate_and_a_renumbered_erp_project_reconcile_as_one_golden_project(resolved: Settings) -> None:
+    """The margin and time rules key projects on their golden ids: an ERP project held twice (its
+    postings split across both numbers) and one renumbered (everything moved to a new number, one
+    posting left without its PSA reference, so only the fallback keys can match it) break while
+    master data has not seen the new numbers, and reconcile as one project once it has."""
+    data_dir = resolved.data_dir
+    cli(data_dir, "reconcile", "run", "margin", "time")
+    quiet = query(
+        resolved,
+        """SELECT x.source_id, x.golden_id FROM mdm.xref x
+           WHERE x.entity = 'project' AND x.source_system = 'erp'
+             AND (SELECT count(*) FROM mdm.xref y WHERE y.entity = 'project' AND y.golden_id = x.golden_id) = 2
+             AND NOT EXISTS (SELECT 1 FROM recon.break_state b WHERE b.status = 'open'
+                             AND (b.key LIKE x.golden_id || '|%' OR b.project = x.source_id))
+             AND (SELECT count(DISTINCT fiscal_period) FROM replica_erp.gl_entries g WHERE g.proj_no = x.source_id) >= 2
+             AND (SELECT count(*) FROM replica_erp.labor_postings l WHERE l.proj_no = x.source_id
+                  AND l.psa_entry_ref IS NOT NULL) >= 4
+           ORDER BY x.source_id LIMIT 2""",
+    )
+    assert len(quiet) == 2, "the seeded data has two ERP projects without breaks to work with"
+    (held_twice, golden_twice), (renumbered, golden_renumbered) = quiet
+    with sandbox.my_app_connect(sandbox.require_state(resolved)) as conn, conn.cursor() as cur:
+        for old, new in ((held_twice, "PX900001"), (renumbered, "PX900002")):
+            cur.execute(
+                "INSERT INTO projects (proj_no, cust_no, company_code, description, currency, status, start_date) "
+                "SELECT %s, cust_no, company_code, description, currency, status, start_date FROM projects "
+                "WHERE proj_no = %s",
+                (new, old),
+            )
+            share = "AND MOD(entry_id, 2) = 0" if old == held_twice else ""
+            cur.execute(f"UPDATE gl_entries SET proj_no = %s WHERE proj_no = %s {share}", (new, old))
+            share = "AND MOD(posting_id, 2) = 0" if old == held_twice else ""
+            cur.execute(f"UPDATE labor_postings SET proj_no = %s WHERE proj_no = %s {share}", (new, old))
+        cur.execute("DELETE FROM projects WHERE proj_no = %s", (renumbered,))
+        cur.execute(
+            "SELECT posting_id, psa_entry_ref FROM labor_postings WHERE proj_no = 'PX900002' "
+            "AND psa_entry_ref IS NOT NULL ORDER BY posting_id LIMIT 1"
+        )
+        unreferenced, entry = cur.fetchone()
+        cur.execute("UPDATE labor_postings SET psa_entry_ref = NULL WHERE posting_id = %s", (unreferenced,))
+    cli(data_dir, "cdc", "run", "--until-idle", "--source", "erp")
+
+    def open_breaks() -> tuple[int, int]:
+        margin = query(
+            resolved,
+            "SELECT count(*) FROM recon.break_state WHERE recon = 'margin' AND status = 'open' "
+            "AND (key LIKE ? OR key LIKE ? OR project IN ('PX900001', 'PX900002'))",
+            [f"{golden_twice}|%", f"{golden_renumbered}|%"],
+        )[0][0]
+        time = query(
+            resolved,
+            "SELECT count(*) FROM recon.break_state WHERE recon = 'time' AND status = 'open' "
+            "AND (key = ? OR right_id = ?)",
+            [str(entry), str(unreferenced)],
+        )[0][0]
+        return margin, time
+
+    cli(data_dir, "reconcile", "run", "margin", "time")
+    margin, time = open_breaks()
+    assert margin > 0 and time == 2, "with unknown numbers, the projects split and the posting finds no partner"
+    cli(data_dir, "masterdata", "run", "--entity", "project")
+    linked = dict(
+        query(resolved, "SELECT source_id, golden_id FROM mdm.xref WHERE source_id IN ('PX900001', 'PX900002')")
+    )
+    assert linked == {"PX900001": golden_twice, "PX900002": golden_renumbered}
+    cli(data_dir, "reconcile", "run", "margin", "time")
+    assert open_breaks() == (0, 0)
+    golden = query(
+        resolved,
+        "SELECT DISTINCT golden_project FROM recon.break_state WHERE recon = 'margin' AND golden_project IS NOT NULL",
+    )
+    assert golden, "margin breaks carry their golden project"
