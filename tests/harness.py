@@ -217,7 +217,10 @@ def assert_verify_equal(settings: Settings, source: str, table: str) -> None:
 
 def verify_misses(settings: Settings, source: str, table: str, columns: list[str]) -> list[tuple[str, int, list[str]]]:
     """Alter one replica value per column (another row's different value, or NULL: the smallest
-    corruption), run verify in-process, roll back; the columns verify did not catch exactly."""
+    corruption), run verify in-process, roll back; the columns verify did not catch exactly.
+
+    Columns are altered a batch at a time, each in a row of its own (as many as verify samples), so
+    one verify must name exactly the batch's columns and count exactly its rows."""
     import duckdb
 
     from cdc.verify import verify_source
@@ -229,29 +232,40 @@ def verify_misses(settings: Settings, source: str, table: str, columns: list[str
         assert all(d.equal for d in verify_source(con, source, config) if d.table == table)
         ids = [r[0] for r in con.execute(f"SELECT id FROM {target} ORDER BY id").fetchall()]
         missed = []
-        for col in columns:
-            row = next(
-                (
-                    id_
-                    for id_ in ids
-                    if con.execute(
-                        f'SELECT count(*) FROM {target} WHERE "{col}" IS DISTINCT FROM '
-                        f'(SELECT "{col}" FROM {target} WHERE id = ?)',
-                        [id_],
-                    ).fetchall()[0][0]
-                ),
-                ids[0],
-            )
+        todo = list(columns)
+        while todo:
+            batch: dict[str, object] = {}
+            for col in list(todo):
+                if len(batch) == min(10, len(ids)):
+                    break
+                row = next(
+                    (
+                        id_
+                        for id_ in ids
+                        if id_ not in batch.values()
+                        and con.execute(
+                            f'SELECT count(*) FROM {target} WHERE "{col}" IS DISTINCT FROM '
+                            f'(SELECT "{col}" FROM {target} WHERE id = ?)',
+                            [id_],
+                        ).fetchall()[0][0]
+                    ),
+                    None,
+                )
+                if row is None and batch:
+                    continue  # every row that could show this column's change is taken: next batch
+                batch[col] = row if row is not None else ids[0]
+                todo.remove(col)
             con.execute("BEGIN")
-            con.execute(
-                f'UPDATE {target} SET "{col}" = (SELECT "{col}" FROM {target} t '
-                f'WHERE t."{col}" IS DISTINCT FROM {table}."{col}" LIMIT 1) WHERE id = ?',
-                [row],
-            )
+            for col, row in batch.items():
+                con.execute(
+                    f'UPDATE {target} SET "{col}" = (SELECT "{col}" FROM {target} t '
+                    f'WHERE t."{col}" IS DISTINCT FROM {table}."{col}" LIMIT 1) WHERE id = ?',
+                    [row],
+                )
             diff = next(d for d in verify_source(con, source, config) if d.table == table)
             con.execute("ROLLBACK")
-            if diff.n_different != 1 or diff.columns != [col]:
-                missed.append((col, diff.n_different, diff.columns))
+            if diff.n_different != len(batch) or sorted(diff.columns) != sorted(batch):
+                missed.append((", ".join(batch), diff.n_different, diff.columns))
         return missed
     finally:
         con.close()

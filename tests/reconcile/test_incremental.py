@@ -146,7 +146,7 @@ class World:
         self.commit()
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("seed", [1, 2])
 def test_incremental_runs_equal_full_runs_under_random_changes(tmp_path: Path, seed: int) -> None:
     with DuckDBSink(tmp_path / "w.duckdb") as sink:
         world = World(sink, seed)
