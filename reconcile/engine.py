@@ -80,6 +80,8 @@ class RunResult:
 def _measure_ok(rule: Rule, i: int, left: str, right: str) -> str:
     m = rule.measures[i]
     lv, rv = f"coalesce({left}.m{i}, 0)", f"coalesce({right}.m{i}, 0)"
+    if not m.rel_tol:
+        return f"(abs({lv} - {rv}) <= {m.abs_tol + 1e-9!r})"
     return f"(abs({lv} - {rv}) <= greatest({m.abs_tol}, {m.rel_tol} * greatest(abs({lv}), abs({rv}))) + 1e-9)"
 
 
@@ -110,7 +112,8 @@ class _Plan:
         self.keys = [f"k{i}" for i in range(len(rule.keys) if self.line else len(rule.grain))]
         nm, na, nf = len(rule.measures), len(rule.attributes), len(rule.fallback_keys or [])
         self.value_cols = [f"m{i}" for i in range(nm)] + [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)]
-        self.ctx_cols = [f"ctx_{name}" for name in CONTEXT]
+        self.ctx_cols = [f"ctx_{name}" for name in CONTEXT if getattr(rule.context, name)]
+        """Only the context a rule has travels through the join; the rest is NULL in the breaks."""
         first = [
             f"any_value({c}) AS {c}"
             for c in [f"a{i}" for i in range(na)] + [f"f{i}" for i in range(nf)] + self.ctx_cols
@@ -191,7 +194,8 @@ class Engine:
             cols.append(f"CAST({pair[side]} AS VARCHAR) AS f{i}")
         for name in CONTEXT:
             pair = getattr(rule.context, name)
-            cols.append(f"CAST({pair[side]} AS VARCHAR) AS ctx_{name}" if pair else f"NULL::VARCHAR AS ctx_{name}")
+            if pair:
+                cols.append(f"CAST({pair[side]} AS VARCHAR) AS ctx_{name}")
         return f"SELECT {', '.join(cols)} FROM {rel} src"
 
     # ------------------------------------------------------------ run
@@ -434,7 +438,12 @@ class Engine:
                        CAST(l_id AS VARCHAR) AS left_id, {right_id} AS right_id,
                        break_type, {details} AS details, {delta} AS delta, l_n,
                        {side_values("l", "l_n")} AS left_values, {side_values("r", "r_n")} AS right_values,
-                       {", ".join(f"coalesce(l_ctx_{c}, r_ctx_{c}) AS {c}" for c in CONTEXT)}
+                       {
+                ", ".join(
+                    f"coalesce(l_ctx_{c}, r_ctx_{c}) AS {c}" if f"ctx_{c}" in plan.ctx_cols else f"NULL::VARCHAR AS {c}"
+                    for c in CONTEXT
+                )
+            }
                 FROM _cx_pairs p
                 QUALIFY NOT ({keyed}) OR row_number() OVER (PARTITION BY {partition} ORDER BY r_id) = 1
             )
