@@ -86,7 +86,7 @@ rule = Rule.model_validate({{
 warehouse.configure(DuckDBSettings().limits(Path(db).parent))
 con = warehouse.connect(db)
 t = time.perf_counter()
-result = Engine(con).run("bench", rule)
+result = Engine(con).run("bench_" + ("parquet" if left.endswith(".parquet") else "tables"), rule)
 wall = time.perf_counter() - t
 print(json.dumps({{"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                   "counts": result.counts_by_type}}))
@@ -96,6 +96,7 @@ PLAIN = """
 import json, resource, sys, time, duckdb
 left, right, db, memory = sys.argv[1:5]
 con = duckdb.connect(db)
+con.execute("SET enable_progress_bar = false")
 con.execute(f"SET memory_limit = '{{memory}}'")
 rel = lambda x: f"read_parquet('{{x}}')" if x.endswith(".parquet") else x
 t = time.perf_counter()

@@ -111,6 +111,7 @@ def _connect(path: Path, read_only: bool) -> Connection:
         if is_busy(exc):
             raise WarehouseBusy(explain(exc, path)) from None
         raise WarehouseError(explain(exc, path)) from None
+    con.execute("SET enable_progress_bar = false")  # DuckDB draws it on stdout: inside a command's --json output
     if not read_only:
         try:
             _apply_limits(con)
