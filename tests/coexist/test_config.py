@@ -134,6 +134,8 @@ RULE = (
             '[sources."psa.x"]\nkind = "postgres"\nport = 1\ndatabase = "p"\nuser = "u"\n',
             "sources: Value error, 'psa.x' is not a valid name",
         ),
+        ('[duckdb]\nmemory_limit = "lots"\n', "duckdb.memory_limit"),
+        ("[duckdb]\nthreads = 0\n", "duckdb.threads"),
     ],
 )
 def test_service_and_kafka_config_errors_name_the_key(tmp_path: Path, body: str, key: str) -> None:

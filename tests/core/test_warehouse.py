@@ -105,3 +105,19 @@ def test_confine_allows_the_named_directories_only(tmp_path: Path) -> None:
 )
 def test_glob_root(path: str, root: str) -> None:
     assert warehouse.glob_root(path) == Path(root)
+
+
+def test_writing_connections_open_with_the_configured_limits(tmp_path: Path) -> None:
+    from core.warehouse import Limits, configure
+
+    configure(Limits("300MB", tmp_path / "spill", 1))
+    try:
+        con = warehouse.connect(tmp_path / "w.duckdb")
+        limit, threads, spill = con.execute(
+            "SELECT current_setting('memory_limit'), current_setting('threads'), current_setting('temp_directory')"
+        ).fetchall()[0]
+        con.close()
+    finally:
+        configure(Limits())
+    assert limit.startswith("286.") and threads == 1 and spill == str(tmp_path / "spill")
+    assert (tmp_path / "spill").is_dir()
