@@ -176,6 +176,16 @@ def private_sandbox() -> Iterator[Settings]:
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+def my_connect(settings: Settings) -> Any:
+    """The sandbox's MariaDB as the application user (autocommit)."""
+    return sandbox.my_app_connect(sandbox.require_state(settings))
+
+
+def my_run(conn: Any, sql: str, args: Any = None) -> None:
+    with conn.cursor() as cur:
+        cur.execute(sql, args)
+
+
 def start_capture(settings: Settings, *args: str) -> subprocess.Popen[str]:
     """`coexist cdc run` in the background (stop it with SIGTERM)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")}

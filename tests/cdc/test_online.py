@@ -8,24 +8,15 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import duckdb
-import pymysql
 import pytest
 
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
 from tests.harness import cli, pg_slot_active, private_sandbox, replica_query, start_capture, wait_until
-
-
-def connect(settings: Settings) -> pymysql.Connection:
-    return sandbox.my_app_connect(sandbox.require_state(settings))
-
-
-def run(conn: pymysql.Connection, sql: str, args: Any = None) -> None:
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
+from tests.harness import my_connect as connect
+from tests.harness import my_run as run
 
 
 @pytest.fixture(scope="module")

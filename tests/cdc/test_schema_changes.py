@@ -11,7 +11,6 @@ import random
 import signal
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pymysql
 import pytest
@@ -20,6 +19,8 @@ from cdc.schema import parse_mysql_ddl, widens
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
 from tests.harness import cli, pg_slot_active, private_sandbox, replica_query, start_capture, wait_until
+from tests.harness import my_connect as connect
+from tests.harness import my_run as run
 
 
 def test_mysql_ddl_statements_are_recognised() -> None:
@@ -70,15 +71,6 @@ DDL = [
     ("t_created", "create_table", "CREATE TABLE t_created (id INT PRIMARY KEY, v VARCHAR(10))"),
     ("t_dropcol", "alter", "ALTER TABLE t_dropcol DROP COLUMN drop_me"),
 ]
-
-
-def connect(settings: Settings) -> pymysql.Connection:
-    return sandbox.my_app_connect(sandbox.require_state(settings))
-
-
-def run(conn: pymysql.Connection, sql: str, args: Any = None) -> None:
-    with conn.cursor() as cur:
-        cur.execute(sql, args)
 
 
 @pytest.fixture(scope="module")
