@@ -77,6 +77,11 @@ class RunResult:
     full_because: str | None = None
 
 
+def _more(columns: list[str]) -> str:
+    """`, a, b` to follow a SELECT list's fixed columns; nothing when there are none."""
+    return "".join(f", {c}" for c in columns)
+
+
 def _measure_ok(rule: Rule, i: int, left: str, right: str) -> str:
     m = rule.measures[i]
     lv, rv = f"coalesce({left}.m{i}, 0)", f"coalesce({right}.m{i}, 0)"
@@ -316,16 +321,14 @@ class Engine:
             for side in ("left", "right"):
                 con.execute(f"""
                     CREATE OR REPLACE TEMP TABLE _cx_{side}_agg AS
-                    SELECT {group}, count(*) AS _n, min(_id) AS _id, {plan.aggregates}
+                    SELECT {group}, count(*) AS _n, min(_id) AS _id{_more([plan.aggregates] if plan.aggregates else [])}
                     FROM _cx_{side} GROUP BY {group}""")
             return
-        columns = ", ".join(plan.value_cols + plan.ctx_cols)
-        con.execute(
-            f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {group}, 1 AS _n, _id, {columns} FROM _cx_left"
-        )
+        columns = _more(plan.value_cols + plan.ctx_cols)
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {group}, 1 AS _n, _id{columns} FROM _cx_left")
         if not plan.rule.duplicates:
             con.execute(
-                f"CREATE OR REPLACE TEMP VIEW _cx_right_agg AS SELECT {group}, 1 AS _n, _id, {columns} FROM _cx_right"
+                f"CREATE OR REPLACE TEMP VIEW _cx_right_agg AS SELECT {group}, 1 AS _n, _id{columns} FROM _cx_right"
             )
             return
         con.execute(f"""
@@ -335,8 +338,8 @@ class Engine:
         on = " AND ".join(f"r.{k} = d.{k}" for k in keys)
         con.execute(f"""
             CREATE OR REPLACE TEMP VIEW _cx_right_agg AS
-            SELECT {", ".join(f"r.{k}" for k in keys)}, coalesce(d._n, 1) AS _n, r._id,
-                   {", ".join(f"r.{c}" for c in plan.value_cols + plan.ctx_cols)}
+            SELECT {", ".join(f"r.{k}" for k in keys)}, coalesce(d._n, 1) AS _n,
+                   r._id{_more([f"r.{c}" for c in plan.value_cols + plan.ctx_cols])}
             FROM _cx_right r LEFT JOIN _cx_dups d ON {on}""")
 
     def _fallback(self, plan: _Plan) -> int:
@@ -376,12 +379,13 @@ class Engine:
                 "WHERE (l._id IS NULL OR CAST(l._id AS VARCHAR) NOT IN (SELECT l_id FROM _cx_fallback)) "
                 "AND (r._id IS NULL OR CAST(r._id AS VARCHAR) NOT IN (SELECT r_id FROM _cx_fallback))"
             )
+        carried = plan.value_cols + plan.ctx_cols
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _cx_pairs AS
             SELECT * FROM (
                 SELECT {", ".join(f"coalesce(l.{k}, r.{k}) AS {k}" for k in keys)},
-                       l._n AS l_n, r._n AS r_n, l._id AS l_id, r._id AS r_id,
-                       {", ".join(f"l.{c} AS l_{c}, r.{c} AS r_{c}" for c in plan.value_cols + plan.ctx_cols)},
+                       l._n AS l_n, r._n AS r_n, l._id AS l_id,
+                       r._id AS r_id{_more([f"l.{c} AS l_{c}, r.{c} AS r_{c}" for c in carried])},
                        CASE {case} ELSE NULL END AS break_type
                 FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {plan.same_key("l", "r")}
                 {where}
