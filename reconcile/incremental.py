@@ -101,7 +101,7 @@ def expand_views(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     raise ValueError("views nest more than 16 deep")
 
 
-def replica_inputs(con: duckdb.DuckDBPyConnection, statement: dict[str, Any]) -> list[tuple[str, str]] | str:
+def replica_inputs(statement: dict[str, Any]) -> list[tuple[str, str]] | str:
     """The replica tables (schema, table) a parsed statement reads; a reason when it reads anything else.
 
     Master data (`mdm.*`) is reference data: it is not in the changelog, but a run knows when it last
@@ -247,7 +247,7 @@ def scope(
     try:
         for n, sql in enumerate(sides):
             statement = expand_views(con, sql)
-            found = replica_inputs(con, statement)
+            found = replica_inputs(statement)
             if isinstance(found, str):
                 return Scope(watermark, found)
             statements.append(statement)
