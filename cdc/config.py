@@ -47,6 +47,10 @@ class PostgresSource(_DatabaseSource):
     schema_name: str = Field(default="public", alias="schema")
     slot_name: str = "coexist"
     publication: str = "coexist_pub"
+    ddl_table: str = Field(
+        default="coexist_ddl",
+        description="log table of the DDL event triggers (`coexist cdc setup-ddl`): read, never replicated",
+    )
 
     def url(self) -> str:
         return f"postgresql://{self.user}@{self.host}:{self.port}/{self.database}"

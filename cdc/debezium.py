@@ -20,6 +20,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +28,10 @@ import orjson
 import psycopg
 
 from cdc.config import PostgresSource
-from cdc.events import DeadLetter, DebeziumDecoder, DecodeError, transaction_id
+from cdc.events import ChangeEvent, DeadLetter, DebeziumDecoder, DecodeError, transaction_id
+from cdc.pgddl import schema_change
 from cdc.pgsnapshot import pg_snapshot
+from cdc.schema import SchemaChange
 from cdc.sink import Batch, Offset, Reshape
 from core.errors import SourceUnavailable
 
@@ -49,6 +52,13 @@ def transaction_marker(value_text: str | None) -> tuple[str, str] | None:
     if not isinstance(payload, dict) or payload.get("status") not in ("BEGIN", "END"):
         return None
     return str(payload["status"]), transaction_id(payload.get("id"))
+
+
+@dataclass(frozen=True, slots=True)
+class _End:
+    """Debezium's END record of a source transaction."""
+
+    txid: str
 
 
 class ConnectorFailed(SourceUnavailable):
@@ -109,6 +119,7 @@ class DebeziumPostgresReader:
         extra_properties: dict[str, str] | None = None,
         startup_grace: float = 4.0,
         dropped_columns: str = "drop",
+        dropped_tables: str = "archive",
     ) -> None:
         self.name = name
         self.config = config
@@ -121,6 +132,7 @@ class DebeziumPostgresReader:
         self.decoder = DebeziumDecoder(name)
         self.offsets_file = state_dir / f"{name}.offsets.dat"
         self.dropped_columns = dropped_columns
+        self.dropped_tables = dropped_tables
 
     # ------------------------------------------------------------ configuration
 
@@ -163,7 +175,7 @@ class DebeziumPostgresReader:
             "errors.retry.delay.initial.ms": "500",
         }
         if tables:
-            props["table.include.list"] = ",".join(f"{cfg.schema_name}.{t}" for t in tables)
+            props["table.include.list"] = ",".join(f"{cfg.schema_name}.{t}" for t in [*tables, cfg.ddl_table])
         props.update(self.extra_properties)
         return props
 
@@ -284,15 +296,13 @@ class DebeziumPostgresReader:
             )
 
     def _to_batches(self, records: list[Any], state: dict[str, Any]) -> list[Batch]:
-        """The records Debezium handed over, as the sink's batch.
+        """The records Debezium handed over, as the sink's batches.
 
         With Debezium's transaction metadata, changes of a transaction whose END is not among these
         records are held (on disk, by the sink) and released when it ends: a source transaction of
-        any size becomes visible in the replica at once."""
-        batch = Batch()
-        last_position: str | None = None
-        ended: set[str] = set()
-        decoded = []
+        any size becomes visible in the replica at once. A DROP or RENAME TABLE (a row of the DDL log,
+        `cdc.pgddl`) ends a batch, so it applies after the changes before it and before those after."""
+        segments: list[tuple[list[Any], SchemaChange | None]] = [([], None)]
         for record in records:
             key_json = record.key()
             value_json = record.value()
@@ -301,18 +311,43 @@ class DebeziumPostgresReader:
             if str(record.destination()).endswith(".transaction"):
                 marker = transaction_marker(value_text)
                 if marker is not None and marker[0] == "END":
-                    ended.add(marker[1])
+                    segments[-1][0].append(_End(marker[1]))
                 continue
             try:
                 event = self.decoder.decode(key_text, value_text)
             except DecodeError as exc:
-                batch.dead_letters.append(
-                    DeadLetter(self.name, str(record.destination()), str(exc), f"KEY: {key_text}\nVALUE: {value_text}")
-                )
+                raw = f"KEY: {key_text}\nVALUE: {value_text}"
+                segments[-1][0].append(DeadLetter(self.name, str(record.destination()), str(exc), raw))
                 continue
-            if event is not None:
-                decoded.append(event)
-        for event in decoded:
+            if event is None:
+                continue
+            if event.table == self.config.ddl_table:
+                change = schema_change(
+                    event,
+                    self.config.ddl_table,
+                    drop_columns=self.dropped_columns == "drop",
+                    archive_tables=self.dropped_tables == "archive",
+                )
+                if change is not None:
+                    segments[-1] = (segments[-1][0], change)
+                    segments.append(([], None))
+                    continue
+            segments[-1][0].append(event)
+        return [b for items, change in segments if (b := self._batch(items, change, state))]
+
+    def _batch(self, items: list[Any], change: SchemaChange | None, state: dict[str, Any]) -> Batch | None:
+        """One segment of a Debezium batch: changes, dead letters and transaction ends, then (when the
+        segment ends at one) a DDL statement, whose position the batch commits."""
+        batch = Batch(schema_changes=[change] if change else [])
+        ended = {item.txid for item in items if isinstance(item, _End)}
+        last_position = change.position if change else None
+        for item in items:
+            if isinstance(item, DeadLetter):
+                batch.dead_letters.append(item)
+                continue
+            if isinstance(item, _End):
+                continue
+            event: ChangeEvent = item
             if event.snapshot == "first" or (
                 event.op == "r" and event.snapshot is not None and not state["snapshot_open"]
             ):
@@ -321,6 +356,8 @@ class DebeziumPostgresReader:
                 state["snapshot_open"] = True
             if event.op == "r" and event.snapshot in ("last",):
                 state["snapshot_open"] = False
+            if event.table == self.config.ddl_table:  # the DDL log itself is never replicated
+                continue
             txid = event.txid
             if txid and txid not in ended and event.op != "r":
                 batch.held.append(event)
@@ -331,7 +368,9 @@ class DebeziumPostgresReader:
         batch.release = sorted(ended)
         if last_position is not None:
             batch.offsets.append(self._offset(last_position, state))
-        return [batch] if batch.events or batch.held or batch.release or batch.dead_letters or batch.offsets else []
+        if batch.events or batch.held or batch.release or batch.dead_letters or batch.offsets or batch.schema_changes:
+            return batch
+        return None
 
     def _offset(self, position: str, state: dict[str, Any], resume: dict[str, Any] | None = None) -> Offset:
         return Offset(

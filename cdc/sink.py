@@ -564,7 +564,9 @@ class DuckDBSink:
                     if table not in explicit:
                         self._record_reshape(source, table, reshape, now)
                 for change in batch.schema_changes:
-                    self._apply_schema_change(change, now)
+                    last_done = positions.get((change.source, ""))
+                    if not (change.position and last_done is not None and change.position <= last_done):  # replay
+                        self._apply_schema_change(change, now)
                 for source, table in batch.swap_tables:
                     self._swap(source, table, batch_id, now)
                 for source, table in batch.discard_tables:

@@ -81,7 +81,7 @@ class _SourceSide:
             "AND table_type = 'BASE TABLE' ORDER BY 1",
             (schema,),
         )
-        names = [r[0] for r in rows]
+        names = [r[0] for r in rows if not (isinstance(self.config, PostgresSource) and r[0] == self.config.ddl_table)]
         if not names:
             raise RuntimeError(
                 f"source {self.name!r}: no tables visible to user {self.config.user!r} (missing SELECT grants?)"

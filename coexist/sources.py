@@ -64,6 +64,7 @@ def make_reader(name: str, source: DatabaseSource | KafkaSource, settings: Setti
         batch_size=settings.cdc.batch_size,
         heap_mb=settings.cdc.jvm_heap_mb,
         dropped_columns=settings.cdc.dropped_columns,
+        dropped_tables=settings.cdc.dropped_tables,
     )
 
 

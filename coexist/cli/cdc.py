@@ -395,3 +395,45 @@ def resnapshot(
             "; ".join(f"{r['source']}: {r['dead_letters']} row(s) of {r['tables']} did not decode" for r in failed)
             + " (see cdc.dead_letter); those replica tables were left as they were"
         )
+
+
+@app.command("setup-ddl")
+def setup_ddl(
+    source: Annotated[str, typer.Option("--source", "-s", help="the PostgreSQL source")],
+    user: Annotated[str | None, typer.Option(help="a superuser to install as (default: the source's user)")] = None,
+    password_env: Annotated[str | None, typer.Option(help="environment variable holding that user's password")] = None,
+    print_sql: Annotated[bool, typer.Option("--print", help="print the SQL for a DBA instead of running it")] = False,
+) -> None:
+    """Let PostgreSQL capture see DROP TABLE and RENAME TABLE (event triggers; needs a superuser).
+
+    Logical decoding carries no DDL: the event triggers write those statements into a log table
+    (`ddl_table`, default coexist_ddl) in the captured schema, read from the stream in order. If the
+    publication is not FOR ALL TABLES, add that table to it.
+
+    Example: coexist cdc setup-ddl --source psa --user postgres --password-env PGADMIN_PASSWORD
+    """
+    import psycopg
+
+    from cdc import pgddl
+    from cdc.config import PostgresSource
+    from coexist import sources
+
+    configured = sources.configured_sources(settings())
+    config = configured.get(source)
+    if not isinstance(config, PostgresSource):
+        postgres = [n for n, c in configured.items() if isinstance(c, PostgresSource)]
+        raise UsageError(f"--source: {source!r} is not a configured PostgreSQL source; those are: {postgres}")
+    if print_sql:
+        typer.echo(pgddl.install_sql(config.schema_name, config.ddl_table))
+        typer.echo(f"GRANT SELECT ON {config.schema_name}.{config.ddl_table} TO {config.user};")
+        return
+    admin = config.model_copy(update={"user": user or config.user, "password_env": password_env or config.password_env})
+    try:
+        with admin.connect(autocommit=True) as conn:
+            pgddl.install(conn, config.schema_name, config.ddl_table, grant_to=config.user)
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise SourceRefused(
+            f"source {source!r}: installing event triggers needs a superuser ({str(exc).strip()}); "
+            "pass --user/--password-env, or --print the SQL for a DBA"
+        ) from None
+    err_console.print(f"{source}: DROP/RENAME TABLE now reach capture through {config.schema_name}.{config.ddl_table}")

@@ -25,6 +25,7 @@ from typing import Any
 import psycopg
 import pymysql
 
+from cdc import pgddl
 from cdc.config import MariaDBSource, PostgresSource
 from coexist.config import Settings
 from core.errors import TerminalError
@@ -346,6 +347,7 @@ def _pg_provision(state: ServerState) -> None:
         # FOR ALL TABLES needs a superuser; Debezium then runs with publication.autocreate.mode=disabled.
         if not conn.execute("SELECT 1 FROM pg_publication WHERE pubname = 'coexist_pub'").fetchone():
             conn.execute("CREATE PUBLICATION coexist_pub FOR ALL TABLES")
+        pgddl.install(conn, "public", grant_to=CDC_USER)  # DROP/RENAME TABLE into the stream
 
 
 # ---------------------------------------------------------------- MariaDB

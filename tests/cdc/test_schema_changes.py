@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import pymysql
 import pytest
 
+from cdc import pgddl
+from cdc.events import ChangeEvent
 from cdc.schema import parse_mysql_ddl, widens
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
@@ -34,6 +36,26 @@ def test_mysql_ddl_statements_are_recognised() -> None:
     assert moved is not None and moved.kind == "rename_table" and moved.new_names == ("u",)
     assert parse_mysql_ddl("CREATE TABLE IF NOT EXISTS n (id int)").kind == "create_table"  # type: ignore[union-attr]
     assert parse_mysql_ddl("INSERT INTO t VALUES (1)") is None
+
+
+def test_postgres_ddl_log_rows_become_schema_changes() -> None:
+    def logged(kind: str, table: str, new: str | None, ddl: str) -> ChangeEvent:
+        row = {"id": 1, "kind": kind, "table_name": table, "new_name": new, "ddl": ddl}
+        return ChangeEvent("psa", pgddl.DDL_TABLE, "c", {"id": 1}, None, row, "p1", 0)
+
+    dropped = pgddl.schema_change(logged("drop_table", "a", None, "DROP TABLE a, b"))
+    assert dropped is not None and (dropped.kind, dropped.table, dropped.position) == ("drop_table", "a", "p1")
+    ddl = 'ALTER TABLE x RENAME TO y; ALTER TABLE IF EXISTS ONLY public."Old ""T""" RENAME TO "New"'
+    renamed = pgddl.schema_change(logged("rename_table", "", "New", ddl))
+    assert renamed is not None and (renamed.table, renamed.new_name) == ('Old "T"', "New")
+    moved = pgddl.schema_change(logged("rename_table", "", "y", ddl))
+    assert moved is not None and (moved.table, moved.new_name) == ("x", "y")
+    # A column rename is not a table rename; snapshot reads and other tables are not DDL.
+    assert pgddl.schema_change(logged("rename_table", "", "t", "ALTER TABLE t RENAME COLUMN a TO b")) is None
+    read = logged("drop_table", "a", None, "DROP TABLE a")
+    read.op = "r"
+    assert pgddl.schema_change(read) is None
+    assert pgddl.schema_change(logged("drop_table", "a", None, "x"), table="other_log") is None
 
 
 def test_widening_is_only_what_holds_every_old_value() -> None:
@@ -189,7 +211,10 @@ PG_TABLES = {
     "p_widen": "id int PRIMARY KEY, v int, touched int DEFAULT 0",
     "p_trunc": "id int PRIMARY KEY, v int, touched int DEFAULT 0",
     "p_pk": "id int PRIMARY KEY, v int, touched int DEFAULT 0",
+    "p_drop": "id int PRIMARY KEY, v int",
+    "p_old": "id int PRIMARY KEY, v int",
 }
+QUIET = ("p_busy", "p_drop", "p_old")  # the workload cannot touch a table that goes away
 PG_DDL = [
     ("p_add", "ALTER TABLE p_add ADD COLUMN x int NOT NULL DEFAULT 5"),
     ("p_rename", "ALTER TABLE p_rename RENAME COLUMN b TO b2"),
@@ -199,6 +224,8 @@ PG_DDL = [
         "p_pk",
         "ALTER TABLE p_pk DROP CONSTRAINT p_pk_pkey, ADD COLUMN k int NOT NULL DEFAULT 0, ADD PRIMARY KEY (id, k)",
     ),
+    ("p_drop", "DROP TABLE p_drop"),
+    ("p_old", "ALTER TABLE p_old RENAME TO p_new"),
 ]
 
 
@@ -212,7 +239,7 @@ class PgWorkload(Workload):
                     conn.execute("UPDATE p_busy SET v = v + 1 WHERE id = %s", [rnd.randint(1, 200)])
                     conn.execute("DELETE FROM p_busy WHERE id = %s", [rnd.randint(1, 200)])
                     for table in PG_TABLES:
-                        if table != "p_busy":
+                        if table not in QUIET:
                             conn.execute(
                                 f"UPDATE {table} SET touched = touched + 1 WHERE id = %s", [rnd.randint(1, 50)]
                             )
@@ -245,6 +272,7 @@ def test_postgres_ddl_while_capture_runs_under_a_workload(env: Settings) -> None
             conn.execute("UPDATE p_widen SET v = 9000000000 WHERE id = 1")
             conn.execute("INSERT INTO p_trunc (id, v) VALUES (7, 7)")
             conn.execute("INSERT INTO p_pk (id, k, v) VALUES (1, 1, 1)")
+            conn.execute("UPDATE p_new SET v = -1 WHERE id = 2")  # lands on the renamed replica table
 
         def all_seen() -> bool:
             status = cli(env.data_dir, "cdc", "status", "--json", check=False)
@@ -280,3 +308,11 @@ def test_postgres_ddl_while_capture_runs_under_a_workload(env: Settings) -> None
     assert replica_query(env, "SELECT v FROM replica_psa.p_widen WHERE id = 1") == [(9000000000,)]
     assert replica_query(env, "SELECT id FROM replica_psa.p_trunc") == [(7,)]
     assert replica_query(env, "SELECT count(*) FROM replica_psa.p_pk") == [(51,)]
+    assert replica_query(env, "SELECT count(*), sum(v) FROM replica_psa.p_new") == [(50, 1275 * 10 - 20 - 1)]
+    tables = replica_query(
+        env, "SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE 'p_drop%'"
+    )
+    assert [(s, t.split("__")[0]) for s, t in tables] == [("replica_psa_archive", "p_drop")], tables
+    assert not replica_query(env, "SELECT 1 FROM information_schema.tables WHERE table_name IN ('p_old', 'coexist_ddl')")
+    changes = replica_query(env, "SELECT table_name, kind FROM cdc.schema_changes WHERE source = 'psa'")
+    assert {("p_drop", "drop_table"), ("p_old", "rename_table")} <= set(changes), changes
