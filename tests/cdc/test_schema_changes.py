@@ -313,6 +313,8 @@ def test_postgres_ddl_while_capture_runs_under_a_workload(env: Settings) -> None
         env, "SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE 'p_drop%'"
     )
     assert [(s, t.split("__")[0]) for s, t in tables] == [("replica_psa_archive", "p_drop")], tables
-    assert not replica_query(env, "SELECT 1 FROM information_schema.tables WHERE table_name IN ('p_old', 'coexist_ddl')")
+    assert not replica_query(
+        env, "SELECT 1 FROM information_schema.tables WHERE table_name IN ('p_old', 'coexist_ddl')"
+    )
     changes = replica_query(env, "SELECT table_name, kind FROM cdc.schema_changes WHERE source = 'psa'")
     assert {("p_drop", "drop_table"), ("p_old", "rename_table")} <= set(changes), changes
