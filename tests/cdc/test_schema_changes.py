@@ -259,6 +259,9 @@ def test_postgres_ddl_while_capture_runs_under_a_workload(env: Settings) -> None
                     f"INSERT INTO {table} (id, {columns.split(', ')[1].split()[0]}) "
                     "SELECT i, i * 10 FROM generate_series(1, 50) i"
                 )
+    # The sandbox installed the DDL triggers as a superuser; the capture user may not.
+    refused = cli(env.data_dir, "cdc", "setup-ddl", "--source", "psa", check=False)
+    assert refused.returncode != 0 and "needs a superuser" in refused.stderr, refused.stderr
     cli(env.data_dir, "cdc", "run", "--until-idle", "--source", "psa")
     capture = start_capture(env, "--source", "psa")
     workload = PgWorkload(env)

@@ -102,6 +102,18 @@ def test_user_errors_are_one_line_with_exit_code_2(data_dir: Path) -> None:
         assert says in proc.stderr and "Traceback" not in proc.stderr, (args, proc.stderr)
 
 
+def test_setup_ddl_prints_its_sql_and_names_a_source_it_cannot_serve(tmp_path: Path) -> None:
+    (tmp_path / "coexist.toml").write_text(
+        '[sources.pg]\nkind = "postgres"\nport = 5999\ndatabase = "d"\nuser = "u"\nschema = "sales"\n'
+        '[sources.my]\nkind = "mariadb"\nport = 5998\ndatabase = "d"\nuser = "u"\n'
+    )
+    sql = cli(tmp_path, "cdc", "setup-ddl", "--source", "pg", "--print").stdout
+    assert "CREATE EVENT TRIGGER coexist_ddl_dropped_sales ON sql_drop" in sql
+    assert "schema_name = 'sales'" in sql and "GRANT SELECT ON sales.coexist_ddl TO u;" in sql
+    proc = cli(tmp_path, "cdc", "setup-ddl", "--source", "my", check=False)
+    assert proc.returncode == 2 and "'my' is not a configured PostgreSQL source" in proc.stderr, proc.stderr
+
+
 def test_schedule_list_shows_expressions_and_the_service_jobs(tmp_path: Path) -> None:
     jobs = {j["job"]: j for j in json.loads(cli(tmp_path, "schedule", "list", "--json").stdout)}
     assert {"masterdata", "snapshot", "alerts"} <= set(jobs)
