@@ -30,9 +30,10 @@ import psycopg
 from cdc.config import PostgresSource
 from cdc.events import ChangeEvent, DeadLetter, DebeziumDecoder, DecodeError, transaction_id
 from cdc.pgddl import schema_change
-from cdc.pgsnapshot import pg_snapshot
+from cdc.pgsnapshot import pg_columns, pg_snapshot
 from cdc.schema import SchemaChange
 from cdc.sink import Batch, Offset, Reshape
+from cdc.types import ColumnType
 from core.errors import SourceUnavailable
 
 log = logging.getLogger("coexist.cdc.debezium")
@@ -325,6 +326,7 @@ class DebeziumPostgresReader:
                 change = schema_change(
                     event,
                     self.config.ddl_table,
+                    self._shape,
                     drop_columns=self.dropped_columns == "drop",
                     archive_tables=self.dropped_tables == "archive",
                 )
@@ -386,6 +388,12 @@ class DebeziumPostgresReader:
             self.backfill(apply, tables, offset.position)
         elif (offset.resume or {}).get("resnapshot"):  # flagged by the sink; the source says no need
             apply(Batch(offsets=[Offset(self.name, "", offset.position, {"slot": self.config.slot_name})]))
+
+    def _shape(self, table: str) -> tuple[dict[str, ColumnType], list[str]] | None:
+        """A table's columns and key from the catalog now (for an ALTER read from the DDL log)."""
+        with self.config.connect(autocommit=True) as conn:
+            types, key = pg_columns(conn, self.config.schema_name, table)
+        return ({name: t.column for name, t in types.items()}, key) if types else None
 
     def _has_values(self, table: str, columns: list[str]) -> bool:
         """Whether rows at the source hold values in these newly seen columns that the log did not carry

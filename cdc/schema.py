@@ -37,6 +37,9 @@ class SchemaChange:
     """A column dropped at the source is dropped from the replica (else kept with its last values)."""
     archive_tables: bool = True
     """A dropped table's replica moves to `replica_<source>_archive` (else it is dropped)."""
+    check_backfill: bool = False
+    """After an `alter`: the sink reports what changed (`ApplyStats.reshaped`) and the reader decides
+    about a re-snapshot from the source's values (PostgreSQL), instead of `resnapshot` up front."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -400,7 +400,16 @@ class DuckDBSink:
             self.con.execute(f"ALTER TABLE {target} RENAME TO {quote(change.new_name)}")
             detail["renamed_to"] = change.new_name
         elif change.kind == "alter" and existing:
+            key = self._primary_key(schema, table)
             detail = self._alter(change, target, existing)
+            if change.check_backfill:
+                self._reshaped[table] = Reshape(
+                    added=detail.get("added", []),
+                    dropped=detail.get("dropped", []),
+                    retyped=detail.get("rebuild", []),
+                    widened=list(detail.get("widened", {})),
+                    key_changed=change.key is not None and bool(key) and change.key != key,
+                )
         self._columns.clear()
         self._keys.clear()
         self.con.execute(
@@ -415,7 +424,9 @@ class DuckDBSink:
         if not tables:
             return
         for offset in batch.offsets:
-            if offset.partition == "" and any(e.source == offset.source and e.table in tables for e in batch.events):
+            changed = [e.table for e in batch.events if e.source == offset.source]
+            changed += [c.table for c in batch.schema_changes if c.source == offset.source]
+            if offset.partition == "" and any(t in tables for t in changed):
                 pending = set((offset.resume or {}).get("resnapshot") or []) | set(tables)
                 offset.resume = (offset.resume or {}) | {"resnapshot": sorted(pending)}
 

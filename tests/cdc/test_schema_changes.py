@@ -18,6 +18,7 @@ import pytest
 from cdc import pgddl
 from cdc.events import ChangeEvent
 from cdc.schema import parse_mysql_ddl, widens
+from cdc.types import of_replica
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
 from tests.harness import cli, pg_slot_active, private_sandbox, replica_query, start_capture, wait_until
@@ -43,17 +44,25 @@ def test_postgres_ddl_log_rows_become_schema_changes() -> None:
         row = {"id": 1, "kind": kind, "table_name": table, "new_name": new, "ddl": ddl}
         return ChangeEvent("psa", pgddl.DDL_TABLE, "c", {"id": 1}, None, row, "p1", 0)
 
+    int4 = of_replica("INTEGER")
+    shapes = {"t": ({"id": int4, "b": int4}, ["id"])}
     dropped = pgddl.schema_change(logged("drop_table", "a", None, "DROP TABLE a, b"))
     assert dropped is not None and (dropped.kind, dropped.table, dropped.position) == ("drop_table", "a", "p1")
     ddl = 'ALTER TABLE x RENAME TO y; ALTER TABLE IF EXISTS ONLY public."Old ""T""" RENAME TO "New"'
-    renamed = pgddl.schema_change(logged("rename_table", "", "New", ddl))
-    assert renamed is not None and (renamed.table, renamed.new_name) == ('Old "T"', "New")
-    moved = pgddl.schema_change(logged("rename_table", "", "y", ddl))
+    renamed = pgddl.schema_change(logged("alter_table", "", "New", ddl))
+    assert renamed is not None and (renamed.kind, renamed.table, renamed.new_name) == ("rename_table", 'Old "T"', "New")
+    moved = pgddl.schema_change(logged("alter_table", "", "y", ddl))
     assert moved is not None and (moved.table, moved.new_name) == ("x", "y")
-    # A column rename is not a table rename; snapshot reads and other tables are not DDL.
-    assert pgddl.schema_change(logged("rename_table", "", "t", "ALTER TABLE t RENAME COLUMN a TO b")) is None
+    # Any other ALTER carries the table's shape now and the columns it renamed (its own only).
+    ddl = "ALTER TABLE other RENAME COLUMN q TO r; ALTER TABLE t RENAME COLUMN a TO b"
+    altered = pgddl.schema_change(logged("alter_table", "", "t", ddl), shape=shapes.get)
+    assert altered is not None and altered.kind == "alter" and altered.check_backfill
+    assert altered.renamed == {"a": "b"} and altered.key == ["id"] and set(altered.columns or {}) == {"id", "b"}
+    assert (
+        pgddl.schema_change(logged("alter_table", "", "gone", "ALTER TABLE gone ADD c int"), shape=shapes.get) is None
+    )
     read = logged("drop_table", "a", None, "DROP TABLE a")
-    read.op = "r"
+    read.op = "r"  # the initial snapshot of the log is not DDL happening now
     assert pgddl.schema_change(read) is None
     assert pgddl.schema_change(logged("drop_table", "a", None, "x"), table="other_log") is None
 
@@ -213,8 +222,10 @@ PG_TABLES = {
     "p_pk": "id int PRIMARY KEY, v int, touched int DEFAULT 0",
     "p_drop": "id int PRIMARY KEY, v int",
     "p_old": "id int PRIMARY KEY, v int",
+    "p_idle": "id int PRIMARY KEY, v int",
 }
-QUIET = ("p_busy", "p_drop", "p_old")  # the workload cannot touch a table that goes away
+# The workload cannot touch a table that goes away; no row of p_idle changes after its ALTER.
+QUIET = ("p_busy", "p_drop", "p_old", "p_idle")
 PG_DDL = [
     ("p_add", "ALTER TABLE p_add ADD COLUMN x int NOT NULL DEFAULT 5"),
     ("p_rename", "ALTER TABLE p_rename RENAME COLUMN b TO b2"),
@@ -226,6 +237,7 @@ PG_DDL = [
     ),
     ("p_drop", "DROP TABLE p_drop"),
     ("p_old", "ALTER TABLE p_old RENAME TO p_new"),
+    ("p_idle", "ALTER TABLE p_idle ADD COLUMN y text NOT NULL DEFAULT 'seven', ALTER COLUMN v TYPE bigint"),
 ]
 
 
@@ -311,6 +323,10 @@ def test_postgres_ddl_while_capture_runs_under_a_workload(env: Settings) -> None
     assert replica_query(env, "SELECT v FROM replica_psa.p_widen WHERE id = 1") == [(9000000000,)]
     assert replica_query(env, "SELECT id FROM replica_psa.p_trunc") == [(7,)]
     assert replica_query(env, "SELECT count(*) FROM replica_psa.p_pk") == [(51,)]
+    assert replica_query(env, "SELECT count(*), min(y), max(y) FROM replica_psa.p_idle") == [(50, "seven", "seven")]
+    assert replica_query(
+        env, "SELECT data_type FROM information_schema.columns WHERE table_name = 'p_idle' AND column_name = 'v'"
+    ) == [("BIGINT",)]
     assert replica_query(env, "SELECT count(*), sum(v) FROM replica_psa.p_new") == [(50, 1275 * 10 - 20 - 1)]
     tables = replica_query(
         env, "SELECT table_schema, table_name FROM information_schema.tables WHERE table_name LIKE 'p_drop%'"
