@@ -801,7 +801,7 @@ class DuckDBSink:
             result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good, touched)
         except duckdb.ConstraintException as exc:
             raise DataConflict(
-                f"table {source}.{table}: the replica cannot take this batch: {str(exc).splitlines()[0]}. "
+                f"table {source}.{table}: the replica cannot take this batch: {str(exc).splitlines()[0].rstrip('.')}. "
                 "The warehouse is fine and nothing was applied; the replica table disagrees with its source "
                 f"about these keys. Run `coexist cdc resnapshot {table} --source {source}`, then capture again."
             ) from None

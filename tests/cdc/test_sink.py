@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from cdc.events import UNAVAILABLE, ChangeEvent, position_key
-from cdc.sink import Batch, DuckDBSink, Offset
+from cdc.sink import Batch, DataConflict, DuckDBSink, Offset
 
 COLS = {"id": "INTEGER", "name": "VARCHAR", "amount": "DECIMAL(10,2)"}
 
@@ -141,6 +141,22 @@ def test_failed_batch_rolls_back_everything(tmp_path: Path) -> None:
         assert sink.con.execute("SELECT count(*) FROM replica_s.t").fetchall() == [(1,)]
         assert sink.con.execute("SELECT count(*) FROM cdc.changelog").fetchall() == [(1,)]
         assert sink.apply(batch(ev("c", 2, 2))).applied == 1
+
+
+def test_a_batch_the_replica_cannot_take_names_table_key_and_command_and_applies_nothing(tmp_path: Path) -> None:
+    """A data conflict is told apart from a warehouse fault: it names the table, the key and the cause,
+    says which command repairs it, and leaves the warehouse as it was (and usable)."""
+    with DuckDBSink(tmp_path / "w.duckdb") as sink:
+        sink.apply(batch(ev("c", 1, 1, name="a"), ev("c", 2, 2, name="b")))
+        sink.con.execute("CREATE UNIQUE INDEX only_here ON replica_s.t (name)")  # a rule the source lacks
+        with pytest.raises(DataConflict) as caught:
+            sink.apply(batch(ev("u", 1, 3, name="z"), ev("c", 3, 4, name="b")))
+        message = str(caught.value)
+        assert "table s.t" in message and '"name: b"' in message and "unique" in message, message
+        assert "coexist cdc resnapshot t --source s" in message and "disk" not in message, message
+        assert rows(sink) == [(1, "a", decimal.Decimal("1.00")), (2, "b", decimal.Decimal("1.00"))]
+        assert sink.offset("s")["position"] == position_key(1, 2)  # type: ignore[index]
+        assert sink.apply(batch(ev("c", 3, 5, name="c"))).applied == 1
 
 
 def test_status_is_published_for_readers_while_the_sink_holds_the_warehouse(tmp_path: Path) -> None:
