@@ -16,9 +16,12 @@ from coexist.analyst import snapshot, views
 from coexist.config import Settings
 from core import warehouse
 from core.errors import ConfigError, TerminalError, UsageError
+from masterdata import train
 from masterdata.check import check
+from masterdata.model import Entity
 from masterdata.resolve import DDL as MDM_DDL
-from masterdata.resolve import Resolver, ResolveResult
+from masterdata.resolve import Resolver, ResolveResult, candidate_rules
+from masterdata.train import Model
 from reconcile.engine import Engine, RunResult
 
 Progress = Callable[[str], None]
@@ -96,6 +99,23 @@ def refresh_masterdata(
     results = _each("entity", entities, names, on_start, resolve)
     views.install(con)
     return results
+
+
+def train_masterdata(
+    con: duckdb.DuckDBPyConnection, settings: Settings, names: list[str] | None = None
+) -> list[tuple[Entity, Model]]:
+    """Learn the comparison weights of the named entities (all when None) from their current records;
+    the next runs score with them."""
+    entities = settings.all_entities()
+    check_entities(con, settings, names)
+    resolver = Resolver(con)
+
+    def fit(name: str) -> tuple[Entity, Model]:
+        entity = entities[name]
+        records = resolver.input_table(entity)
+        return entity, train.train(con, name, entity, records, candidate_rules(entity, records))
+
+    return _each("entity", entities, names, None, fit)
 
 
 def check_entities(con: duckdb.DuckDBPyConnection, settings: Settings, names: list[str] | None = None) -> None:

@@ -53,9 +53,18 @@ class Deterministic(Strict):
 
 class Level(Strict):
     when: str
-    weight: float
+    weight: float | None = Field(
+        default=None, description="log2 likelihood ratio; omitted: learned (`coexist masterdata train`)"
+    )
     label: str
     tf: str | None = Field(default=None, description="column whose value frequency discounts this level")
+    null: bool = Field(default=False, description="a value is missing on a side: no evidence either way (weight 0)")
+
+    @model_validator(mode="after")
+    def _null_weighs_nothing(self) -> Level:
+        if self.null and self.weight not in (None, 0.0):
+            raise ValueError("a null level weighs 0: leave its weight out")
+        return self
 
 
 class Comparison(Strict):
@@ -74,6 +83,23 @@ class Thresholds(Strict):
         return self
 
 
+class Training(Strict):
+    """How weights are learned, and the match probabilities that link or queue a pair with a trained model."""
+
+    match_probability: float = Field(default=0.99, gt=0, lt=1)
+    review_probability: float = Field(default=0.5, gt=0, lt=1)
+    random_pairs: int = Field(default=1_000_000, ge=100, description="pairs sampled for u")
+    max_training_pairs: int = Field(default=5_000_000, ge=100, description="candidate pairs sampled for EM")
+    iterations: int = Field(default=50, ge=1)
+    initial_prior: float = Field(default=0.05, gt=0, lt=1, description="EM's first guess of λ")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Training:
+        if self.review_probability > self.match_probability:
+            raise ValueError("review_probability must not exceed match_probability")
+        return self
+
+
 class Survivorship(Strict):
     field: str
     rule: Literal["source_priority", "most_recent", "most_complete", "most_frequent"]
@@ -88,8 +114,17 @@ class Entity(Strict):
     deterministic: list[Deterministic] = Field(default_factory=list)
     blocking: list[list[str]] = Field(default_factory=list)
     comparisons: list[Comparison] = Field(default_factory=list)
-    thresholds: Thresholds
-    tf_weight: float = 2.0
+    thresholds: Thresholds | None = Field(
+        default=None,
+        description="scores that link / queue a pair with configured weights (a trained model uses training)",
+    )
+    training: Training = Field(default_factory=Training)
+    tf_weight: float = Field(
+        default=1.0,
+        ge=0,
+        description="how strongly a value shared by more records than usual discounts an exact level "
+        "(bounded: such a level never weighs below 0)",
+    )
     max_block_size: int = Field(
         default=500,
         ge=2,
@@ -97,6 +132,15 @@ class Entity(Strict):
         "probabilistic rules (generic values); deterministic rules are not capped",
     )
     survivorship: list[Survivorship] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _thresholds_unless_trained(self) -> Entity:
+        learned = any(lv.weight is None and not lv.null for c in self.comparisons for lv in c.levels)
+        if self.comparisons and not learned and self.thresholds is None:
+            raise ValueError(
+                "thresholds are needed when every weight is configured (or leave weights out to learn them)"
+            )
+        return self
 
 
 def builtin_entities() -> dict[str, Entity]:

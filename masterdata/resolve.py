@@ -12,14 +12,18 @@ the hot path) and so that golden IDs, overrides and incremental runs live in the
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from dataclasses import dataclass
 
 import duckdb
 
+from core.errors import ConfigError
 from core.warehouse import literal, new_run_id, transaction
+from masterdata import train
 from masterdata.model import Entity
 from masterdata.standardise import install
+from masterdata.train import Model
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS mdm;
@@ -76,15 +80,92 @@ def source_union(entity: Entity) -> str:
 
 
 def input_select(entity: Entity) -> str:
-    """The standardised input: rid, the sources' columns, standardised columns, value frequencies, a row hash."""
+    """The standardised input: rid, the sources' columns, standardised columns, a row hash, and for each
+    term-frequency column its value's frequency `tf_<c>` and the records' mean frequency `etf_<c>`
+    (how many records a value usually has: about one per source and duplicate)."""
     std = ", ".join(f"{expr} AS {col}" for col, expr in entity.standardise.items())
     tf_cols = sorted({lvl.tf for c in entity.comparisons for lvl in c.levels if lvl.tf})
-    tf = ", ".join(f"count(*) OVER (PARTITION BY {c}) AS tf_{c}" for c in tf_cols)
+    tf = "".join(f", count(*) OVER (PARTITION BY {c}) AS tf_{c}" for c in tf_cols)
+    etf = "".join(f", avg(CASE WHEN {c} IS NOT NULL THEN tf_{c} END) OVER () AS etf_{c}" for c in tf_cols)
     return f"""
-        WITH u AS ({source_union(entity)}), s AS (SELECT *, {std or "1 AS _none"} FROM u)
-        SELECT source_system || ':' || source_id AS rid, *{", " + tf if tf else ""},
-               md5(CAST(struct_pack(*COLUMNS(lambda c: c <> 'updated_at')) AS VARCHAR)) AS row_hash
-        FROM s"""
+        WITH u AS ({source_union(entity)}), s AS (SELECT *, {std or "1 AS _none"} FROM u),
+             h AS (SELECT source_system || ':' || source_id AS rid, *{tf},
+                          md5(CAST(struct_pack(*COLUMNS(lambda c: c <> 'updated_at')) AS VARCHAR)) AS row_hash
+                   FROM s)
+        SELECT *{etf} FROM h"""
+
+
+def candidates_sql(entity: Entity, table: str, only: str | None = None) -> str:
+    """Candidate pairs (l_rid < r_rid): deterministic rules' blocks and the blocking rules' blocks.
+
+    `only`: a table of rids; pairs with neither side in it are left out (an incremental run)."""
+    # No rules: every record alone.
+    empty = "SELECT NULL::VARCHAR AS l_rid, NULL::VARCHAR AS r_rid WHERE false"
+    return " UNION ".join(candidate_rules(entity, table, only)) or empty
+
+
+def candidate_rules(entity: Entity, table: str, only: str | None = None) -> list[str]:
+    """Each rule's candidate pairs: the deterministic rules', then the blocking rules'."""
+    restrict = f" AND (l.rid IN (SELECT rid FROM {only}) OR r.rid IN (SELECT rid FROM {only}))" if only else ""
+    candidates = []
+    for rule in entity.deterministic:
+        on = " AND ".join(f"l.{c} = r.{c}" for c in rule.block)
+        candidates.append(
+            f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {table} l JOIN {table} r ON {on} "
+            f"AND l.rid < r.rid WHERE {rule.condition}{restrict}"
+        )
+    for block in entity.blocking:
+        keys = ", ".join(f"{expr} AS _b{i}" for i, expr in enumerate(block))
+        nonempty = " AND ".join(f"coalesce(CAST({expr} AS VARCHAR), '') <> ''" for expr in block)
+        # Generic values make huge blocks: past max_block_size they are left to the deterministic rules.
+        blocked = (
+            f"(SELECT rid, {keys}, count(*) OVER (PARTITION BY {', '.join(block)}) AS _bs "
+            f"FROM {table} WHERE {nonempty})"
+        )
+        on = " AND ".join(f"l._b{i} = r._b{i}" for i in range(len(block)))
+        candidates.append(
+            f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {blocked} l JOIN {blocked} r ON {on} AND l.rid < r.rid "
+            f"WHERE l._bs <= {entity.max_block_size}{restrict}"
+        )
+    return candidates
+
+
+def thresholds(entity: Entity, model: Model | None) -> tuple[float, float]:
+    """(match, review) score thresholds: a trained model's scores are log2 odds of a match."""
+    if model is not None:
+        t = entity.training
+        return _log_odds(t.match_probability), _log_odds(t.review_probability)
+    assert entity.thresholds is not None  # the model validator: configured weights come with thresholds
+    return entity.thresholds.match, entity.thresholds.review
+
+
+def _log_odds(p: float) -> float:
+    return math.log2(p / (1 - p))
+
+
+def level_weight(entity: Entity, comparison: int, level: int, model: Model | None) -> str:
+    """A level's weight as SQL: the trained or configured log2 ratio, with a bounded term-frequency
+    discount on a positive level: a value shared by more records than values usually are (`etf`)
+    is weaker evidence, down to none (never evidence against)."""
+    spec = entity.comparisons[comparison].levels[level]
+    if spec.null:
+        return "0.0"
+    if model is not None:
+        weight = model.weight(entity.comparisons[comparison].name, level)
+    elif spec.weight is not None:
+        weight = spec.weight
+    else:
+        raise ConfigError(
+            f"comparison {entity.comparisons[comparison].name!r}, level {spec.label!r}: no weight configured "
+            "and no trained model: run `coexist masterdata train`"
+        )
+    if not spec.tf or weight <= 0 or entity.tf_weight == 0:
+        return repr(weight)
+    tf = spec.tf
+    return (
+        f"greatest(0.0, {weight!r} + {entity.tf_weight!r} * "
+        f"least(0.0, log2(l.etf_{tf} / greatest(l.tf_{tf}, r.tf_{tf}))))"
+    )
 
 
 class Resolver:
@@ -99,6 +180,9 @@ class Resolver:
 
     # ------------------------------------------------------------ steps
 
+    def input_table(self, entity: Entity) -> str:
+        return self._input("", entity)
+
     def _input(self, name: str, entity: Entity) -> str:
         """Standardised records of every source, with value frequencies and a content hash."""
         # A temp table: `mdm.input_<name>` (the last committed input, what an incremental run compares
@@ -107,62 +191,38 @@ class Resolver:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {input_select(entity)}")
         return table
 
-    def _pairs(self, name: str, entity: Entity, table: str, only: str | None) -> None:
+    def _pairs(self, name: str, entity: Entity, table: str, only: str | None, model: Model | None) -> None:
         """Deterministic and blocked candidate pairs, scored, into `_mdm_pairs`."""
-        restrict = f" AND (l.rid IN (SELECT rid FROM {only}) OR r.rid IN (SELECT rid FROM {only}))" if only else ""
-        candidates = []
-        for rule in entity.deterministic:
-            on = " AND ".join(f"l.{c} = r.{c}" for c in rule.block)
-            candidates.append(
-                f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {table} l JOIN {table} r ON {on} "
-                f"AND l.rid < r.rid WHERE {rule.condition}{restrict}"
-            )
-        for block in entity.blocking:
-            keys = ", ".join(f"{expr} AS _b{i}" for i, expr in enumerate(block))
-            nonempty = " AND ".join(f"coalesce(CAST({expr} AS VARCHAR), '') <> ''" for expr in block)
-            # Generic values make huge blocks: past max_block_size they are left to the deterministic rules.
-            blocked = (
-                f"(SELECT rid, {keys}, count(*) OVER (PARTITION BY {', '.join(block)}) AS _bs "
-                f"FROM {table} WHERE {nonempty})"
-            )
-            on = " AND ".join(f"l._b{i} = r._b{i}" for i in range(len(block)))
-            candidates.append(
-                f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {blocked} l JOIN {blocked} r ON {on} AND l.rid < r.rid "
-                f"WHERE l._bs <= {entity.max_block_size}{restrict}"
-            )
-
+        candidates = candidates_sql(entity, table, only)
         det_case = " ".join(f"WHEN {rule.condition} THEN {literal(rule.name)}" for rule in entity.deterministic)
-        score_terms = []
+        score_terms = [repr(model.prior_weight)] if model is not None else []
         evidence = []
-        for comparison in entity.comparisons:
-            whens = []
-            for level in comparison.levels:
-                weight = f"{level.weight}"
-                if level.tf:
-                    # A value held by more records than there are sources is shared by different entities.
-                    weight = (
-                        f"({level.weight} - {entity.tf_weight} * greatest(0, log2(greatest(l.tf_{level.tf}, "
-                        f"r.tf_{level.tf}) / {float(len(entity.sources))})))"
-                    )
-                whens.append((level.when, weight, level.label))
-            score_terms.append("CASE " + " ".join(f"WHEN {w} THEN {wt}" for w, wt, _ in whens) + " ELSE 0 END")
+        for i, comparison in enumerate(entity.comparisons):
+            whens = [
+                (level.when, level_weight(entity, i, k, model), level.label)
+                for k, level in enumerate(comparison.levels)
+            ]
+            otherwise = repr(model.weight(comparison.name, len(comparison.levels))) if model is not None else "0"
+            score_terms.append(
+                "CASE " + " ".join(f"WHEN {w} THEN {wt}" for w, wt, _ in whens) + f" ELSE {otherwise} END"
+            )
             evidence.append(
                 f"{literal(comparison.name)}, CASE "
                 + " ".join(f"WHEN {w} THEN {literal(lb)}" for w, _, lb in whens)
                 + " END"
             )
         score = " + ".join(score_terms) or "0"
-        no_pairs = "SELECT NULL::VARCHAR AS l_rid, NULL::VARCHAR AS r_rid WHERE false"  # no rules: every record alone
+        review = thresholds(entity, model)[1]
         # Score every candidate, keep what can matter, and only then spell out the per-field evidence.
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _mdm_pairs AS
-            WITH c AS ({" UNION ".join(candidates) or no_pairs}),
+            WITH c AS ({candidates}),
                  scored AS (SELECT c.l_rid, c.r_rid, {("CASE " + det_case + " END") if det_case else "NULL"} AS det_rule,
                                    {score} AS score
                             FROM c JOIN {table} l ON l.rid = c.l_rid JOIN {table} r ON r.rid = c.r_rid)
             SELECT s.*, json_object({", ".join(evidence)}) AS evidence
             FROM scored s JOIN {table} l ON l.rid = s.l_rid JOIN {table} r ON r.rid = s.r_rid
-            WHERE s.det_rule IS NOT NULL OR s.score >= {entity.thresholds.review}""")
+            WHERE s.det_rule IS NOT NULL OR s.score >= {review}""")
 
     def _components(self, name: str) -> None:
         """Connected components of `_mdm_edges` over `mdm.input_<name>`: label = smallest rid in the cluster."""
@@ -300,8 +360,11 @@ class Resolver:
                 result = ResolveResult(name, run_id, mode, records, 0, 0, 0, 0, 0, 0, 0, time.perf_counter() - started)
                 self._log_run(result, now)
                 return result
-        self._pairs(name, entity, table, only)
-        t = entity.thresholds
+        model = train.load(con, name, entity)
+        if model is None and train.needs_training(entity):
+            model = train.train(con, name, entity, table, candidate_rules(entity, table))
+        self._pairs(name, entity, table, only, model)
+        match, review = thresholds(entity, model)
         with transaction(con):
             con.execute(f"CREATE OR REPLACE TABLE mdm.input_{name} AS SELECT * FROM {table}")
             if only:
@@ -316,9 +379,9 @@ class Resolver:
                 f"""
                 INSERT INTO mdm.match_pairs
                 SELECT ?, l_rid, r_rid, coalesce(det_rule, 'probabilistic'), score, evidence,
-                       CASE WHEN det_rule IS NOT NULL OR score >= {t.match} THEN 'link'
-                            WHEN score >= {t.review} THEN 'review' ELSE 'reject' END, ?
-                FROM _mdm_pairs WHERE det_rule IS NOT NULL OR score >= {t.review}""",
+                       CASE WHEN det_rule IS NOT NULL OR score >= {match} THEN 'link'
+                            WHEN score >= {review} THEN 'review' ELSE 'reject' END, ?
+                FROM _mdm_pairs WHERE det_rule IS NOT NULL OR score >= {review}""",
                 [name, run_id],
             )
             # Accepted links, plus manual links, minus manual splits.

@@ -52,6 +52,48 @@ def run(
     )
 
 
+@app.command("train")
+def train_cmd(
+    entity: Annotated[list[str] | None, typer.Option("--entity", "-e", help="only this entity (repeatable)")] = None,
+    as_json: JsonOpt = False,
+    as_csv: CsvOpt = False,
+) -> None:
+    """Learn comparison weights from the records (u from random pairs, m by EM over the blocked pairs).
+
+    Runs score with the newest model trained for the entity's current definition; a level's weight is
+    log2(m/u), and the thresholds become match probabilities (`training.match_probability`).
+
+    Example: coexist masterdata train --entity customer
+    """
+    out = Output(as_json, as_csv)
+    con = write_warehouse()
+    try:
+        trained = tasks.train_masterdata(con, settings(), entity)
+    finally:
+        con.close()
+    rows: list[dict[str, Any]] = []
+    for spec, model in trained:
+        for comparison in spec.comparisons:
+            labels = [lv.label for lv in comparison.levels] + ["else"]
+            for k, label in enumerate(labels):
+                m, u = model.m[comparison.name][k], model.u[comparison.name][k]
+                rows.append(
+                    {
+                        "entity": model.entity,
+                        "comparison": comparison.name,
+                        "level": label,
+                        "m": None if m is None else round(m, 6),
+                        "u": None if u is None else round(u, 6),
+                        "weight": round(model.weight(comparison.name, k), 3),
+                    }
+                )
+        out.say(
+            f"{model.entity}: model {model.version}, λ = {model.prior:.5f} of {model.pairs:,} candidate pairs "
+            f"({model.iterations} EM iterations), u from {model.random_pairs:,} random pairs"
+        )
+    out.rows(rows, title="learned weights")
+
+
 @app.command("check")
 def check_cmd(
     entity: Annotated[list[str] | None, typer.Option("--entity", "-e", help="only this entity (repeatable)")] = None,

@@ -1,0 +1,243 @@
+"""Learned comparison weights (Fellegi-Sunter, trained the way Splink does it).
+
+Each comparison's levels keep their SQL conditions; a pair falls into the first level whose `when`
+holds, or into the comparison's implicit last level ("else"). Training estimates, per level:
+- u, the chance a pair of *different* entities falls into it, from random record pairs (almost
+  all of which are non-matches);
+- m, the chance a pair of the *same* entity does, by expectation-maximisation over the blocked
+  candidate pairs with u held fixed; and λ, the share of candidate pairs that match.
+A level's weight is log2(m/u); a pair's score is log2(λ/(1-λ)) plus its levels' weights, i.e. the
+log2 odds that a candidate pair is a match, so the thresholds are match probabilities. Levels marked
+`null` (a value missing on either side) weigh 0 and are left out of both estimates.
+
+The heavy part is two DuckDB aggregations (random pairs and candidate pairs, each grouped by their
+comparison vector); EM then runs over the distinct vectors only (hundreds, not millions of pairs).
+The model is stored in `mdm.models` under a version derived from the definition, so a changed
+comparison, level or blocking rule is never scored with weights trained for another.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import re
+from dataclasses import asdict, dataclass
+
+import duckdb
+import numpy as np
+
+from masterdata.model import Entity
+
+DDL = """
+CREATE SCHEMA IF NOT EXISTS mdm;
+CREATE TABLE IF NOT EXISTS mdm.models (
+    entity VARCHAR, version VARCHAR, model JSON, trained_at TIMESTAMPTZ
+);
+"""
+PROBABILITY_FLOOR = 1e-6
+
+
+@dataclass
+class Model:
+    entity: str
+    version: str
+    prior: float
+    """λ: the share of blocked candidate pairs that are matches."""
+    m: dict[str, list[float | None]]
+    u: dict[str, list[float | None]]
+    """Per comparison, per level (its levels, then "else"); None for a null level."""
+    pairs: int
+    random_pairs: int
+    iterations: int
+    trained_at: str = ""
+
+    def weight(self, comparison: str, level: int) -> float:
+        m, u = self.m[comparison][level], self.u[comparison][level]
+        if m is None or u is None:
+            return 0.0
+        return math.log2(max(m, PROBABILITY_FLOOR) / max(u, PROBABILITY_FLOOR))
+
+    @property
+    def prior_weight(self) -> float:
+        return math.log2(self.prior / (1 - self.prior))
+
+
+def version(entity: Entity) -> str:
+    """What the weights depend on: the comparisons' levels and the blocking (which sets λ)."""
+    shape = {
+        "comparisons": [[c.name, [(lv.when, lv.null) for lv in c.levels]] for c in entity.comparisons],
+        "blocking": entity.blocking,
+        "deterministic": [(d.condition, d.block) for d in entity.deterministic],
+        "standardise": entity.standardise,
+    }
+    return hashlib.sha1(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def gamma(entity: Entity) -> list[str]:
+    """Per comparison, the SQL giving a pair's level index (the number of levels for "else")."""
+    return [
+        "CASE " + " ".join(f"WHEN {lv.when} THEN {k}" for k, lv in enumerate(c.levels)) + f" ELSE {len(c.levels)} END"
+        for c in entity.comparisons
+    ]
+
+
+def needs_training(entity: Entity) -> bool:
+    return any(lv.weight is None and not lv.null for c in entity.comparisons for lv in c.levels)
+
+
+def load(con: duckdb.DuckDBPyConnection, name: str, entity: Entity) -> Model | None:
+    """The newest model trained for this exact definition, if any."""
+    con.execute(DDL)
+    row = con.execute(
+        "SELECT model FROM mdm.models WHERE entity = ? AND version = ? ORDER BY trained_at DESC LIMIT 1",
+        [name, version(entity)],
+    ).fetchall()
+    return Model(**json.loads(row[0][0])) if row else None
+
+
+def train(
+    con: duckdb.DuckDBPyConnection, name: str, entity: Entity, records: str, rules: list[str], seed: int = 7
+) -> Model:
+    """Estimate u from random pairs of `records`, m by EM over each rule's candidate pairs (`rules`:
+    the deterministic rules' then the blocking rules', as `resolve.candidate_rules` gives them), and λ
+    over all candidates.
+
+    As in Splink, a rule's pairs say nothing about the comparisons on the columns it blocks on (they
+    agree by construction): each rule's EM leaves those out, and a comparison's m is the mean over the
+    rules that could estimate it (over all candidates when none could)."""
+    con.execute(DDL)
+    t = entity.training
+    gammas = gamma(entity)
+    cols = ", ".join(f"{g} AS g{i}" for i, g in enumerate(gammas))
+    group = ", ".join(f"g{i}" for i in range(len(gammas)))
+    total = con.execute(f"SELECT count(*) FROM {records}").fetchall()[0][0]
+    side = max(2, min(total, int(math.sqrt(t.random_pairs)) + 1))
+    con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
+    random_rows = con.execute(f"""
+        WITH l AS (SELECT * FROM {records} ORDER BY random() LIMIT {side}),
+             r AS (SELECT * FROM {records} ORDER BY random() LIMIT {side})
+        SELECT {group}, count(*) FROM (SELECT {cols} FROM l, r WHERE l.rid <> r.rid) GROUP BY ALL""").fetchall()
+
+    def patterns(pairs: str) -> list[tuple[int, ...]]:
+        n = con.execute(f"SELECT count(*) FROM ({pairs})").fetchall()[0][0]
+        fraction = min(1.0, t.max_training_pairs / max(n, 1))
+        sample = f"WHERE random() < {fraction}" if fraction < 1.0 else ""
+        return con.execute(f"""
+            SELECT {group}, count(*) FROM (
+                SELECT {cols} FROM (SELECT * FROM ({pairs}) {sample}) c
+                JOIN {records} l ON l.rid = c.l_rid JOIN {records} r ON r.rid = c.r_rid)
+            GROUP BY ALL""").fetchall()
+
+    sizes = [len(c.levels) + 1 for c in entity.comparisons]
+    nulls = [[lv.null for lv in c.levels] + [False] for c in entity.comparisons]
+    u = _level_shares(random_rows, sizes, nulls)
+    blocked_on = [_rule_columns(d.condition + " " + " ".join(d.block)) for d in entity.deterministic]
+    blocked_on += [_rule_columns(" ".join(block)) for block in entity.blocking]
+    compared = [_rule_columns(" ".join(lv.when for lv in c.levels)) for c in entity.comparisons]
+    first_blocking = len(entity.deterministic) if entity.blocking else 0
+    estimates: list[list[list[float | None]]] = [[] for _ in entity.comparisons]
+    for rule, on in list(zip(rules, blocked_on, strict=True))[first_blocking:]:
+        left_out = [bool(compared[i] & on) for i in range(len(sizes))]
+        rule_nulls = [[True] * size if left_out[i] else nulls[i] for i, size in enumerate(sizes)]
+        m_rule, _, _ = _em(patterns(rule), sizes, rule_nulls, u, t.iterations, t.initial_prior)
+        for i in range(len(sizes)):
+            if not left_out[i]:
+                estimates[i].append(m_rule[i])
+    everything = patterns(" UNION ".join(rules)) if rules else []
+    pooled, _, _ = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior)
+    m = [_mean(found) if found else pooled[i] for i, found in enumerate(estimates)]
+    _, prior, iterations = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior, fixed_m=m)
+    model = Model(
+        entity=name,
+        version=version(entity),
+        prior=prior,
+        m={c.name: m[i] for i, c in enumerate(entity.comparisons)},
+        u={c.name: u[i] for i, c in enumerate(entity.comparisons)},
+        pairs=int(sum(r[-1] for r in everything)),
+        random_pairs=int(sum(r[-1] for r in random_rows)),
+        iterations=iterations,
+        trained_at=dt.datetime.now(dt.UTC).isoformat(),
+    )
+    con.execute(
+        "INSERT INTO mdm.models VALUES (?, ?, ?, ?)",
+        [name, model.version, json.dumps(asdict(model)), dt.datetime.now(dt.UTC)],
+    )
+    return model
+
+
+_WORD = re.compile(r"(?:\b[lr]\.)?([A-Za-z_][A-Za-z0-9_]*)")
+_SQL_WORDS = {"and", "or", "not", "is", "null", "true", "false", "case", "when", "then", "else", "end", "as", "in"}
+
+
+def _rule_columns(sql: str) -> set[str]:
+    """The column names an expression mentions (with function names and keywords: harmless, since only
+    names that are also compared matter)."""
+    return {w.lower() for w in _WORD.findall(re.sub(r"'[^']*'", "", sql))} - _SQL_WORDS - {"l", "r"}
+
+
+def _mean(rows: list[list[float | None]]) -> list[float | None]:
+    return [
+        None if row[0] is None else float(np.mean([r for r in row if r is not None])) for row in zip(*rows, strict=True)
+    ]
+
+
+def _level_shares(rows: list[tuple[int, ...]], sizes: list[int], nulls: list[list[bool]]) -> list[list[float | None]]:
+    """Per comparison, each non-null level's share of the pairs (add-one smoothed)."""
+    shares: list[list[float | None]] = []
+    for i, size in enumerate(sizes):
+        counts = np.ones(size)
+        for row in rows:
+            counts[row[i]] += row[-1]
+        live = ~np.array(nulls[i])
+        total = counts[live].sum()
+        shares.append([None if nulls[i][k] else float(counts[k] / total) for k in range(size)])
+    return shares
+
+
+def _em(
+    rows: list[tuple[int, ...]],
+    sizes: list[int],
+    nulls: list[list[bool]],
+    u: list[list[float | None]],
+    iterations: int,
+    prior: float,
+    fixed_m: list[list[float | None]] | None = None,
+) -> tuple[list[list[float | None]], float, int]:
+    """m per level and λ by EM over distinct comparison vectors (u fixed; m too when `fixed_m`)."""
+    if not rows:
+        return [[None if nulls[i][k] else 1.0 / size for k in range(size)] for i, size in enumerate(sizes)], prior, 0
+    vectors = np.array([row[:-1] for row in rows], dtype=np.int64)
+    counts = np.array([row[-1] for row in rows], dtype=float)
+    # Start from "the first levels are what matches look like": m halves level by level.
+    m = [np.array([0.0 if nulls[i][k] else 0.5 ** (k + 1) for k in range(size)]) for i, size in enumerate(sizes)]
+    m = [row / row.sum() if row.sum() > 0 else row for row in m]
+    if fixed_m is not None:
+        m = [np.array([0.0 if v is None else v for v in row]) for row in fixed_m]
+    u_arr = [np.array([0.0 if v is None else v for v in row]) for row in u]
+    done = 0
+    for iteration in range(1, iterations + 1):
+        done = iteration
+        log_m = np.zeros(len(rows))
+        log_u = np.zeros(len(rows))
+        for i in range(len(sizes)):
+            g = vectors[:, i]
+            live = ~np.array(nulls[i])[g]
+            log_m += np.where(live, np.log(np.maximum(m[i][g], PROBABILITY_FLOOR)), 0.0)
+            log_u += np.where(live, np.log(np.maximum(u_arr[i][g], PROBABILITY_FLOOR)), 0.0)
+        odds = np.exp(np.clip(np.log(prior) - np.log1p(-prior) + log_m - log_u, -700, 700))
+        posterior = odds / (1 + odds)
+        weight = counts * posterior
+        new_prior = float(min(max(weight.sum() / counts.sum(), PROBABILITY_FLOOR), 1 - PROBABILITY_FLOOR))
+        new_m = m if fixed_m is not None else []
+        for i, size in enumerate(sizes if fixed_m is None else []):
+            live = ~np.array(nulls[i])
+            per = np.bincount(vectors[:, i], weights=weight, minlength=size) + 1e-9
+            per[~live] = 0.0
+            new_m.append(per / per.sum() if per.sum() > 0 else per)
+        change = max(abs(new_prior - prior), *(float(np.abs(a - b).max()) for a, b in zip(new_m, m, strict=True)))
+        m, prior = new_m, new_prior
+        if change < 1e-6:
+            break
+    return [[None if nulls[i][k] else float(m[i][k]) for k in range(size)] for i, size in enumerate(sizes)], prior, done
