@@ -21,7 +21,9 @@ from core.cron import cron_trigger
 from core.errors import ConfigError
 from core.models import Strict
 from core.warehouse import Limits, configure
+from masterdata import standardise
 from masterdata.model import Entity, builtin_entities
+from masterdata.standardise import Vocabulary
 from reconcile.engine import SQL_DIR
 from reconcile.rules import Rule, builtin_rules, missing_files
 
@@ -110,6 +112,7 @@ class Settings(BaseSettings):
     service: ServiceSettings = Field(default_factory=ServiceSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings)
+    standardise: Vocabulary = Field(default_factory=Vocabulary)
     config_file: Path | None = Field(default=None, exclude=True)
 
     @field_validator("sources", "reconciliations", "entities")
@@ -213,6 +216,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
         raise ConfigError(_format_errors(str(path or "environment"), exc)) from None
     settings.config_file = path
     configure(settings.duckdb.limits(settings.data_dir))
+    standardise.configure(settings.standardise)
     return settings
 
 

@@ -6,11 +6,24 @@ MANUFACTURING G.m.b.H.' both become 'keller manufacturing').
 `cx_taxid(tax)`: upper case alphanumerics without the leading country letters.
 `cx_digits(text)`: digits only, leading zeros dropped (codes like 'P-24-0012', 'PR240012').
 `cx_email(email)`, `cx_person(name)`: trimmed lower case; 'Last, First' turned round.
+`cx_country(c)`: ISO 3166-1 alpha-2 from a code, a name or a common variant ('USA', 'United States',
+'Deutschland', 'U.K.'); an unknown value comes back upper-cased, never dropped.
+
+The word lists (legal forms, abbreviations, country names) extend from configuration: `[standardise]`
+in coexist.toml (`Vocabulary`), applied by `configure` when the settings load.
 """
 
 from __future__ import annotations
 
+import csv
+import re
+import unicodedata
+from pathlib import Path
+
 import duckdb
+from pydantic import Field, field_validator
+
+from core.models import Strict
 
 LEGAL_FORMS = [
     "inc",
@@ -42,6 +55,30 @@ LEGAL_FORMS = [
     "societe",
     "anonyme",
     "cie",
+    "pty",
+    "dac",
+    "sl",
+    "slu",
+    "srl",
+    "spa",
+    "sro",
+    "oy",
+    "oyj",
+    "ab",
+    "aps",
+    "as",
+    "asa",
+    "pte",
+    "bhd",
+    "sdn",
+    "kk",
+    "ltda",
+    "se",
+    "kgaa",
+    "ohg",
+    "ug",
+    "doo",
+    "zoo",
 ]
 LEGAL_FORM_CANON = [  # most specific first
     ("kg", "kg"),
@@ -65,6 +102,24 @@ LEGAL_FORM_CANON = [  # most specific first
     ("sa", "sa"),
     ("bv", "bv"),
     ("nv", "nv"),
+    ("pty", "pty"),
+    ("dac", "dac"),
+    ("slu", "sl"),
+    ("sl", "sl"),
+    ("srl", "srl"),
+    ("spa", "spa"),
+    ("sro", "sro"),
+    ("oyj", "oy"),
+    ("oy", "oy"),
+    ("aps", "aps"),
+    ("asa", "as"),
+    ("ab", "ab"),
+    ("pte", "pte"),
+    ("bhd", "bhd"),
+    ("kk", "kk"),
+    ("ltda", "ltda"),
+    ("kgaa", "kgaa"),
+    ("se", "se"),
 ]
 ABBREVIATIONS = {
     "intl": "international",
@@ -89,13 +144,86 @@ ABBREVIATIONS = {
     "solution": "solutions",
     "consultants": "consulting",
     "consult": "consulting",
+    "mgmt": "management",
+    "mgt": "management",
+    "eng": "engineering",
+    "engg": "engineering",
+    "inds": "industries",
+    "ind": "industries",
+    "industry": "industries",
+    "pharma": "pharmaceuticals",
+    "pharm": "pharmaceuticals",
+    "pharmaceutical": "pharmaceuticals",
+    "dev": "development",
+    "devel": "development",
+    "mktg": "marketing",
+    "natl": "national",
+    "bros": "brothers",
+    "dist": "distribution",
+    "distr": "distribution",
+    "ctr": "center",
+    "centre": "center",
+    "fin": "financial",
+    "ins": "insurance",
+    "investment": "investments",
+    "prop": "properties",
+    "props": "properties",
+    "property": "properties",
+    "constr": "construction",
 }
+COUNTRIES = Path(__file__).with_name("countries.csv")
+
+
+class Vocabulary(Strict):
+    """Words added to the built-in lists (`[standardise]` in coexist.toml)."""
+
+    legal_forms: dict[str, str] = Field(
+        default_factory=dict, description="token -> canonical form, e.g. { pvt = 'pvt' }: dropped by cx_company"
+    )
+    abbreviations: dict[str, str] = Field(default_factory=dict, description="token -> its spelled-out word")
+    countries: dict[str, str] = Field(default_factory=dict, description="name -> ISO 3166-1 alpha-2")
+
+    @field_validator("countries")
+    @classmethod
+    def _iso2(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, code in value.items():
+            if not (len(code) == 2 and code.isalpha() and code.isupper()):
+                raise ValueError(f"{name!r}: {code!r} is not an ISO 3166-1 alpha-2 code (two capital letters)")
+        return value
+
+
+_vocabulary = Vocabulary()
+
+
+def configure(vocabulary: Vocabulary) -> None:
+    """The configured words for every later `install` in this process."""
+    global _vocabulary
+    _vocabulary = vocabulary
+
+
+def words(text: str) -> str:
+    """A name as the word lists hold it: lower case, no accents, punctuation as spaces, no leading 'the'."""
+    folded = "".join(c for c in unicodedata.normalize("NFKD", text.lower()) if not unicodedata.combining(c))
+    return re.sub(r"^the ", "", re.sub(r"[^a-z0-9]+", " ", folded.replace("'", "")).strip())
+
+
+def country_names() -> dict[str, str]:
+    with COUNTRIES.open() as f:
+        rows = csv.DictReader(line for line in f if not line.startswith("#"))
+        names = {row["name"]: row["iso2"] for row in rows}
+    return names | {words(k): v for k, v in _vocabulary.countries.items()}
+
+
+def _quoted(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _token_map_sql(tokens: str) -> str:
     """Rewrite a space-separated token string through ABBREVIATIONS and drop LEGAL_FORMS, in SQL."""
-    mapping = ", ".join(f"'{k}': '{v}'" for k, v in ABBREVIATIONS.items())
-    forms = ", ".join(f"'{f}'" for f in LEGAL_FORMS if " " not in f)
+    spelled = ABBREVIATIONS | {words(k): words(v) for k, v in _vocabulary.abbreviations.items()}
+    mapping = ", ".join(f"{_quoted(k)}: {_quoted(v)}" for k, v in spelled.items())
+    dropped = LEGAL_FORMS + [words(f) for f in _vocabulary.legal_forms]
+    forms = ", ".join(_quoted(f) for f in dropped if " " not in f)
     return (
         f"array_to_string(list_filter(list_transform(string_split({tokens}, ' '), "
         f"lambda t: coalesce(MAP {{{mapping}}}[t], t)), lambda t: t <> '' AND NOT list_contains([{forms}], t)), ' ')"
@@ -118,7 +246,8 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
         f"CREATE OR REPLACE MACRO cx_company(name) AS "
         f"trim(regexp_replace({_token_map_sql(cleaned)}, '(^and | and$|^and$)', '', 'g'))"
     )
-    forms = " ".join(f"WHEN list_contains(t, '{token}') THEN '{canon}'" for token, canon in LEGAL_FORM_CANON)
+    canon = [(words(k), words(v)) for k, v in _vocabulary.legal_forms.items()] + LEGAL_FORM_CANON
+    forms = " ".join(f"WHEN list_contains(t, {_quoted(token)}) THEN {_quoted(to)}" for token, to in canon)
     con.execute(
         "CREATE OR REPLACE MACRO cx_legal_form(name) AS (SELECT CASE " + forms + " END FROM (SELECT "
         "string_split(regexp_replace(regexp_replace(lower(strip_accents(coalesce(name, ''))), "
@@ -140,6 +269,15 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         "CREATE OR REPLACE MACRO cx_person(full_name) AS cx_text(CASE WHEN contains(full_name, ',') THEN "
         "trim(split_part(full_name, ',', 2)) || ' ' || trim(split_part(full_name, ',', 1)) ELSE full_name END)"
+    )
+    countries = ", ".join(f"{_quoted(k)}: {_quoted(v)}" for k, v in country_names().items())
+    con.execute(
+        "CREATE OR REPLACE MACRO cx_country_key(c) AS regexp_replace(trim(regexp_replace(replace("
+        "lower(strip_accents(coalesce(c, ''))), '''', ''), '[^a-z0-9]+', ' ', 'g')), '^the ', '')"
+    )
+    con.execute(
+        f"CREATE OR REPLACE MACRO cx_country(c) AS nullif(coalesce(MAP {{{countries}}}[cx_country_key(c)], "
+        "upper(cx_country_key(c))), '')"
     )
     con.execute(
         "CREATE OR REPLACE MACRO cx_street(s) AS cx_text(replace(replace(replace(replace(replace(replace("
