@@ -353,7 +353,9 @@ class Resolver:
             con.execute(f"""CREATE OR REPLACE TEMP TABLE _mdm_changed AS
                 SELECT rid FROM {table} i WHERE NOT EXISTS (SELECT 1 FROM mdm.input_{name} p WHERE p.rid = i.rid
                                                             AND p.row_hash = i.row_hash)
-                UNION SELECT rid FROM mdm.input_{name} p WHERE NOT EXISTS (SELECT 1 FROM {table} i WHERE i.rid = p.rid)""")
+                UNION SELECT rid FROM mdm.input_{name} p WHERE NOT EXISTS (SELECT 1 FROM {table} i WHERE i.rid = p.rid)
+                UNION SELECT unnest([a_rid, b_rid]) FROM mdm.overrides o WHERE o.entity = {literal(name)}
+                  AND o.created_at > (SELECT max(run_at) FROM mdm.runs r WHERE r.entity = {literal(name)})""")
             changed = con.execute("SELECT count(*) FROM _mdm_changed").fetchall()[0][0]
             only = "_mdm_changed"
             if changed == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -9,7 +10,8 @@ import typer
 from coexist import tasks
 from coexist.cli.common import read_warehouse, settings, write_warehouse
 from coexist.cli.output import CsvOpt, JsonOpt, Output
-from core.errors import UsageError
+from core.errors import NotReady, UsageError
+from core.warehouse import transaction
 from masterdata import review
 
 app = typer.Typer(help="Master data: golden records for customers, projects and resources.", no_args_is_help=True)
@@ -164,7 +166,7 @@ def override(
     con = write_warehouse()
     try:
         review.add_override(con, entity, action, record_a, record_b, note)
-        result = tasks.refresh_masterdata(con, settings(), [entity], incremental=False)[0]
+        result = tasks.refresh_masterdata(con, settings(), [entity])[0]
     finally:
         con.close()
     out.record(
@@ -174,6 +176,109 @@ def override(
             "record_b": record_b,
             "entity": entity,
             "golden_records": result.clusters,
+        }
+    )
+
+
+@app.command("decide")
+def decide(
+    file: Annotated[Path, typer.Argument(help="CSV with columns action (link|split), record_a, record_b[, note]")],
+    entity: Annotated[str, typer.Option("--entity", "-e", help="entity of the records")] = "customer",
+    as_json: JsonOpt = False,
+) -> None:
+    """Record a batch of review decisions at once, then re-resolve only the records they touch.
+
+    Example: coexist masterdata decide reviewed.csv --entity customer
+    """
+    import csv
+
+    out = Output(as_json)
+    entities = settings().all_entities()
+    if entity not in entities:
+        raise UsageError(f"unknown entity {entity!r}; defined: {', '.join(entities)}")
+    try:
+        with file.open(newline="") as f:
+            decisions = list(csv.DictReader(f))
+    except OSError as exc:
+        raise UsageError(f"cannot read {file}: {exc.strerror}") from None
+    wanted = {"action", "record_a", "record_b"}
+    if not decisions or not wanted <= set(decisions[0]):
+        raise UsageError(f"{file}: needs a header with {', '.join(sorted(wanted))} (and optionally note)")
+    con = write_warehouse()
+    try:
+        with transaction(con):
+            for n, row in enumerate(decisions, start=2):
+                try:
+                    review.add_override(con, entity, row["action"], row["record_a"], row["record_b"], row.get("note"))
+                except UsageError as exc:
+                    raise UsageError(f"{file}, line {n}: {exc}") from None
+        result = tasks.refresh_masterdata(con, settings(), [entity])[0]
+    finally:
+        con.close()
+    out.record(
+        {
+            "entity": entity,
+            "decisions": len(decisions),
+            "mode": result.mode,
+            "re_resolved_records": result.changed_records,
+            "golden_records": result.clusters,
+        }
+    )
+
+
+@app.command("evaluate")
+def evaluate(
+    truth: Annotated[Path, typer.Option("--truth", help="CSV or Parquet: source_system, source_id, true_id")],
+    entity: Annotated[str, typer.Option("--entity", "-e", help="the entity to measure")] = "customer",
+    as_json: JsonOpt = False,
+) -> None:
+    """Measure the last resolution against labelled records: pairwise and cluster (B-cubed) precision,
+    recall and F1, and the review queue's size.
+
+    Example: coexist masterdata evaluate --entity crm --truth labelled.csv
+    """
+    import duckdb
+
+    from masterdata.evaluate import cluster_quality, pairwise_quality
+
+    out = Output(as_json)
+    reader = "read_parquet" if truth.suffix.lower() == ".parquet" else "read_csv"
+    if not truth.is_file():
+        raise UsageError(f"--truth: no file {truth}")
+    loader = duckdb.connect()
+    try:
+        labels = loader.sql(
+            f"SELECT CAST(source_system AS VARCHAR) AS source_system, CAST(source_id AS VARCHAR) AS source_id, "
+            f"CAST(true_id AS VARCHAR) AS true_id FROM {reader}(?)",
+            params=[str(truth)],
+        ).to_arrow_table()
+    except duckdb.Error as exc:
+        raise UsageError(f"--truth {truth}: {str(exc).splitlines()[0]}") from None
+    finally:
+        loader.close()
+    con = read_warehouse()
+    try:
+        pairs = pairwise_quality(con, entity, labels)
+        clusters = cluster_quality(con, entity, labels)
+        queue = con.execute("SELECT count(*) FROM mdm.review_queue WHERE entity = ?", [entity]).fetchall()[0][0]
+    except duckdb.CatalogException:
+        raise NotReady("master data has not run yet: `coexist masterdata run`") from None
+    finally:
+        con.close()
+    out.record(
+        {
+            "entity": entity,
+            "pairwise_precision": round(pairs["precision"], 4),
+            "pairwise_recall": round(pairs["recall"], 4),
+            "pairwise_f1": round(pairs["f1"], 4),
+            "cluster_precision": round(clusters["precision"], 4),
+            "cluster_recall": round(clusters["recall"], 4),
+            "cluster_f1": round(clusters["f1"], 4),
+            "entities_exact": round(clusters["exact_entities"], 4),
+            "labelled_records": clusters["records"],
+            "true_pairs": pairs["true_pairs"],
+            "predicted_pairs": pairs["predicted_pairs"],
+            "review_queue": int(queue),
         }
     )
 

@@ -182,3 +182,50 @@ def _inline(value: object) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_inline(v) for v in value) + "]"
     return json.dumps(value)
+
+
+def test_evaluate_and_a_batch_of_decisions_in_one_incremental_run(tmp_path: Path) -> None:
+    data = people(5, entities=1500)
+    con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
+    con.register("_people", data)
+    con.execute("CREATE TABLE people AS SELECT source_id, a, b, name FROM _people")
+    truth = tmp_path / "labels.csv"
+    con.execute(f"COPY (SELECT 'x' AS source_system, source_id, true_id FROM _people) TO '{truth}' (HEADER)")
+    con.close()
+    (tmp_path / "coexist.toml").write_text(f"builtin_entities = false\n[entities.people]\n{_toml(json.dumps(LEARNED))}")
+    cli(tmp_path, "masterdata", "run")
+    measured = json.loads(
+        cli(tmp_path, "masterdata", "evaluate", "-e", "people", "--truth", str(truth), "--json").stdout
+    )
+    assert measured["pairwise_precision"] >= 0.98 and measured["pairwise_recall"] >= 0.9, measured
+    assert 0.9 <= measured["cluster_f1"] <= 1 and measured["labelled_records"] == data.num_rows, measured
+    # Two decisions at once: split a linked pair, link two records of different golden records.
+    xref = {
+        r["source_id"]: r["golden_id"]
+        for r in json.loads(
+            cli(tmp_path, "query", "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'", "--json").stdout
+        )
+    }
+    by_golden: dict[str, list[str]] = {}
+    for source_id, golden in sorted(xref.items()):
+        by_golden.setdefault(golden, []).append(source_id)
+    pair = next(members for members in by_golden.values() if len(members) == 2)
+    loners = [members[0] for members in by_golden.values() if len(members) == 1][:2]
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(
+        "action,record_a,record_b,note\n"
+        f"split,x:{pair[0]},x:{pair[1]},not the same\nlink,x:{loners[0]},x:{loners[1]},same person\n"
+    )
+    done = json.loads(cli(tmp_path, "masterdata", "decide", str(decisions), "-e", "people", "--json").stdout)
+    assert done["decisions"] == 2 and done["mode"] == "incremental" and done["re_resolved_records"] == 4, done
+    after = {
+        r["source_id"]: r["golden_id"]
+        for r in json.loads(
+            cli(tmp_path, "query", "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'", "--json").stdout
+        )
+    }
+    assert after[pair[0]] != after[pair[1]] and after[loners[0]] == after[loners[1]]
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"action,record_a,record_b\nlink,x:{loners[0]},x:nobody\n")
+    refused = cli(tmp_path, "masterdata", "decide", str(bad), "-e", "people", check=False)
+    assert refused.returncode == 2 and "line 2" in refused.stderr and "x:nobody" in refused.stderr, refused.stderr
