@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -67,9 +68,85 @@ class Level(Strict):
         return self
 
 
+Kind = Literal["exact", "jaro_winkler", "damerau_levenshtein", "date", "numeric_id", "email", "postcode", "name"]
+
+
 class Comparison(Strict):
+    """A field's comparison: its levels, written out or ready-made (`use` with a `column`).
+
+    Ready-made levels start with a null level (missing on a side) and end with the implicit "else";
+    their weights are learned. `bands`: similarity thresholds (jaro_winkler, name; default 0.92, 0.88)
+    or edit distances (damerau_levenshtein; default 1, 2); `days` (date): within N days (default 1, 31);
+    `tf`: the exact level is discounted for common values (default on for `name`)."""
+
     name: str
-    levels: list[Level] = Field(min_length=1)
+    levels: list[Level] = Field(default_factory=list)
+    use: Kind | None = None
+    column: str | None = None
+    bands: list[float] | None = None
+    days: list[int] | None = None
+    tf: bool | None = None
+
+    @model_validator(mode="after")
+    def _levels(self) -> Comparison:
+        if self.use is None:
+            if not self.levels:
+                raise ValueError("give levels, or use a ready-made comparison (use = ..., column = ...)")
+            return self
+        if self.levels:
+            raise ValueError("give either levels or use, not both")
+        if not self.column or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.column):
+            raise ValueError(f"use = {self.use!r} needs column = the name of an input or standardised column")
+        self.levels = ready_made(self.use, self.column, self.bands, self.days, self.tf)
+        return self
+
+
+def ready_made(kind: str, c: str, bands: list[float] | None, days: list[int] | None, tf: bool | None) -> list[Level]:
+    """The levels of a ready-made comparison on column `c` (weights left to training)."""
+    text = f"coalesce(CAST(l.{c} AS VARCHAR), '') = '' OR coalesce(CAST(r.{c} AS VARCHAR), '') = ''"
+    levels = [Level(when=text, label="missing", null=True)]
+    with_tf = c if (tf if tf is not None else kind == "name") else None
+    if kind in ("exact", "jaro_winkler", "damerau_levenshtein", "name"):
+        levels.append(Level(when=f"l.{c} = r.{c}", label="exact", tf=with_tf))
+    if kind in ("jaro_winkler", "name"):
+        for band in bands or [0.92, 0.88]:
+            when = f"jaro_winkler_similarity(CAST(l.{c} AS VARCHAR), CAST(r.{c} AS VARCHAR)) >= {float(band)}"
+            levels.append(Level(when=when, label=f"jw>={band}"))
+    elif kind == "damerau_levenshtein":
+        for band in bands or [1, 2]:
+            when = f"damerau_levenshtein(CAST(l.{c} AS VARCHAR), CAST(r.{c} AS VARCHAR)) <= {int(band)}"
+            levels.append(Level(when=when, label=f"dl<={int(band)}"))
+    elif kind == "date":
+        a, b = f"CAST(l.{c} AS DATE)", f"CAST(r.{c} AS DATE)"
+        levels.append(Level(when=f"{a} = {b}", label="exact", tf=with_tf))
+        levels.append(
+            Level(
+                when=f"year({a}) = year({b}) AND day({a}) = month({b}) AND month({a}) = day({b})",
+                label="day and month swapped",
+            )
+        )
+        for n in days or [1, 31]:
+            levels.append(Level(when=f"abs(datediff('day', {a}, {b})) <= {int(n)}", label=f"within {int(n)} days"))
+    elif kind == "numeric_id":
+        a, b = f"cx_digits(CAST(l.{c} AS VARCHAR))", f"cx_digits(CAST(r.{c} AS VARCHAR))"
+        levels.append(Level(when=f"{a} = {b}", label="exact", tf=with_tf))
+        levels.append(Level(when=f"damerau_levenshtein({a}, {b}) <= 1", label="one typo"))
+    elif kind == "email":
+        a, b = f"cx_email(CAST(l.{c} AS VARCHAR))", f"cx_email(CAST(r.{c} AS VARCHAR))"
+        levels.append(Level(when=f"{a} = {b}", label="exact", tf=with_tf))
+        user_a, user_b = f"split_part({a}, '@', 1)", f"split_part({b}, '@', 1)"
+        # No "similar user" level: users made from names are similar for everyone of a name, which
+        # random pairs do not show and EM then takes for a sign of a match.
+        levels.append(Level(when=f"{user_a} = {user_b}", label="same user, other domain"))
+    elif kind == "postcode":
+        a = f"upper(regexp_replace(CAST(l.{c} AS VARCHAR), '[^A-Za-z0-9]', '', 'g'))"
+        b = f"upper(regexp_replace(CAST(r.{c} AS VARCHAR), '[^A-Za-z0-9]', '', 'g'))"
+        levels.append(Level(when=f"{a} = {b}", label="exact", tf=with_tf))
+        # The district: all but the last three characters (UK inward code, a ZIP's last digits), at least two.
+        district = "left({p}, greatest(length({p}) - 3, 2))"
+        levels.append(Level(when=f"{district.format(p=a)} = {district.format(p=b)}", label="same district"))
+        levels.append(Level(when=f"left({a}, 2) = left({b}, 2)", label="same area"))
+    return levels
 
 
 class Thresholds(Strict):
