@@ -84,8 +84,8 @@ def train_cmd(
                         "entity": model.entity,
                         "comparison": comparison.name,
                         "level": label,
-                        "m": None if m is None else round(m, 6),
-                        "u": None if u is None else round(u, 6),
+                        "m": _probability(m, out.human),
+                        "u": _probability(u, out.human),
                         "weight": round(model.weight(comparison.name, k), 3),
                     }
                 )
@@ -94,6 +94,13 @@ def train_cmd(
             f"({model.iterations} EM iterations), u from {model.random_pairs:,} random pairs"
         )
     out.rows(rows, title="learned weights")
+
+
+def _probability(p: float | None, human: bool) -> float | str | None:
+    """Probabilities span orders of magnitude: three significant digits for people, six decimals otherwise."""
+    if p is None:
+        return None
+    return f"{p:.3g}" if human else round(p, 6)
 
 
 @app.command("check")
