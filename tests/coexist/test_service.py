@@ -104,6 +104,7 @@ def _resnapshot_through_http(
     try:
         halt.wait(1.0)
         runs_before = snapshot_rows(snap, runs)[0][0]
+        asked_at = time.time()
         asked = urllib.request.Request(
             f"{url}/cdc/resnapshot?source=psa&table=rs_busy", method="POST", headers={"X-Coexist-Action": "yes"}
         )
@@ -117,12 +118,23 @@ def _resnapshot_through_http(
             return doc if doc.get("done") else None
 
         done = wait_for("the online re-snapshot", finished, 180, proc)
+        done_at = time.time()
         halt.wait(2.0)  # writes go on after the swap too
     finally:
         halt.set()
         thread.join(timeout=30)
+    with sandbox.pg_app_connect(state) as pg:
+        at_source = pg.execute("SELECT count(*), sum(v) FROM rs_busy").fetchone()
+    sums = "SELECT count(*), sum(v) FROM replica_psa.rs_busy"
+    wait_for("the writes to reach the snapshot", lambda: tuple(snapshot_rows(snap, sums)[0]) == at_source, 60, proc)
     runs_during = wait_for("a reconciliation after the swap", lambda: snapshot_rows(snap, runs)[0][0] - runs_before, 60)
-    return {"accepted": accepted, "done": done, "runs_during": runs_during, "writes": writes[0]}
+    return {
+        "accepted": accepted,
+        "done": done,
+        "runs_during": runs_during,
+        "writes": writes[0],
+        "window": (asked_at, done_at),
+    }
 
 
 @pytest.fixture(scope="module")
