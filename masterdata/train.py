@@ -6,8 +6,9 @@ holds, or into the comparison's implicit last level ("else"). Training estimates
   all of which are non-matches);
 - m, the chance a pair of the *same* entity does, by expectation-maximisation over the blocked
   candidate pairs with u held fixed; and λ, the share of candidate pairs that match.
-A level's weight is log2(m/u); a pair's score is log2(λ/(1-λ)) plus its levels' weights, i.e. the
-log2 odds that a candidate pair is a match, so the thresholds are match probabilities. Levels marked
+A level's weight is log2(m/u); a pair's score is the log2 prior odds that two records anywhere
+match (λ's matches among all record pairs) plus its levels' weights, i.e. the log2 odds that the
+pair is a match, so the thresholds are match probabilities. Levels marked
 `null` (a value missing on either side) weigh 0 and are left out of both estimates.
 
 The heavy part is two DuckDB aggregations (random pairs and candidate pairs, each grouped by their
@@ -52,6 +53,8 @@ class Model:
     random_pairs: int
     iterations: int
     trained_at: str = ""
+    records: int = 0
+    candidate_pairs: int = 0
 
     def weight(self, comparison: str, level: int) -> float:
         m, u = self.m[comparison][level], self.u[comparison][level]
@@ -61,7 +64,14 @@ class Model:
 
     @property
     def prior_weight(self) -> float:
-        return math.log2(self.prior / (1 - self.prior))
+        """log2 prior odds that two records taken anywhere match: λ's matches among all record pairs.
+
+        Not λ itself: u comes from random pairs, so agreement on the blocking columns is evidence in
+        the levels' weights; a prior among blocked pairs would count it twice."""
+        everywhere = self.records * (self.records - 1) / 2
+        share = self.prior * self.candidate_pairs / everywhere if everywhere and self.candidate_pairs else self.prior
+        share = min(max(share, 1e-15), 0.5)
+        return math.log2(share / (1 - share))
 
 
 def version(entity: Entity) -> str:
@@ -120,8 +130,10 @@ def train(
              r AS (SELECT * FROM {records} ORDER BY random() LIMIT {side})
         SELECT {group}, count(*) FROM (SELECT {cols} FROM l, r WHERE l.rid <> r.rid) GROUP BY ALL""").fetchall()
 
+    counted: dict[str, int] = {}
+
     def patterns(pairs: str) -> list[tuple[int, ...]]:
-        n = con.execute(f"SELECT count(*) FROM ({pairs})").fetchall()[0][0]
+        n = counted[pairs] = con.execute(f"SELECT count(*) FROM ({pairs})").fetchall()[0][0]
         fraction = min(1.0, t.max_training_pairs / max(n, 1))
         sample = f"WHERE random() < {fraction}" if fraction < 1.0 else ""
         return con.execute(f"""
@@ -137,18 +149,34 @@ def train(
     blocked_on += [_rule_columns(" ".join(block)) for block in entity.blocking]
     compared = [_rule_columns(" ".join(lv.when for lv in c.levels)) for c in entity.comparisons]
     first_blocking = len(entity.deterministic) if entity.blocking else 0
-    estimates: list[list[list[float | None]]] = [[] for _ in entity.comparisons]
-    for rule, on in list(zip(rules, blocked_on, strict=True))[first_blocking:]:
-        left_out = [bool(compared[i] & on) for i in range(len(sizes))]
-        rule_nulls = [[True] * size if left_out[i] else nulls[i] for i, size in enumerate(sizes)]
-        m_rule, _, _ = _em(patterns(rule), sizes, rule_nulls, u, t.iterations, t.initial_prior)
-        for i in range(len(sizes)):
-            if not left_out[i]:
-                estimates[i].append(m_rule[i])
-    everything = patterns(" UNION ".join(rules)) if rules else []
-    pooled, _, _ = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior)
-    m = [_mean(found) if found else pooled[i] for i, found in enumerate(estimates)]
-    _, prior, iterations = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior, fixed_m=m)
+    by_rule = [
+        (patterns(rule), [bool(compared[i] & on) for i in range(len(sizes))])
+        for rule, on in list(zip(rules, blocked_on, strict=True))[first_blocking:]
+    ]
+    every_rule = " UNION ".join(rules)
+    everything = patterns(every_rule) if rules else []
+    pairs_anywhere = total * (total - 1) / 2
+
+    def fit(u: list[list[float | None]]) -> tuple[list[list[float | None]], float, int]:
+        estimates: list[list[list[float | None]]] = [[] for _ in entity.comparisons]
+        for rows, left_out in by_rule:
+            rule_nulls = [[True] * size if left_out[i] else nulls[i] for i, size in enumerate(sizes)]
+            m_rule, _, _ = _em(rows, sizes, rule_nulls, u, t.iterations, t.initial_prior)
+            for i in range(len(sizes)):
+                if not left_out[i]:
+                    estimates[i].append(m_rule[i])
+        pooled, _, _ = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior)
+        m = [_mean(found) if found else pooled[i] for i, found in enumerate(estimates)]
+        _, prior, iterations = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior, fixed_m=m)
+        return m, prior, iterations
+
+    # Random pairs hold a few true matches too, which matter when the data set is small (two records
+    # of one company are a sizeable share of the pairs that agree on its name): u is counted again
+    # over the random pairs weighted by how unlikely each is to be a match, and m refitted.
+    m, prior, iterations = fit(u)
+    anywhere = min(max(prior * counted.get(every_rule, 0) / max(pairs_anywhere, 1), 1e-15), 0.5)
+    u = _level_shares(random_rows, sizes, nulls, _nonmatch(random_rows, nulls, m, u, anywhere))
+    m, prior, iterations = fit(u)
     model = Model(
         entity=name,
         version=version(entity),
@@ -159,6 +187,8 @@ def train(
         random_pairs=int(sum(r[-1] for r in random_rows)),
         iterations=iterations,
         trained_at=dt.datetime.now(dt.UTC).isoformat(),
+        records=int(total),
+        candidate_pairs=int(counted.get(every_rule, 0)),
     )
     con.execute(
         "INSERT INTO mdm.models VALUES (?, ?, ?, ?)",
@@ -183,13 +213,35 @@ def _mean(rows: list[list[float | None]]) -> list[float | None]:
     ]
 
 
-def _level_shares(rows: list[tuple[int, ...]], sizes: list[int], nulls: list[list[bool]]) -> list[list[float | None]]:
-    """Per comparison, each non-null level's share of the pairs (add-one smoothed)."""
+def _nonmatch(
+    rows: list[tuple[int, ...]],
+    nulls: list[list[bool]],
+    m: list[list[float | None]],
+    u: list[list[float | None]],
+    prior: float,
+) -> list[float]:
+    """For each comparison vector, the chance it is not a match (prior: the share of matches among these pairs)."""
+    shares = []
+    for row in rows:
+        log_odds = math.log(prior) - math.log1p(-prior)
+        for i, level in enumerate(row[:-1]):
+            if not nulls[i][level]:
+                log_odds += math.log(max(m[i][level] or 0.0, PROBABILITY_FLOOR))
+                log_odds -= math.log(max(u[i][level] or 0.0, PROBABILITY_FLOOR))
+        shares.append(1.0 / (1.0 + math.exp(min(log_odds, 700.0))))
+    return shares
+
+
+def _level_shares(
+    rows: list[tuple[int, ...]], sizes: list[int], nulls: list[list[bool]], weights: list[float] | None = None
+) -> list[list[float | None]]:
+    """Per comparison, each non-null level's share of the pairs (add-one smoothed; each distinct
+    vector counted `weights` times its count, when given)."""
     shares: list[list[float | None]] = []
     for i, size in enumerate(sizes):
         counts = np.ones(size)
-        for row in rows:
-            counts[row[i]] += row[-1]
+        for n, row in enumerate(rows):
+            counts[row[i]] += row[-1] * (weights[n] if weights is not None else 1.0)
         live = ~np.array(nulls[i])
         total = counts[live].sum()
         shares.append([None if nulls[i][k] else float(counts[k] / total) for k in range(size)])
