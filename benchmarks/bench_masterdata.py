@@ -47,6 +47,7 @@ for source in entity.sources:
     source.sql = (f"SELECT source_id, name, tax_id, country, city, postcode, street, NULL::VARCHAR AS currency, "
                   f"NULL::TIMESTAMP AS updated_at FROM read_parquet('{path}') WHERE source_system = '{source.system}'")
 con = duckdb.connect(db)
+con.execute("SET enable_progress_bar = false")
 con.execute("SET preserve_insertion_order = false")
 con.execute("SET memory_limit = '2500MB'")
 t = time.perf_counter()

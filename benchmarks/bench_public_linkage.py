@@ -74,6 +74,7 @@ entity = Entity.model_validate({
     ],
 })
 con = duckdb.connect(db)
+con.execute("SET enable_progress_bar = false")
 t = time.perf_counter()
 Resolver(con).resolve("person", entity)
 wall = time.perf_counter() - t

@@ -81,18 +81,25 @@ def source_union(entity: Entity) -> str:
 
 def input_select(entity: Entity) -> str:
     """The standardised input: rid, the sources' columns, standardised columns, a row hash, and for each
-    term-frequency column its value's frequency `tf_<c>` and the records' mean frequency `etf_<c>`
-    (how many records a value usually has: about one per source and duplicate)."""
+    term-frequency column its value's frequency `tf_<c>` and `etf_<c>`, how many records a shared value
+    usually has: the median frequency of the values held by more than one record (about one record
+    per source and duplicate of an entity, whatever a few generic values hold, which dominate any
+    mean; and 2, not 1, in a one-source dedupe, whose shared values are its duplicates)."""
     std = ", ".join(f"{expr} AS {col}" for col, expr in entity.standardise.items())
     tf_cols = sorted({lvl.tf for c in entity.comparisons for lvl in c.levels if lvl.tf})
     tf = "".join(f", count(*) OVER (PARTITION BY {c}) AS tf_{c}" for c in tf_cols)
-    etf = "".join(f", avg(CASE WHEN {c} IS NOT NULL THEN tf_{c} END) OVER () AS etf_{c}" for c in tf_cols)
+    shared = "".join(
+        f", e_{c} AS (SELECT coalesce(median(n), 2) AS etf_{c} FROM "
+        f"(SELECT count(*) AS n FROM s WHERE {c} IS NOT NULL GROUP BY {c} HAVING count(*) > 1))"
+        for c in tf_cols
+    )
+    joins = "".join(f" CROSS JOIN e_{c}" for c in tf_cols)
     return f"""
         WITH u AS ({source_union(entity)}), s AS (SELECT *, {std or "1 AS _none"} FROM u),
              h AS (SELECT source_system || ':' || source_id AS rid, *{tf},
                           md5(CAST(struct_pack(*COLUMNS(lambda c: c <> 'updated_at')) AS VARCHAR)) AS row_hash
-                   FROM s)
-        SELECT *{etf} FROM h"""
+                   FROM s){shared}
+        SELECT * FROM h{joins}"""
 
 
 def candidates_sql(entity: Entity, table: str, only: str | None = None) -> str:
@@ -145,8 +152,8 @@ def _log_odds(p: float) -> float:
 
 def level_weight(entity: Entity, comparison: int, level: int, model: Model | None) -> str:
     """A level's weight as SQL: the trained or configured log2 ratio, with a bounded term-frequency
-    discount on a positive level: a value shared by more records than values usually are (`etf`)
-    is weaker evidence, down to none (never evidence against)."""
+    discount on a positive level: a value shared by more records than shared values usually are
+    (`etf`) is weaker evidence, down to none (never evidence against)."""
     spec = entity.comparisons[comparison].levels[level]
     if spec.null:
         return "0.0"
