@@ -114,9 +114,10 @@ def train(
     the deterministic rules' then the blocking rules', as `resolve.candidate_rules` gives them), and λ
     over all candidates.
 
-    As in Splink, a rule's pairs say nothing about the comparisons on the columns it blocks on (they
-    agree by construction): each rule's EM leaves those out, and a comparison's m is the mean over the
-    rules that could estimate it (over all candidates when none could)."""
+    As in Splink, a rule's pairs say nothing about the comparisons on the columns it blocks on or
+    tests (they agree by construction): each rule's EM leaves those out, and a comparison's m is the
+    mean over the rules that could estimate it (over all candidates when none could). A deterministic
+    rule is such a rule too: pairs with the same tax number are what teaches the name's m."""
     con.execute(DDL)
     t = entity.training
     gammas = gamma(entity)
@@ -148,10 +149,9 @@ def train(
     blocked_on = [_rule_columns(d.condition + " " + " ".join(d.block)) for d in entity.deterministic]
     blocked_on += [_rule_columns(" ".join(block)) for block in entity.blocking]
     compared = [_rule_columns(" ".join(lv.when for lv in c.levels)) for c in entity.comparisons]
-    first_blocking = len(entity.deterministic) if entity.blocking else 0
     by_rule = [
         (patterns(rule), [bool(compared[i] & on) for i in range(len(sizes))])
-        for rule, on in list(zip(rules, blocked_on, strict=True))[first_blocking:]
+        for rule, on in zip(rules, blocked_on, strict=True)
     ]
     every_rule = " UNION ".join(rules)
     everything = patterns(every_rule) if rules else []
