@@ -7,6 +7,20 @@ import subprocess
 import textwrap
 from pathlib import Path
 
+SPLINK_QUALITY = """
+wall = time.perf_counter() - t
+predicted, correct = con.execute('''WITH c AS (SELECT c.unique_id, c.cluster_id, r.true_id FROM clustered c
+    JOIN recs r USING (unique_id)) SELECT count(*), count(*) FILTER (WHERE a.true_id = b.true_id) FROM c a
+    JOIN c b ON a.cluster_id = b.cluster_id AND a.unique_id < b.unique_id''').fetchall()[0]
+actual = con.execute('''SELECT count(*) FROM recs a JOIN recs b ON a.true_id = b.true_id
+    AND a.unique_id < b.unique_id''').fetchall()[0][0]
+p, r = correct / max(predicted, 1), correct / max(actual, 1)
+print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}))
+"""
+"""The tail of a Splink child script (Splink's own interpreter, so it cannot import coexist): time, peak
+RSS and pairwise quality of the clusters in `clustered` against `recs.true_id`, as one JSON line."""
+
 
 def run_child(python: str, code: str, *args: str) -> dict[str, object]:
     """Run `code` with `python`; it prints one JSON line last. Errors come back as {"error": ...}."""

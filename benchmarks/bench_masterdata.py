@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from _child import run_child  # type: ignore[import-not-found]
+from _child import SPLINK_QUALITY, run_child  # type: ignore[import-not-found]
 from rich.console import Console
 from rich.table import Table
 
@@ -68,7 +68,8 @@ print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SEL
                   "incremental_touched": inc.touched_clusters}))
 """
 
-SPLINK = """
+SPLINK = (
+    """
 import json, resource, sys, time, duckdb
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
@@ -100,16 +101,9 @@ pred = linker.inference.predict(threshold_match_probability=0.9)
 clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pred, 0.9)
 clustered = clusters.as_pyarrow_table()
 con.register("clustered", clustered)
-wall = time.perf_counter() - t
-predicted, correct = con.execute('''WITH c AS (SELECT c.unique_id, c.cluster_id, r.true_id FROM clustered c
-    JOIN recs r USING (unique_id)) SELECT count(*), count(*) FILTER (WHERE a.true_id = b.true_id) FROM c a
-    JOIN c b ON a.cluster_id = b.cluster_id AND a.unique_id < b.unique_id''').fetchall()[0]
-actual = con.execute('''SELECT count(*) FROM recs a JOIN recs b ON a.true_id = b.true_id
-    AND a.unique_id < b.unique_id''').fetchall()[0][0]
-p, r = correct / max(predicted, 1), correct / max(actual, 1)
-print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}))
 """
+    + SPLINK_QUALITY
+)
 
 
 def make_records(n_records: int, path: Path, seed: int) -> int:

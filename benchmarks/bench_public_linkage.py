@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _child import run_child  # type: ignore[import-not-found]
+from _child import SPLINK_QUALITY, run_child  # type: ignore[import-not-found]
 from rich.console import Console
 from rich.table import Table
 
@@ -82,7 +82,8 @@ quality = pairwise_quality(con, "person", pq.read_table(path, columns=["source_s
 print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **quality}))
 """
 
-SPLINK = """
+SPLINK = (
+    """
 import json, resource, sys, time, duckdb
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
@@ -121,16 +122,9 @@ linker.training.estimate_parameters_using_expectation_maximisation(block_on("giv
 pred = linker.inference.predict(threshold_match_probability=0.99)
 clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pred, 0.99)
 con.register("clustered", clusters.as_pyarrow_table())
-wall = time.perf_counter() - t
-predicted, correct = con.execute('''WITH c AS (SELECT c.unique_id, c.cluster_id, r.true_id FROM clustered c
-    JOIN recs r USING (unique_id)) SELECT count(*), count(*) FILTER (WHERE a.true_id = b.true_id) FROM c a
-    JOIN c b ON a.cluster_id = b.cluster_id AND a.unique_id < b.unique_id''').fetchall()[0]
-actual = con.execute('''SELECT count(*) FROM recs a JOIN recs b ON a.true_id = b.true_id
-    AND a.unique_id < b.unique_id''').fetchall()[0][0]
-p, r = correct / max(predicted, 1), correct / max(actual, 1)
-print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}))
 """
+    + SPLINK_QUALITY
+)
 
 SETS = [
     ("FEBRL 3 (dedupe, 5,000)", "febrl3", "a", "dedupe_only"),
