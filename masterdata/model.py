@@ -166,7 +166,7 @@ class Training(Strict):
     match_probability: float = Field(default=0.99, gt=0, lt=1)
     review_probability: float = Field(default=0.5, gt=0, lt=1)
     random_pairs: int = Field(default=1_000_000, ge=100, description="pairs sampled for u")
-    max_training_pairs: int = Field(default=5_000_000, ge=100, description="candidate pairs sampled for EM")
+    max_training_pairs: int = Field(default=1_000_000, ge=100, description="candidate pairs sampled for EM")
     iterations: int = Field(default=50, ge=1)
     initial_prior: float = Field(default=0.05, gt=0, lt=1, description="EM's first guess of λ")
 

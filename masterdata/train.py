@@ -131,30 +131,41 @@ def train(
              r AS (SELECT * FROM {records} ORDER BY random() LIMIT {side})
         SELECT {group}, count(*) FROM (SELECT {cols} FROM l, r WHERE l.rid <> r.rid) GROUP BY ALL""").fetchall()
 
-    counted: dict[str, int] = {}
-
-    def patterns(pairs: str) -> list[tuple[int, ...]]:
-        n = counted[pairs] = con.execute(f"SELECT count(*) FROM ({pairs})").fetchall()[0][0]
-        fraction = min(1.0, t.max_training_pairs / max(n, 1))
-        sample = f"WHERE random() < {fraction}" if fraction < 1.0 else ""
-        return con.execute(f"""
-            SELECT {group}, count(*) FROM (
-                SELECT {cols} FROM (SELECT * FROM ({pairs}) {sample}) c
-                JOIN {records} l ON l.rid = c.l_rid JOIN {records} r ON r.rid = c.r_rid)
-            GROUP BY ALL""").fetchall()
-
     sizes = [len(c.levels) + 1 for c in entity.comparisons]
     nulls = [[lv.null for lv in c.levels] + [False] for c in entity.comparisons]
     u = _level_shares(random_rows, sizes, nulls)
+    # One pass over the candidates: each pair with the rules that found it (a bit each) and its
+    # comparison vector, sampled down to max_training_pairs; every rule's share is a filter of it.
+    tagged = " UNION ALL ".join(
+        f"SELECT l_rid, r_rid, {1 << i}::HUGEINT AS bit FROM ({r})" for i, r in enumerate(rules)
+    )
+    vectors: list[tuple[int, ...]] = []
+    candidate_pairs = 0
+    if rules:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _mdm_training AS SELECT l_rid, r_rid, bit_or(bit) AS rules FROM ({tagged}) "
+            "GROUP BY ALL"
+        )
+        candidate_pairs = con.execute("SELECT count(*) FROM _mdm_training").fetchall()[0][0]
+        fraction = min(1.0, t.max_training_pairs / max(candidate_pairs, 1))
+        sample = f"WHERE random() < {fraction}" if fraction < 1.0 else ""
+        vectors = con.execute(f"""
+            SELECT {group}, rules, count(*) FROM (
+                SELECT {cols}, c.rules FROM (SELECT * FROM _mdm_training {sample}) c
+                JOIN {records} l ON l.rid = c.l_rid JOIN {records} r ON r.rid = c.r_rid)
+            GROUP BY ALL""").fetchall()
+        con.execute("DROP TABLE _mdm_training")
+    everything = [(*row[:-2], row[-1]) for row in vectors]
     blocked_on = [_rule_columns(d.condition + " " + " ".join(d.block)) for d in entity.deterministic]
     blocked_on += [_rule_columns(" ".join(block)) for block in entity.blocking]
     compared = [_rule_columns(" ".join(lv.when for lv in c.levels)) for c in entity.comparisons]
     by_rule = [
-        (patterns(rule), [bool(compared[i] & on) for i in range(len(sizes))])
-        for rule, on in zip(rules, blocked_on, strict=True)
+        (
+            [(*row[:-2], row[-1]) for row in vectors if int(row[-2]) >> i & 1],
+            [bool(compared[c] & on) for c in range(len(sizes))],
+        )
+        for i, on in enumerate(blocked_on)
     ]
-    every_rule = " UNION ".join(rules)
-    everything = patterns(every_rule) if rules else []
     pairs_anywhere = total * (total - 1) / 2
 
     def fit(u: list[list[float | None]]) -> tuple[list[list[float | None]], float, int]:
@@ -174,7 +185,7 @@ def train(
     # of one company are a sizeable share of the pairs that agree on its name): u is counted again
     # over the random pairs weighted by how unlikely each is to be a match, and m refitted.
     m, prior, iterations = fit(u)
-    anywhere = min(max(prior * counted.get(every_rule, 0) / max(pairs_anywhere, 1), 1e-15), 0.5)
+    anywhere = min(max(prior * candidate_pairs / max(pairs_anywhere, 1), 1e-15), 0.5)
     u = _level_shares(random_rows, sizes, nulls, _nonmatch(random_rows, nulls, m, u, anywhere))
     m, prior, iterations = fit(u)
     model = Model(
@@ -188,7 +199,7 @@ def train(
         iterations=iterations,
         trained_at=dt.datetime.now(dt.UTC).isoformat(),
         records=int(total),
-        candidate_pairs=int(counted.get(every_rule, 0)),
+        candidate_pairs=int(candidate_pairs),
     )
     con.execute(
         "INSERT INTO mdm.models VALUES (?, ?, ?, ?)",
