@@ -102,7 +102,7 @@ def refresh_masterdata(
 
 
 def train_masterdata(
-    con: duckdb.DuckDBPyConnection, settings: Settings, names: list[str] | None = None
+    con: duckdb.DuckDBPyConnection, settings: Settings, names: list[str] | None = None, from_labels: bool = False
 ) -> list[tuple[Entity, Model]]:
     """Learn the comparison weights of the named entities (all when None) from their current records;
     the next runs score with them."""
@@ -113,7 +113,11 @@ def train_masterdata(
     def fit(name: str) -> tuple[Entity, Model]:
         entity = entities[name]
         records = resolver.input_table(entity)
-        return entity, train.train(con, name, entity, records, candidate_rules(entity, records))
+        try:
+            model = train.train(con, name, entity, records, candidate_rules(entity, records), from_labels=from_labels)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        return entity, model
 
     return _each("entity", entities, names, None, fit)
 

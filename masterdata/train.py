@@ -108,7 +108,13 @@ def load(con: duckdb.DuckDBPyConnection, name: str, entity: Entity) -> Model | N
 
 
 def train(
-    con: duckdb.DuckDBPyConnection, name: str, entity: Entity, records: str, rules: list[str], seed: int = 7
+    con: duckdb.DuckDBPyConnection,
+    name: str,
+    entity: Entity,
+    records: str,
+    rules: list[str],
+    seed: int = 7,
+    from_labels: bool = False,
 ) -> Model:
     """Estimate u from random pairs of `records`, m by EM over each rule's candidate pairs (`rules`:
     the deterministic rules' then the blocking rules', as `resolve.candidate_rules` gives them), and λ
@@ -117,7 +123,10 @@ def train(
     As in Splink, a rule's pairs say nothing about the comparisons on the columns it blocks on or
     tests (they agree by construction): each rule's EM leaves those out, and a comparison's m is the
     mean over the rules that could estimate it (over all candidates when none could). A deterministic
-    rule is such a rule too: pairs with the same tax number are what teaches the name's m."""
+    rule is such a rule too: pairs with the same tax number are what teaches the name's m.
+
+    `from_labels`: m is counted over the pairs people linked by hand (`mdm.overrides`, from `masterdata
+    override` and `decide`) instead of EM; u and λ as above."""
     con.execute(DDL)
     t = entity.training
     gammas = gamma(entity)
@@ -168,7 +177,24 @@ def train(
     ]
     pairs_anywhere = total * (total - 1) / 2
 
+    labelled: list[list[float | None]] | None = None
+    if from_labels:
+        linked = con.execute(
+            f"""
+            SELECT {group}, count(*) FROM (
+                SELECT {cols} FROM mdm.overrides o JOIN {records} l ON l.rid = o.a_rid JOIN {records} r ON r.rid = o.b_rid
+                WHERE o.entity = ? AND o.action = 'link')
+            GROUP BY ALL""",
+            [name],
+        ).fetchall()
+        if not linked:
+            raise ValueError(f"entity {name!r}: no linked pairs to learn from (`masterdata override link` or `decide`)")
+        labelled = _level_shares(linked, sizes, nulls)
+
     def fit(u: list[list[float | None]]) -> tuple[list[list[float | None]], float, int]:
+        if labelled is not None:
+            _, prior, iterations = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior, fixed_m=labelled)
+            return labelled, prior, iterations
         estimates: list[list[list[float | None]]] = [[] for _ in entity.comparisons]
         for rows, left_out in by_rule:
             rule_nulls = [[True] * size if left_out[i] else nulls[i] for i, size in enumerate(sizes)]

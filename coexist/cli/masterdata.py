@@ -57,6 +57,9 @@ def run(
 @app.command("train")
 def train_cmd(
     entity: Annotated[list[str] | None, typer.Option("--entity", "-e", help="only this entity (repeatable)")] = None,
+    from_labels: Annotated[
+        bool, typer.Option("--from-labels", help="m from the pairs linked by hand (overrides), not EM")
+    ] = False,
     as_json: JsonOpt = False,
     as_csv: CsvOpt = False,
 ) -> None:
@@ -70,7 +73,7 @@ def train_cmd(
     out = Output(as_json, as_csv)
     con = write_warehouse()
     try:
-        trained = tasks.train_masterdata(con, settings(), entity)
+        trained = tasks.train_masterdata(con, settings(), entity, from_labels=from_labels)
     finally:
         con.close()
     rows: list[dict[str, Any]] = []
