@@ -103,7 +103,7 @@ def schema_change(
     kind, ddl = str(row.get("kind") or ""), str(row.get("ddl") or "")
     if kind == "drop_table":
         return SchemaChange(event.source, str(row["table_name"]), kind, ddl, event.position, **options)
-    if kind not in ("rename_table", "alter_table"):
+    if kind != "alter_table":
         return None
     new = str(row.get("new_name") or "")
     old = next((_unquote(a) for a, b in _RENAME.findall(ddl) if _unquote(b) == new), None)

@@ -188,9 +188,6 @@ class Resolver:
     # ------------------------------------------------------------ steps
 
     def input_table(self, entity: Entity) -> str:
-        return self._input("", entity)
-
-    def _input(self, name: str, entity: Entity) -> str:
         """Standardised records of every source, with value frequencies and a content hash."""
         # A temp table: `mdm.input_<name>` (the last committed input, what an incremental run compares
         # against) is replaced only inside the run's transaction, so a killed run is redone by the next.
@@ -351,7 +348,7 @@ class Resolver:
             ).fetchall()[0][0]
             > 0
         )
-        table = self._input(name, entity)
+        table = self.input_table(entity)
         records = con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         mode = "incremental" if incremental and had_previous else "full"
         only = None
