@@ -65,6 +65,7 @@ def main() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")} | {
         "COEXIST_DATA_DIR": str(data_dir),
         "COEXIST_SERVICE__HTTP_PORT": "0",
+        "COEXIST_WEB__PORT": "0",
     }
     coexist = [sys.executable, "-m", "coexist"]
     try:

@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from cdc.config import CdcSettings, PublishSettings, Source
@@ -94,6 +94,51 @@ class ServiceSettings(Strict):
     log_format: Literal["json", "text"] = "json"
 
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+EVENTS = ("new_break", "assigned", "alert")
+
+
+class NotifyRoute(Strict):
+    """Where notifications go, through apprise (mailto://, slack://, msteams://, json:// webhooks ...).
+
+    The URL carries credentials, so the file names the environment variable that holds it."""
+
+    url_env: str = Field(description="environment variable holding one or more apprise URLs (space-separated)")
+    events: list[Literal["new_break", "assigned", "alert"]] = Field(default_factory=lambda: list(EVENTS))
+    min_amount: float = Field(default=0.0, ge=0, description="new_break: only breaks whose difference is at least this")
+
+
+class WebSettings(Strict):
+    """The exception workbench: served by `coexist run` and by `coexist web`."""
+
+    enabled: bool = Field(default=True, description="`coexist run` serves the workbench too")
+    host: str = Field(default="127.0.0.1", description="loopback by default; any other address needs TLS")
+    port: int = Field(default=8470, ge=0, le=65535, description="0 picks a free port")
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    approve_above: float = Field(
+        default=1000.0, ge=0, description="accepting a break whose difference is above this needs an approver"
+    )
+    session_minutes: int = Field(default=480, ge=1, description="a session ends after this long without a request")
+    sign_in_attempts: int = Field(default=5, ge=1, description="failed sign-ins per address and name per window")
+    sign_in_window_seconds: int = Field(default=300, ge=1)
+    unposted_sla_days: float = Field(default=3.0, ge=0, description="approved time unposted longer than this is late")
+    list_size: int = Field(default=100, ge=10, le=1000, description="breaks per page")
+    notify: list[NotifyRoute] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _tls_off_loopback(self) -> WebSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.host not in LOOPBACK and self.tls_cert is None:
+            raise ValueError(f"host {self.host!r} is not loopback: set tls_cert and tls_key (sign-in over plain HTTP)")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="COEXIST_", env_nested_delimiter="__", extra="forbid", populate_by_name=True
@@ -110,6 +155,7 @@ class Settings(BaseSettings):
     builtin_entities: bool = True
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
     service: ServiceSettings = Field(default_factory=ServiceSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     alerts: AlertSettings = Field(default_factory=AlertSettings)
     duckdb: DuckDBSettings = Field(default_factory=DuckDBSettings)
     standardise: Vocabulary = Field(default_factory=Vocabulary)
@@ -147,6 +193,11 @@ class Settings(BaseSettings):
     @property
     def warehouse_path(self) -> Path:
         return self.warehouse if self.warehouse is not None else self.data_dir / "warehouse.duckdb"
+
+    @property
+    def users_path(self) -> Path:
+        """The workbench's users (`coexist users`), outside the warehouse."""
+        return self.data_dir / "users.sqlite"
 
     @property
     def snapshot_path(self) -> Path:

@@ -66,3 +66,7 @@ class GateFailed(TerminalError):
     """The work ran and found what the caller asked to be stopped by (`reconcile run --fail-on`)."""
 
     exit_code = 1
+
+
+class Forbidden(TerminalError):
+    """The person acting may not do this (their role is too low for it)."""

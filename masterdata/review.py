@@ -7,8 +7,10 @@ from typing import Any
 
 import duckdb
 
+from core import audit
+from core.audit import AUDIT_DDL
 from core.errors import NotReady, UsageError
-from core.warehouse import quote
+from core.warehouse import quote, transaction
 
 
 def _records(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
@@ -16,16 +18,36 @@ def _records(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
+DEFER_DDL = """
+CREATE TABLE IF NOT EXISTS mdm.deferrals (
+    entity VARCHAR, a_rid VARCHAR, b_rid VARCHAR, until TIMESTAMPTZ, created_at TIMESTAMPTZ, actor VARCHAR
+);
+"""
+
+
 def review_queue(
-    con: duckdb.DuckDBPyConnection, entity: str | None = None, limit: int | None = 30
+    con: duckdb.DuckDBPyConnection,
+    entity: str | None = None,
+    limit: int | None = 30,
+    deferred: bool = False,
 ) -> list[dict[str, Any]]:
-    """Pairs between the review and match thresholds, most likely first, with their per-field evidence."""
+    """Pairs between the review and match thresholds, most likely first, with their per-field evidence;
+    pairs deferred until later are left out (or, with `deferred`, only those)."""
     try:
+        has_deferrals = con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'mdm' AND table_name = 'deferrals'"
+        ).fetchall()[0][0]
+        later = (
+            "EXISTS (SELECT 1 FROM mdm.deferrals d WHERE d.entity = q.entity AND d.a_rid = q.l_rid "
+            "AND d.b_rid = q.r_rid AND d.until > now())"
+            if has_deferrals
+            else "FALSE"
+        )
         return _records(
             con.execute(
                 "SELECT entity, l_rid AS record_a, r_rid AS record_b, round(score, 2) AS score, evidence "
-                "FROM mdm.review_queue WHERE ? IS NULL OR entity = ? ORDER BY score DESC, l_rid, r_rid "
-                + ("LIMIT ?" if limit is not None else ""),
+                f"FROM mdm.review_queue q WHERE (? IS NULL OR entity = ?) AND {'' if deferred else 'NOT '}{later} "
+                "ORDER BY score DESC, l_rid, r_rid " + ("LIMIT ?" if limit is not None else ""),
                 [entity, entity] + ([limit] if limit is not None else []),
             )
         )
@@ -33,10 +55,30 @@ def review_queue(
         raise NotReady("master data has not run yet: `coexist masterdata run`") from None
 
 
-def add_override(
-    con: duckdb.DuckDBPyConnection, entity: str, action: str, record_a: str, record_b: str, note: str | None
+def defer(
+    con: duckdb.DuckDBPyConnection, entity: str, record_a: str, record_b: str, days: float, actor: str
 ) -> None:
-    """Record a manual link or split of two known records; every later run honours it."""
+    """Leave a review pair out of the queue for `days` (it comes back if still doubtful then)."""
+    now = dt.datetime.now(dt.UTC)
+    until = now + dt.timedelta(days=days)
+    con.execute(DEFER_DDL)
+    con.execute(AUDIT_DDL)
+    with transaction(con):
+        con.execute("INSERT INTO mdm.deferrals VALUES (?, ?, ?, ?, ?, ?)", [entity, record_a, record_b, until, now, actor])
+        audit.record(con, actor, "review:defer", entity, [(f"{record_a}|{record_b}", None, {"until": until})], now)
+
+
+def add_override(
+    con: duckdb.DuckDBPyConnection,
+    entity: str,
+    action: str,
+    record_a: str,
+    record_b: str,
+    note: str | None,
+    actor: str = "cli",
+) -> None:
+    """Record a manual link or split of two known records, and who decided it in the audit trail
+    (the caller holds the transaction); every later run honours it."""
     if action not in ("link", "split"):
         raise UsageError(f"action must be link or split, not {action!r}")
     try:
@@ -51,10 +93,10 @@ def add_override(
     missing = [r for r in (record_a, record_b) if r not in known]
     if missing:
         raise UsageError(f"no {entity} record {missing[0]!r} (use SYSTEM:ID as `masterdata explain` shows it)")
-    con.execute(
-        "INSERT INTO mdm.overrides VALUES (?, ?, ?, ?, ?, ?)",
-        [entity, action, record_a, record_b, dt.datetime.now(dt.UTC), note],
-    )
+    now = dt.datetime.now(dt.UTC)
+    con.execute(AUDIT_DDL)
+    con.execute("INSERT INTO mdm.overrides VALUES (?, ?, ?, ?, ?, ?)", [entity, action, record_a, record_b, now, note])
+    audit.record(con, actor, f"review:{action}", entity, [(f"{record_a}|{record_b}", None, {"note": note})], now)
 
 
 def explain(con: duckdb.DuckDBPyConnection, record: str, entity: str | None = None) -> list[dict[str, Any]]:

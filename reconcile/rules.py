@@ -106,6 +106,17 @@ class Context(Strict):
     customer: tuple[str, str] | None = Field(default=None, description="the customer's golden id (mdm.xref)")
 
 
+ROW_SOURCE = r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$"
+
+
+class History(Strict):
+    """Where each side's rows come from, as `source.table.column` in `cdc.changelog` (the column
+    holding the rule's `row_id`): the workbench shows a break's rows' change history from it."""
+
+    left: str | None = Field(default=None, pattern=ROW_SOURCE, description="e.g. psa.time_entries.entry_id")
+    right: str | None = Field(default=None, pattern=ROW_SOURCE, description="e.g. erp.labor_postings.posting_id")
+
+
 class Rule(Strict):
     left: Dataset
     right: Dataset
@@ -134,6 +145,7 @@ class Rule(Strict):
         default=None, description="cron expression for the scheduler: 5 fields, or 6 with seconds first"
     )
     description: str | None = None
+    history: History = Field(default_factory=History)
 
     @model_validator(mode="after")
     def _measures_need_fx(self) -> Rule:
@@ -164,8 +176,9 @@ class Rule(Strict):
         return list(dict.fromkeys(types))
 
     def version(self) -> str:
-        """A hash of the rule's content: runs record which rule version produced them."""
-        return hashlib.sha256(json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+        """A hash of what decides the rule's results (not `history`, which only shows them)."""
+        body = self.model_dump(mode="json", exclude={"history"})
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def missing_files(rule: Rule, sql_dir: Path) -> list[str]:

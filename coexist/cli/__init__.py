@@ -15,7 +15,7 @@ from typing import Annotated
 import typer
 from rich.text import Text
 
-from coexist.cli import analyst, cdc, masterdata, reconcile, sandbox, service
+from coexist.cli import analyst, cdc, masterdata, reconcile, sandbox, service, web
 from coexist.cli.common import leave_jvm, set_config
 from coexist.cli.output import err_console
 from core.errors import CoexistError
@@ -38,6 +38,8 @@ app.command("run")(service.run)
 app.command("query")(analyst.query)
 app.command("export")(analyst.export)
 app.command("report")(analyst.report)
+app.command("web")(web.web)
+app.add_typer(web.users_app, name="users")
 
 
 def _version() -> str:

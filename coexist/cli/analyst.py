@@ -49,7 +49,7 @@ def export(
     snapshot: SnapshotOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export the analytics views and the master-data and reconciliation tables as Parquet.
+    """Export the analytics views, the master-data and reconciliation tables and the workbench's work as Parquet.
 
     Example: coexist export --parquet out/
     """
@@ -60,7 +60,7 @@ def export(
     try:
         names = con.execute(
             "SELECT table_schema, table_name FROM information_schema.tables WHERE table_schema IN "
-            "('analytics', 'mdm', 'recon') ORDER BY 1, 2"
+            "('analytics', 'mdm', 'recon', 'work') ORDER BY 1, 2"
         ).fetchall()
         for schema, table in names:
             target = parquet / f"{schema}.{table}.parquet"

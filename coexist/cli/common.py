@@ -50,6 +50,16 @@ def write_warehouse() -> duckdb.DuckDBPyConnection:
     return warehouse.connect(settings().warehouse_path)
 
 
+def cli_actor() -> str:
+    """Who acts from the command line, for the audit trail: `cli:<login name>`."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
 def leave_jvm(code: int) -> None:
     """A started JVM (embedded Debezium) keeps the process alive at exit: leave now, without waiting for it."""
     if "jpype" in sys.modules and sys.modules["jpype"].isJVMStarted():

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from coexist import tasks
-from coexist.cli.common import read_warehouse, settings, write_warehouse
+from coexist.cli.common import cli_actor, read_warehouse, settings, write_warehouse
 from coexist.cli.output import CsvOpt, JsonOpt, Output
 from core.errors import NotReady, UsageError
 from core.warehouse import transaction
@@ -175,7 +175,8 @@ def override(
         raise UsageError(f"unknown entity {entity!r}; defined: {', '.join(entities)}")
     con = write_warehouse()
     try:
-        review.add_override(con, entity, action, record_a, record_b, note)
+        with transaction(con):
+            review.add_override(con, entity, action, record_a, record_b, note, cli_actor())
         result = tasks.refresh_masterdata(con, settings(), [entity])[0]
     finally:
         con.close()
@@ -219,7 +220,9 @@ def decide(
         with transaction(con):
             for n, row in enumerate(decisions, start=2):
                 try:
-                    review.add_override(con, entity, row["action"], row["record_a"], row["record_b"], row.get("note"))
+                    review.add_override(
+                        con, entity, row["action"], row["record_a"], row["record_b"], row.get("note"), cli_actor()
+                    )
                 except UsageError as exc:
                     raise UsageError(f"{file}, line {n}: {exc}") from None
         result = tasks.refresh_masterdata(con, settings(), [entity])[0]

@@ -30,6 +30,9 @@ from coexist.service import alerts as alerts_module
 from coexist.service import jobs
 from coexist.service.metrics import HttpServer, Metrics
 from coexist.service.scheduler import all_jobs, build_scheduler, register
+from coexist.web import notify
+from coexist.web.app import Database, create_app
+from coexist.web.server import WebServer
 from reconcile.engine import RunResult
 
 log = logging.getLogger("coexist.service")
@@ -69,6 +72,10 @@ class Service:
             actions={"/cdc/resnapshot": self.resnapshot_request},
         )
         self.scheduler = build_scheduler(settings)
+        self.web: WebServer | None = None
+        if settings.web.enabled:
+            database = Database(self.capture.sink.con, self.capture.lock)
+            self.web = WebServer(create_app(settings, database, self.job_records), settings.web)
         for name in self.capture.progress:
             self.metrics.reader_up.labels(name).set(1)
         for reader in self.capture.readers:
@@ -165,6 +172,8 @@ class Service:
                 ).fetchall()[0][0]
                 found.append(self.alerts.observe("failed_postings", name, unposted, "approved time not posted"))
             self._record_alerts(cur, found)
+            if result.new_breaks and self.settings.web.notify:
+                notify.new_breaks(cur, self.settings.web.notify, name, result.run_id)
             return result
 
         result: RunResult | None = self._job(f"reconcile:{name}", work)
@@ -231,6 +240,13 @@ class Service:
             if a.state == "raised":
                 self.metrics.alerts.labels(a.kind).inc()
         alerts_module.record(cur, raised)
+        for a in raised:
+            if a.state == "raised" and self.settings.web.notify:
+                notify.send(cur, self.settings.web.notify, "alert", a.subject, f"coexist alert: {a.kind}", a.message)
+
+    def job_records(self) -> list[dict[str, Any]]:
+        """The jobs as the workbench's operations page lists them."""
+        return [{"name": name} | vars(record) for name, record in sorted(self.jobs.items())]
 
     # ------------------------------------------------------------ health
 
@@ -278,12 +294,15 @@ class Service:
             signal.signal(signal.SIGTERM, self.request_stop)
         jobs.bind(self)
         self.http.start()
+        if self.web is not None:
+            self.web.start()
         state_file = self.settings.data_dir / "service.json"
         state_file.write_text(
             json.dumps(
                 {
                     "pid": os.getpid(),
                     "http": f"http://{self.settings.service.http_host}:{self.http.port}",
+                    "web": self.web.url if self.web is not None else None,
                     "started_at": self.started_at,
                 }
             )
@@ -296,7 +315,7 @@ class Service:
         registered = self._register_jobs()
         log.info(
             "service started",
-            extra={"http_port": self.http.port, "jobs": registered, "sources": list(self.capture.progress)},
+            extra={"http_port": self.http.port, "web": self.web.url if self.web else None, "jobs": registered, "sources": list(self.capture.progress)},
         )
         code = 0
         try:
@@ -311,6 +330,8 @@ class Service:
             self.capture.stop.set()
             capture.join(timeout=60)
             self.http.stop()
+            if self.web is not None:
+                self.web.stop()
             jobs.bind(None)
             state_file.unlink(missing_ok=True)
             log.info("service stopped", extra={"exit_code": code})

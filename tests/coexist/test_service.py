@@ -41,6 +41,9 @@ masterdata_schedule = "*/4 * * * * *"
 
 [alerts]
 check_seconds = 1
+
+[web]
+port = 0
 """
 
 
