@@ -95,7 +95,8 @@ class ServiceSettings(Strict):
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-EVENTS = ("new_break", "assigned", "alert")
+Event = Literal["new_break", "assigned", "alert"]
+EVENTS: tuple[Event, ...] = ("new_break", "assigned", "alert")
 
 
 class NotifyRoute(Strict):
@@ -104,7 +105,7 @@ class NotifyRoute(Strict):
     The URL carries credentials, so the file names the environment variable that holds it."""
 
     url_env: str = Field(description="environment variable holding one or more apprise URLs (space-separated)")
-    events: list[Literal["new_break", "assigned", "alert"]] = Field(default_factory=lambda: list(EVENTS))
+    events: list[Event] = Field(default_factory=lambda: list(EVENTS))
     min_amount: float = Field(default=0.0, ge=0, description="new_break: only breaks whose difference is at least this")
 
 

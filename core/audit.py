@@ -41,7 +41,10 @@ def record(
     when = at or dt.datetime.now(dt.UTC)
     con.executemany(
         "INSERT INTO work.audit VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [[when, actor, action, subject_kind, subject, _json(before), _json(after)] for subject, before, after in entries],
+        [
+            [when, actor, action, subject_kind, subject, _json(before), _json(after)]
+            for subject, before, after in entries
+        ],
     )
 
 

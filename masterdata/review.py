@@ -55,16 +55,16 @@ def review_queue(
         raise NotReady("master data has not run yet: `coexist masterdata run`") from None
 
 
-def defer(
-    con: duckdb.DuckDBPyConnection, entity: str, record_a: str, record_b: str, days: float, actor: str
-) -> None:
+def defer(con: duckdb.DuckDBPyConnection, entity: str, record_a: str, record_b: str, days: float, actor: str) -> None:
     """Leave a review pair out of the queue for `days` (it comes back if still doubtful then)."""
     now = dt.datetime.now(dt.UTC)
     until = now + dt.timedelta(days=days)
     con.execute(DEFER_DDL)
     con.execute(AUDIT_DDL)
     with transaction(con):
-        con.execute("INSERT INTO mdm.deferrals VALUES (?, ?, ?, ?, ?, ?)", [entity, record_a, record_b, until, now, actor])
+        con.execute(
+            "INSERT INTO mdm.deferrals VALUES (?, ?, ?, ?, ?, ?)", [entity, record_a, record_b, until, now, actor]
+        )
         audit.record(con, actor, "review:defer", entity, [(f"{record_a}|{record_b}", None, {"until": until})], now)
 
 

@@ -96,7 +96,11 @@ class Filters:
         return (" AND ".join(parts) or "TRUE"), params
 
 
-SORTS = {"age": "first_seen_at, break_id", "amount": "abs(delta) DESC NULLS LAST, break_id", "key": "recon, key, break_id"}
+SORTS = {
+    "age": "first_seen_at, break_id",
+    "amount": "abs(delta) DESC NULLS LAST, break_id",
+    "key": "recon, key, break_id",
+}
 
 
 @dataclass
@@ -123,19 +127,17 @@ def page(con: Connection, filters: Filters, limit: int = 100, offset: int = 0) -
     )
     total = int(con.execute(f"SELECT count(*) FROM work.breaks WHERE {where}", params).fetchall()[0][0])
     facets: dict[str, list[tuple[str, int]]] = {}
+    names = ("recon", "break_type", "owner", "legal_entity", "period")
     grouped = con.execute(
-        """SELECT 'recon' AS f, recon AS v, count(*) FROM work.breaks WHERE work_state <> 'closed' GROUP BY ALL
-           UNION ALL SELECT 'break_type', break_type, count(*) FROM work.breaks WHERE work_state <> 'closed' GROUP BY ALL
-           UNION ALL SELECT 'owner', owner, count(*) FROM work.breaks WHERE work_state <> 'closed'
-                     AND owner IS NOT NULL GROUP BY ALL
-           UNION ALL SELECT 'legal_entity', legal_entity, count(*) FROM work.breaks WHERE work_state <> 'closed'
-                     AND legal_entity IS NOT NULL GROUP BY ALL
-           UNION ALL SELECT 'period', period, count(*) FROM work.breaks WHERE work_state <> 'closed'
-                     AND period IS NOT NULL GROUP BY ALL
-           ORDER BY 1, 2"""
+        f"SELECT {', '.join(names)}, count(*) FROM work.breaks WHERE work_state <> 'closed' "
+        f"GROUP BY GROUPING SETS ({', '.join(f'({n})' for n in names)})"
     ).fetchall()
-    for name, value, count in grouped:
-        facets.setdefault(name, []).append((str(value), int(count)))
+    for row in grouped:
+        for name, value in zip(names, row[:-1], strict=True):
+            if value is not None:
+                facets.setdefault(name, []).append((str(value), int(row[-1])))
+    for values in facets.values():
+        values.sort()
     return Page(rows, total, facets)
 
 
@@ -180,9 +182,7 @@ def detail(con: Connection, break_id: str, rules: Mapping[str, Rule]) -> dict[st
     history = rule.history if rule is not None else None
     before_seen = []
     for side in ("left", "right"):
-        changes = (
-            _row_history(con, getattr(history, side), item[f"{side}_id"]) if history and has_changelog else []
-        )
+        changes = _row_history(con, getattr(history, side), item[f"{side}_id"]) if history and has_changelog else []
         for change in changes:
             change["opened"] = False
             if change["applied_at"] is not None and change["applied_at"] <= item["first_seen_at"]:

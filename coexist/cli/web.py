@@ -11,6 +11,7 @@ import typer
 
 from coexist.cli.common import cli_actor, settings, write_warehouse
 from coexist.cli.output import JsonOpt, Output, err_console
+from coexist.web.users import Users
 from core.errors import UsageError
 
 users_app = typer.Typer(help="Users of the workbench: names, roles, passwords.", no_args_is_help=True)
@@ -59,9 +60,7 @@ def _password(env: str | None) -> str:
     return str(typer.prompt("password", hide_input=True, confirmation_prompt=True))
 
 
-def _users():  # type: ignore[no-untyped-def]
-    from coexist.web.users import Users
-
+def _users() -> Users:
     return Users(settings().users_path)
 
 

@@ -315,7 +315,12 @@ class Service:
         registered = self._register_jobs()
         log.info(
             "service started",
-            extra={"http_port": self.http.port, "web": self.web.url if self.web else None, "jobs": registered, "sources": list(self.capture.progress)},
+            extra={
+                "http_port": self.http.port,
+                "web": self.web.url if self.web else None,
+                "jobs": registered,
+                "sources": list(self.capture.progress),
+            },
         )
         code = 0
         try:

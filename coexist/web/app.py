@@ -200,9 +200,7 @@ def create_app(
         return [str(u["name"]) for u in people.listing() if not u["disabled"]]
 
     def cookie(response: Response, name: str, value: str, max_age: int | None = None) -> None:
-        response.set_cookie(
-            name, value, max_age=max_age, httponly=True, samesite="strict", secure=web.tls, path="/"
-        )
+        response.set_cookie(name, value, max_age=max_age, httponly=True, samesite="strict", secure=web.tls, path="/")
 
     def render(request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         session: Session | None = request.state.session if hasattr(request.state, "session") else None
@@ -222,6 +220,7 @@ def create_app(
         """Sessions, CSRF and the security headers, for every request."""
 
         async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+            started = time.perf_counter()
             path = request.url.path
             public = path in ("/login", "/favicon.ico") or path.startswith("/static/")
             session = sessions.get(request.cookies.get(SESSION_COOKIE))
@@ -250,6 +249,7 @@ def create_app(
                 response = await call_next(request)
             for name, value in HEADERS.items():
                 response.headers.setdefault(name, value)
+            response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
             return response
 
     def need(request: Request, role: str) -> Session:
@@ -275,24 +275,26 @@ def create_app(
         keys = (f"ip:{client}", f"user:{name.lower()}")
         wait = limit.wait_seconds(*keys)
         if wait:
-            return PlainTextResponse(f"too many failed sign-ins: try again in {wait} s", 429, {"Retry-After": str(wait)})
+            return PlainTextResponse(
+                f"too many failed sign-ins: try again in {wait} s", 429, {"Retry-After": str(wait)}
+            )
         user = people.verify(name, password)
         if user is None:
             limit.failed(*keys)
             token = secrets.token_urlsafe(24)
-            response = render(request, "login.html", 401, login_token=token, next="", error="wrong name or password")
-            cookie(response, LOGIN_COOKIE, token, max_age=900)
-            return response
+            refused = render(request, "login.html", 401, login_token=token, next="", error="wrong name or password")
+            cookie(refused, LOGIN_COOKIE, token, max_age=900)
+            return refused
         token, _ = sessions.create(user)
         target = str(form.get("next", ""))
-        if not target.startswith("/") or target.startswith("//"):
-            target = "/breaks"
-        response = RedirectResponse(target, status_code=303)
-        cookie(response, SESSION_COOKIE, token)
-        response.delete_cookie(LOGIN_COOKIE, path="/")
+        if not target.startswith("/") or target.startswith(("//", "/\\")):
+            target = "/breaks"  # only a path of this site: never an open redirect
+        welcome = RedirectResponse(target, status_code=303)
+        cookie(welcome, SESSION_COOKIE, token)
+        welcome.delete_cookie(LOGIN_COOKIE, path="/")
         with database.writing() as con:
             audit.record(con, user.name, "sign-in", "user", [(user.name, None, None)])
-        return response
+        return welcome
 
     async def logout(request: Request) -> Response:
         sessions.drop(request.cookies.get(SESSION_COOKIE))
@@ -480,7 +482,7 @@ def create_app(
         return RedirectResponse("/breaks", status_code=303)
 
     def failed(request: Request, exc: Exception) -> Response:
-        status = {Forbidden: 403, NotReady: 404, UsageError: 400}.get(type(exc), 400)
+        status = 403 if isinstance(exc, Forbidden) else 404 if isinstance(exc, NotReady) else 400
         session = getattr(request.state, "session", None)
         if request.method == "POST" and session is not None and status in (400, 403):
             target = request.headers.get("referer") or "/breaks"

@@ -103,7 +103,9 @@ class Users:
         self._update(name, actor, "set-password", "password_hash", _hasher.hash(password), "password changed")
 
     def disable(self, name: str, actor: str, disabled: bool = True) -> None:
-        self._update(name, actor, "disable" if disabled else "enable", "disabled", int(disabled), f"disabled={disabled}")
+        self._update(
+            name, actor, "disable" if disabled else "enable", "disabled", int(disabled), f"disabled={disabled}"
+        )
 
     def listing(self) -> list[dict[str, object]]:
         with self._db() as con:
@@ -120,7 +122,9 @@ class Users:
     def verify(self, name: str, password: str) -> User | None:
         """The user when the password is theirs and they are enabled; as much work is done either way."""
         with self._db() as con:
-            row = con.execute("SELECT role, password_hash FROM users WHERE name = ? AND disabled = 0", [name]).fetchone()
+            row = con.execute(
+                "SELECT role, password_hash FROM users WHERE name = ? AND disabled = 0", [name]
+            ).fetchone()
         try:
             _hasher.verify(row[1] if row else _dummy_hash, password)
         except (VerificationError, InvalidHashError):

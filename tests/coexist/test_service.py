@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import httpx
 import polars as pl
 import pytest
 
@@ -228,6 +230,7 @@ def service_run() -> Iterator[dict[str, Any]]:
             or 0
         )
         online = _resnapshot_through_http(state, url, snap, proc)
+        web = _workbench_of_the_service(data_dir, dup_key)
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=90)
         verify = cli(data_dir, "cdc", "verify", "--json", check=False)
@@ -249,6 +252,7 @@ def service_run() -> Iterator[dict[str, Any]]:
             "log": log.read_text(),
             "data_dir": data_dir,
             "online": online,
+            "web": web,
         }
     finally:
         if proc is not None and proc.poll() is None:
@@ -256,6 +260,34 @@ def service_run() -> Iterator[dict[str, Any]]:
             proc.wait()
         sandbox.down(settings)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _workbench_of_the_service(data_dir: Path, dup_key: str) -> dict[str, Any]:
+    """A user added from the command line while the service runs signs in to the service's workbench."""
+    web = json.loads((data_dir / "service.json").read_text())["web"]
+    cli(
+        data_dir,
+        "users",
+        "add",
+        "fin",
+        "--role",
+        "operator",
+        "--password-env",
+        "CX_PW",
+        env={"CX_PW": "a long password"},
+    )
+    with httpx.Client(base_url=web, timeout=10) as client:
+        anonymous = client.get("/breaks", follow_redirects=False)
+        token = re.search(r'name="login_token" value="([^"]+)"', client.get("/login").text)
+        assert token
+        client.post("/login", data={"name": "fin", "password": "a long password", "login_token": token.group(1)})
+        listed = client.get("/breaks", params={"recon": "time", "break_type": "duplicate_posting"})
+    return {"anonymous": anonymous.status_code, "listed": listed.status_code, "has_dup": dup_key in listed.text}
+
+
+@pytest.mark.slow
+def test_the_service_serves_the_workbench(service_run: dict[str, Any]) -> None:
+    assert service_run["web"] == {"anonymous": 303, "listed": 200, "has_dup": True}
 
 
 @pytest.mark.slow

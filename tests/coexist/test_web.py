@@ -30,9 +30,21 @@ from tests.harness import make_data_dir
 
 PAYLOAD = "<script>alert('pwned')</script>' OR 1=1; DROP TABLE recon.break_state;--"
 PASSWORD = "correct horse battery"
-LINES = {"line_id": "INTEGER", "project": "VARCHAR", "company": "VARCHAR", "period": "VARCHAR", "amount": "DECIMAL(12,2)"}
-POSTINGS = {"posting_id": "INTEGER", "line_ref": "INTEGER", "project": "VARCHAR", "company": "VARCHAR",
-            "period": "VARCHAR", "amount": "DECIMAL(12,2)"}
+LINES = {
+    "line_id": "INTEGER",
+    "project": "VARCHAR",
+    "company": "VARCHAR",
+    "period": "VARCHAR",
+    "amount": "DECIMAL(12,2)",
+}
+POSTINGS = {
+    "posting_id": "INTEGER",
+    "line_ref": "INTEGER",
+    "project": "VARCHAR",
+    "company": "VARCHAR",
+    "period": "VARCHAR",
+    "amount": "DECIMAL(12,2)",
+}
 NOTIFY_ENV = "CX_TEST_NOTIFY_URL"
 
 
@@ -68,9 +80,15 @@ class Bench:
         self.position += 1
         key_col = next(iter(columns))
         event = ChangeEvent(
-            source=source, table=table, op=op, key={key_col: row[key_col]},
-            before=row if op in ("u", "d") else None, after=None if op == "d" else row,
-            position=position_key(1, self.position), ts_ms=self.position, columns=columns,
+            source=source,
+            table=table,
+            op=op,
+            key={key_col: row[key_col]},
+            before=row if op in ("u", "d") else None,
+            after=None if op == "d" else row,
+            position=position_key(1, self.position),
+            ts_ms=self.position,
+            columns=columns,
         )
         with self.lock:
             self.sink.apply(Batch(events=[event], offsets=[Offset(source, "", event.position)]))
@@ -104,8 +122,14 @@ def line(i: int, amount: str, project: str = "P-100") -> dict[str, Any]:
 
 
 def posting(i: int, ref: int | None, amount: str, project: str = "P-100") -> dict[str, Any]:
-    return {"posting_id": i, "line_ref": ref, "project": project, "company": "US01", "period": "2026-10",
-            "amount": decimal.Decimal(amount)}
+    return {
+        "posting_id": i,
+        "line_ref": ref,
+        "project": project,
+        "company": "US01",
+        "period": "2026-10",
+        "amount": decimal.Decimal(amount),
+    }
 
 
 def settings_for(data_dir: Path, notify_port: int) -> Settings:
@@ -125,29 +149,50 @@ def settings_for(data_dir: Path, notify_port: int) -> Settings:
                 "keys": [["line_id", "line_ref"]],
                 "row_id": ["line_id", "posting_id"],
                 "measures": [{"left": "amount", "right": "amount", "abs_tol": 0.01}],
-                "context": {"project": ["project", "project"], "period": ["period", "period"],
-                            "legal_entity": ["company", "company"]},
+                "context": {
+                    "project": ["project", "project"],
+                    "period": ["period", "period"],
+                    "legal_entity": ["company", "company"],
+                },
                 "history": {"left": "psa.lines.line_id", "right": "erp.postings.posting_id"},
             }
         },
         entities={
             "vendor": {
                 "id_prefix": "VEN",
-                "sources": [{"system": "crm", "path": str(data_dir / "vendors.csv"), "id_column": "id",
-                             "columns": {"name": "name", "city": "city"}}],
+                "sources": [
+                    {
+                        "system": "crm",
+                        "path": str(data_dir / "vendors.csv"),
+                        "id_column": "id",
+                        "columns": {"name": "name", "city": "city"},
+                    }
+                ],
                 "standardise": {"name_std": "cx_company(name)", "city_std": "lower(city)"},
                 "blocking": [["city_std"]],
-                "comparisons": [{"name": "name", "levels": [
-                    {"when": "l.name_std = r.name_std", "weight": 8.0, "label": "same"},
-                    {"when": "jaro_winkler_similarity(l.name_std, r.name_std) > 0.85", "weight": 3.0, "label": "similar"},
-                    {"when": "TRUE", "weight": -6.0, "label": "different"},
-                ]}],
+                "comparisons": [
+                    {
+                        "name": "name",
+                        "levels": [
+                            {"when": "l.name_std = r.name_std", "weight": 8.0, "label": "same"},
+                            {
+                                "when": "jaro_winkler_similarity(l.name_std, r.name_std) > 0.85",
+                                "weight": 3.0,
+                                "label": "similar",
+                            },
+                            {"when": "TRUE", "weight": -6.0, "label": "different"},
+                        ],
+                    }
+                ],
                 "thresholds": {"match": 6.0, "review": 2.0},
                 "survivorship": [{"field": "name", "rule": "most_complete"}],
             }
         },
-        web={"port": 0, "approve_above": 500.0,
-             "notify": [{"url_env": NOTIFY_ENV, "events": ["new_break", "assigned"], "min_amount": 100.0}]},
+        web={
+            "port": 0,
+            "approve_above": 500.0,
+            "notify": [{"url_env": NOTIFY_ENV, "events": ["new_break", "assigned"], "min_amount": 100.0}],
+        },
     )
 
 
@@ -246,16 +291,20 @@ def test_roles_and_csrf_guard_every_action(bench: Bench) -> None:
     other = csrf_of(viewer)
     assert operator.post(f"/breaks/{small}/act", data={"action": "note", "note": "x", "csrf": other}).status_code == 403
     # An operator may not accept a break above the approval amount; an approver may.
-    refused = operator.post(f"/breaks/{large}/act", data={"action": "state", "state": "accepted", "reason": "fx",
-                                                          "csrf": token})
+    refused = operator.post(
+        f"/breaks/{large}/act", data={"action": "state", "state": "accepted", "reason": "fx", "csrf": token}
+    )
     assert refused.status_code == 403 and "approver" in refused.text
     approver = signed_in(bench, "pat")
-    done = approver.post(f"/breaks/{large}/act", data={"action": "state", "state": "accepted", "reason": "fx timing",
-                                                       "csrf": csrf_of(approver)})
+    done = approver.post(
+        f"/breaks/{large}/act",
+        data={"action": "state", "state": "accepted", "reason": "fx timing", "csrf": csrf_of(approver)},
+    )
     assert done.status_code == 303
     # Accepting needs a reason.
-    approver.post(f"/breaks/{small}/act", data={"action": "state", "state": "accepted", "reason": " ",
-                                                "csrf": csrf_of(approver)})
+    approver.post(
+        f"/breaks/{small}/act", data={"action": "state", "state": "accepted", "reason": " ", "csrf": csrf_of(approver)}
+    )
     states = dict(bench.query("SELECT break_id, work_state FROM work.breaks WHERE break_id IN (?, ?)", [small, large]))
     assert states == {small: "open", large: "accepted"}
     assert bench.query("SELECT count(*) FROM work.notes")[0][0] == 0
@@ -438,3 +487,73 @@ def test_a_break_worked_in_the_browser_keeps_its_state_through_runs(bench: Bench
     assert len(sent) == 1 and "10" in sent[0]["message"] and "11" not in sent[0]["message"].split("(")[0]
     recorded = bench.query("SELECT event, route, delivered FROM work.notifications ORDER BY sent_at")
     assert ("new_break", NOTIFY_ENV, True) in recorded and ("assigned", NOTIFY_ENV, True) in recorded
+
+
+@pytest.mark.slow
+def test_users_web_and_export_from_the_command_line(bench: Bench, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.harness import cli
+
+    data_dir = make_data_dir("cx-web-cli-")
+    try:
+        env = {"CX_PW": "a password long enough"}
+        assert cli(data_dir, "users", "add", "x<y", "--password-env", "CX_PW", check=False).returncode == 2
+        short = cli(
+            data_dir, "users", "add", "kim", "--password-env", "CX_SHORT", check=False, env={"CX_SHORT": "short"}
+        )
+        assert short.returncode == 2 and "at least 10 characters" in short.stderr
+        cli(data_dir, "users", "add", "kim", "--role", "approver", "--password-env", "CX_PW", env=env)
+        bad_role = cli(data_dir, "users", "set-role", "kim", "boss", check=False)
+        assert bad_role.returncode == 2 and "viewer, operator, approver, admin" in bad_role.stderr
+        listed = json.loads(cli(data_dir, "users", "list", "--json").stdout)
+        assert [(u["name"], u["role"], u["disabled"]) for u in listed] == [("kim", "approver", False)]
+        assert (data_dir / "users.sqlite").stat().st_mode & 0o077 == 0  # the owner's only
+        assert b"a password long enough" not in (data_dir / "users.sqlite").read_bytes()
+
+        # `coexist web` serves the warehouse on its own; a disabled user cannot sign in.
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "coexist", "web", "--port", "0"],
+            cwd=data_dir,
+            env={k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")}
+            | {"COEXIST_DATA_DIR": str(data_dir)},
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            assert proc.stderr is not None
+            banner = proc.stderr.readline()
+            url = re.search(r"(http://127\.0\.0\.1:\d+)/", banner)
+            assert url, banner
+            with httpx.Client(base_url=url.group(1), timeout=10) as client:
+
+                def sign_in() -> int:
+                    token = re.search(r'name="login_token" value="([^"]+)"', client.get("/login").text)
+                    assert token
+                    form = {"name": "kim", "password": env["CX_PW"], "login_token": token.group(1)}
+                    return client.post("/login", data=form, follow_redirects=False).status_code
+
+                assert sign_in() == 303 and client.get("/ops").status_code == 200
+                cli(data_dir, "users", "disable", "kim")
+                assert client.get("/ops", follow_redirects=False).status_code == 303  # the session ended
+                assert sign_in() == 401
+        finally:
+            proc.terminate()
+            assert proc.wait(timeout=20) == 0
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+    # The work is in the analyst snapshot and exported with the rest; nothing of the users goes with it.
+    with bench.lock:
+        cur = bench.sink.con.cursor()
+        tasks.publish_snapshot(cur, bench.settings)
+        cur.close()
+    out = tmp_path / "export"
+    proc = cli(bench.settings.data_dir, "export", "--snapshot", "--parquet", str(out), "--json", check=False)
+    assert proc.returncode == 0, proc.stderr
+    files = {f.name for f in out.iterdir()}
+    assert {"work.break_work.parquet", "work.notes.parquet", "work.audit.parquet"} <= files
+    for f in out.iterdir():
+        blob = f.read_bytes()
+        assert b"argon2" not in blob and PASSWORD.encode() not in blob and b"s3cr3t" not in blob, f.name
