@@ -125,7 +125,7 @@ class DebeziumDecoder:
         self._plans: dict[str, _StructPlan] = {}
         self._position_of = position_of or debezium_position
 
-    def _plan(self, struct_schema: dict[str, Any]) -> _StructPlan:
+    def plan(self, struct_schema: dict[str, Any]) -> _StructPlan:
         cache_key = dumps(struct_schema)
         plan = self._plans.get(cache_key)
         if plan is None:
@@ -186,7 +186,7 @@ class DebeziumDecoder:
         if schema is not None:
             for part in schema.get("fields", []):
                 if part.get("field") in ("after", "before") and part.get("type") == "struct":
-                    row_plan = self._plan(part)
+                    row_plan = self.plan(part)
                     break
         before = payload.get("before")
         after = payload.get("after")

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+import pyarrow.compute as pc
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
@@ -39,11 +40,11 @@ from cdc.events import (
     ChangeEvent,
     DeadLetter,
     DebeziumDecoder,
-    DecodeError,
     dumps,
     dumps_bytes,
     position_key,
 )
+from cdc.frame import BulkDecoder, Message
 from cdc.sink import ApplyStats, Batch, Offset
 from cdc.types import ColumnType, connect_schema, of_replica
 
@@ -346,6 +347,7 @@ class KafkaReader:
         self.committed: dict[TopicPartition, tuple[str, int]] = {}
         """Per partition: (last position, next offset) as committed in the warehouse."""
         self._decoders: dict[str, DebeziumDecoder] = {}
+        self.bulk = BulkDecoder(self._decoder)
         self._topic_cache: dict[str, tuple[str, str | None]] = {}
         self.release: Callable[[], None] | None = None
         """Set by a shared warehouse: called when the reader is idle so another member can write."""
@@ -387,42 +389,35 @@ class KafkaReader:
     def to_batch(
         self, records: dict[TopicPartition, list[Any]], consumer: KafkaConsumer | None = None
     ) -> tuple[Batch, dict[TopicPartition, int]]:
+        """One batch of a poll's records, decoded in bulk (`cdc.frame`): a frame per table."""
         batch = Batch()
         next_offsets: dict[TopicPartition, int] = {}
-        for tp, messages in records.items():
+        messages: list[Message] = []
+        for tp, records_of_tp in records.items():
             source, table = self.source_for(tp.topic)
             part = partition_id(tp.topic, tp.partition)
-            decoder = self._decoder(source)
-            last_position = None
-            for message in messages:
-                try:
-                    event = decoder.decode(
-                        message.key, message.value, partition=part, extra_source={"kafka_offset": message.offset}
-                    )
-                except DecodeError as exc:
-                    raw = (
-                        message.value.decode(errors="replace")
-                        if isinstance(message.value, bytes)
-                        else str(message.value)
-                    )
-                    batch.dead_letters.append(
-                        DeadLetter(source, table or tp.topic, str(exc), raw, position_key(message.offset), part)
-                    )
-                    continue
-                if event is None:  # tombstone
-                    continue
-                if table is not None:
-                    event.table = table
-                batch.events.append(event)
-                if event.op != "r":  # snapshot reads can share a position with the first change after them
-                    last_position = event.position
-            if not messages:
+            messages += [Message(source, table, part, m.offset, m.key, m.value) for m in records_of_tp]
+        batch.frames, batch.events, batch.dead_letters = self.bulk.decode(messages)
+        last: dict[str, str] = {}  # per partition: the highest change position (snapshot reads can share one)
+        for frame in batch.frames:
+            data = frame.data
+            changes = data.filter(pc.not_equal(data["op"], "r"))
+            if changes.num_rows:
+                for row in changes.group_by("partition").aggregate([("position", "max")]).to_pylist():
+                    last[row["partition"]] = max(last.get(row["partition"], ""), row["position_max"])
+        for event in batch.events:
+            if event.op != "r":
+                last[event.partition] = max(last.get(event.partition, ""), event.position)
+        for tp, records_of_tp in records.items():
+            if not records_of_tp:
                 continue
+            source, _ = self.source_for(tp.topic)
+            part = partition_id(tp.topic, tp.partition)
             # The consumer's position can be past the last record: transaction markers take offsets too.
-            next_offset = max(messages[-1].offset + 1, consumer.position(tp) if consumer is not None else 0)
+            next_offset = max(records_of_tp[-1].offset + 1, consumer.position(tp) if consumer is not None else 0)
             next_offsets[tp] = next_offset
             # Positions of one partition are all source positions (published by coexist) or all offsets.
-            position = last_position or self.committed.get(tp, ("", 0))[0]
+            position = last.get(part) or self.committed.get(tp, ("", 0))[0]
             batch.offsets.append(
                 Offset(source, part, position, {"topic": tp.topic, "partition": tp.partition, "offset": next_offset})
             )

@@ -113,8 +113,7 @@ def apply_table(
     if not events:
         result.changelog = empty_changelog()
         return result
-    data_cols = [c for c in columns if not c.startswith("_cdc_")]
-    kinds = {c: types.get(c) or of_replica(columns[c]) for c in data_cols}
+    kinds = column_kinds(columns, types)
     missing = resolve_toast_in_batch(events, key_cols)
     hooks = {c: k.prepare for c, k in kinds.items() if k.prepare is not None}
     stage = pa.table(
@@ -128,8 +127,63 @@ def apply_table(
             "_toast": pa.array([missing.get(i) for i in range(len(events))], pa.list_(pa.string())),
         }
     )
+    applied, dead, result.changelog = apply_stage(con, target, columns, kinds, key_cols, stage, touched)
+    for seq, reason in dead:
+        result.dead.append(_dead(events[seq], reason) if seq >= 0 else _keyless_dead(events, reason))
+    result.applied = [events[i] for i in applied.to_pylist()]
+    return result
+
+
+def column_kinds(columns: dict[str, str], types: dict[str, ColumnType]) -> dict[str, ColumnType]:
+    """Each data column's ColumnType: the events' own, else the replica column's."""
+    return {c: types.get(c) or of_replica(columns[c]) for c in columns if not c.startswith("_cdc_")}
+
+
+def apply_frame(
+    con: duckdb.DuckDBPyConnection,
+    target: str,
+    columns: dict[str, str],
+    types: dict[str, ColumnType],
+    key_cols: list[str],
+    frame: pa.Table,
+    touched: str | None = None,
+) -> tuple[pa.Array, list[tuple[int, str]], pa.Table]:
+    """`apply_table` for a frame's columns (`cdc.frame.FRAME_FIELDS`): no Python per event. The frame
+    holds no unchanged-TOAST placeholder and no column needs a Python `prepare` step (the caller checks).
+    Returns the applied rows' indexes, (index, reason) of the rows that do not decode, the changelog."""
+    stage = pa.table(
+        {
+            "_seq": pa.array(range(frame.num_rows), pa.int64()),
+            "_op": frame["op"],
+            "_pos": frame["position"],
+            "_ts": frame["ts_ms"],
+            "_after": frame["after"],
+            "_before": frame["before"],
+            "_toast": pa.nulls(frame.num_rows, pa.list_(pa.string())),
+        }
+    )
+    return apply_stage(con, target, columns, column_kinds(columns, types), key_cols, stage, touched)
+
+
+def apply_stage(
+    con: duckdb.DuckDBPyConnection,
+    target: str,
+    columns: dict[str, str],
+    kinds: dict[str, ColumnType],
+    key_cols: list[str],
+    stage: pa.Table,
+    touched: str | None,
+) -> tuple[pa.Array, list[tuple[int, str]], pa.Table]:
+    """The set-based part: decode every image of the staged batch, set aside what does not decode,
+    apply the rest. Dead rows are (index, reason); index -1 is a keyless table's unmatched delete."""
+    data_cols = list(kinds)
+    dead: list[tuple[int, str]] = []
     structure = {c: ("JSON" if "{j}" in kinds[c].decode else "VARCHAR") for c in data_cols}
     shape = literal(orjson.dumps(structure).decode())
+    text = {
+        side: f"decode({side})" if pa.types.is_binary(stage.schema.field(side).type) else side
+        for side in ("_after", "_before")
+    }
     decoded, checks = [], []
     for i, c in enumerate(data_cols):
         for image in ("a", "b"):
@@ -143,33 +197,28 @@ def apply_table(
     with registered(con, "_cx_stage", stage):
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _cx_dec AS SELECT _seq, _op, _pos, _ts, _toast, "
-            f"{', '.join(decoded)} FROM (SELECT *, json_transform(decode(_after), {shape}) AS aj, "
-            f"json_transform(decode(_before), {shape}) AS bj FROM _cx_stage)"
+            f"{', '.join(decoded)} FROM (SELECT *, json_transform({text['_after']}, {shape}) AS aj, "
+            f"json_transform({text['_before']}, {shape}) AS bj FROM _cx_stage)"
         )
     failing = f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL)"
     bad = con.execute(
         f"SELECT _seq, cols FROM (SELECT _seq, {failing} AS cols FROM _cx_dec) WHERE len(cols) > 0"
     ).fetchall()
     if bad:
-        failed_seq = [seq for seq, _ in bad]
         for seq, cols in bad:
-            event = events[seq]
             reason = "; ".join(
                 f"column {c!r}: value does not fit {columns[c]} (source type {kinds[c].source})" for c in cols
             )
-            result.dead.append(_dead(event, reason))
-        con.execute(f"DELETE FROM _cx_dec WHERE _seq IN ({', '.join(str(s) for s in failed_seq)})")
+            dead.append((seq, reason))
+        con.execute(f"DELETE FROM _cx_dec WHERE _seq IN ({', '.join(str(seq) for seq, _ in bad)})")
     keys_a = [f"a_{data_cols.index(k)}" for k in key_cols]
     keys_b = [f"b_{data_cols.index(k)}" for k in key_cols]
     if key_cols:
         unresolved = _fill_toast_from_replica(con, target, data_cols, key_cols, keys_a)
-        for seq in unresolved:
-            result.dead.append(
-                _dead(
-                    events[seq],
-                    "unchanged TOAST value is held neither by the event nor by the replica: resnapshot this table",
-                )
-            )
+        dead += [
+            (seq, "unchanged TOAST value is held neither by the event nor by the replica: resnapshot this table")
+            for seq in unresolved
+        ]
         _apply_keyed(con, target, data_cols, key_cols, keys_a, keys_b)
         if touched is not None:
             key_expr = [f"CASE WHEN _op = 'd' THEN {b} ELSE {a} END" for a, b in zip(keys_a, keys_b, strict=True)]
@@ -177,26 +226,21 @@ def apply_table(
     else:
         missed = _apply_keyless(con, target, data_cols)
         if missed:
-            result.dead.append(
-                DeadLetter(
-                    events[0].source,
-                    events[0].table,
-                    f"keyless table: {missed} deleted or updated row(s) matched no replica row; resnapshot this table",
-                    "",
-                    events[-1].position,
-                    events[-1].partition,
-                )
+            dead.append(
+                (-1, f"keyless table: {missed} deleted or updated row(s) matched no replica row; resnapshot this table")
             )
-    good_seq = {r[0] for r in con.execute("SELECT _seq FROM _cx_dec").fetchall()}
-    result.applied = [e for i, e in enumerate(events) if i in good_seq]
     after = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := a_{i}" for i, c in enumerate(data_cols)) + "))"
     before = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := b_{i}" for i, c in enumerate(data_cols)) + "))"
-    result.changelog = con.sql(
+    changelog = con.sql(
         f"SELECT _seq, CASE WHEN _op <> 'd' THEN CAST({after} AS VARCHAR) END AS after_json, "
         f"CASE WHEN _op IN ('u', 'd') THEN CAST({before} AS VARCHAR) END AS before_json FROM _cx_dec ORDER BY _seq"
     ).to_arrow_table()
     con.execute("DROP TABLE IF EXISTS _cx_dec")
-    return result
+    return changelog["_seq"].combine_chunks(), dead, changelog
+
+
+def _keyless_dead(events: list[ChangeEvent], reason: str) -> DeadLetter:
+    return DeadLetter(events[0].source, events[0].table, reason, "", events[-1].position, events[-1].partition)
 
 
 def _dead(event: ChangeEvent, reason: str) -> DeadLetter:

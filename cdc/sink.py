@@ -22,9 +22,11 @@ from typing import Any
 import duckdb
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cdc.events import ChangeEvent, DeadLetter, dumps, field_type
-from cdc.replica import apply_table, empty_changelog
+from cdc.frame import EventFrame
+from cdc.replica import apply_frame, apply_table, empty_changelog
 from cdc.schema import SchemaChange, widens
 from cdc.types import MACROS, ColumnType, connect_schema, infer, is_unavailable, of_replica
 from core import warehouse
@@ -99,6 +101,9 @@ class Offset:
 @dataclass(slots=True)
 class Batch:
     events: list[ChangeEvent] = field(default_factory=list)
+    frames: list[EventFrame] = field(default_factory=list)
+    """Changes as Arrow columns, a table each (a bulk decoder's output): applied without a Python
+    object per event. A table's changes in one batch are either events or frames, never both."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: list[Offset] = field(default_factory=list)
     reset_sources: list[str] = field(default_factory=list)
@@ -204,6 +209,21 @@ def _summarise(applied: list[ChangeEvent]) -> dict[tuple[str, str], _Partition]:
         if event.op != "r" and event.position > part.highest:
             part.highest = event.position
     return parts
+
+
+def _summarise_frame(frame: EventFrame) -> dict[tuple[str, str], _Partition]:
+    """`_summarise` over a frame's columns: one aggregate per partition."""
+    data = frame.data
+    streaming = pc.if_else(pc.equal(data["op"], "r"), pa.scalar(None, pa.string()), data["position"])
+    grouped = (
+        pa.table({"partition": data["partition"], "ts": data["ts_ms"], "pos": streaming})
+        .group_by("partition")
+        .aggregate([("ts", "count"), ("ts", "max"), ("pos", "max")])
+    )
+    return {
+        (frame.source, row["partition"] or ""): _Partition(row["ts_count"], row["ts_max"] or 0, row["pos_max"] or "")
+        for row in grouped.to_pylist()
+    }
 
 
 @dataclass(slots=True)
@@ -528,14 +548,16 @@ class DuckDBSink:
     def apply(self, batch: Batch) -> ApplyStats:
         """Apply one batch in one transaction; returns what happened."""
         started = time.perf_counter()
-        stats = ApplyStats(received=len(batch.events))
+        framed = sum(len(f) for f in batch.frames)
+        stats = ApplyStats(received=len(batch.events) + framed)
         positions = self._positions
         fresh = [
             e
             for e in batch.events
             if e.op == "r" or (last := positions.get((e.source, e.partition))) is None or e.position > last
         ]
-        stats.duplicates = len(batch.events) - len(fresh)
+        fresh_frames = [f for f in (self._fresh(frame) for frame in batch.frames) if len(f)]
+        stats.duplicates = len(batch.events) - len(fresh) + framed - sum(len(f) for f in fresh_frames)
         self._reshaped = {}
         dead = list(batch.dead_letters)
         batch_id = uuid.uuid4().hex[:16]
@@ -568,10 +590,16 @@ class DuckDBSink:
                     self._hold(fresh_held)
                 applied, bad = self._apply_events(fresh, batch.staged, batch_id, now)
                 dead.extend(bad)
-                stats.applied = len(applied) + released
+                done_frames, also_applied, bad = self._apply_frames(fresh_frames, batch.staged, batch_id, now)
+                dead.extend(bad)
+                applied += also_applied
+                stats.applied = len(applied) + released + sum(len(f) for f in done_frames)
                 explicit = {c.table for c in batch.schema_changes}
                 for table, reshape in self._reshaped.items():
-                    source = next(e.source for e in fresh if e.table == table)
+                    source = next(
+                        (e.source for e in fresh if e.table == table),
+                        next((f.source for f in fresh_frames if f.table == table), ""),
+                    )
                     if table not in explicit:
                         self._record_reshape(source, table, reshape, now)
                 for change in batch.schema_changes:
@@ -590,8 +618,10 @@ class DuckDBSink:
                         for letter in dead:
                             key = (letter.source, letter.table or "")
                             self._staged_dead[key] = self._staged_dead.get(key, 0) + 1
-                self._count(applied if not batch.staged else [], dead, now)
+                self._count(applied if not batch.staged else [], dead, now, done_frames if not batch.staged else [])
                 _merge(summary, _summarise(applied))
+                for frame in done_frames:
+                    _merge(summary, _summarise_frame(frame))
                 self._flag_backfills(batch)
                 self._write_offsets(batch, summary, now)
                 max_ts = max((p.last_ts for p in summary.values()), default=None)
@@ -602,7 +632,13 @@ class DuckDBSink:
                     "INSERT INTO cdc.batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     [
                         batch_id,
-                        ",".join(sorted({e.source for e in batch.events} | {o.source for o in batch.offsets})),
+                        ",".join(
+                            sorted(
+                                {e.source for e in batch.events}
+                                | {f.source for f in batch.frames}
+                                | {o.source for o in batch.offsets}
+                            )
+                        ),
                         stats.received,
                         stats.applied,
                         stats.duplicates,
@@ -644,6 +680,122 @@ class DuckDBSink:
         if applied and not staged:  # a re-snapshot is logged when it is swapped in
             self._append_changelog(applied, logs, batch_id, now)
         return applied, dead
+
+    def _fresh(self, frame: EventFrame) -> EventFrame:
+        """The frame without replays: snapshot reads always, changes above the committed position."""
+        data = frame.data
+        parts = data["partition"].unique().to_pylist()
+        keep = None
+        for part in parts:
+            last = self._positions.get((frame.source, part or ""))
+            mine = pc.equal(pc.fill_null(data["partition"], ""), part or "")
+            ok = (
+                mine
+                if last is None
+                else pc.and_(mine, pc.or_(pc.equal(data["op"], "r"), pc.greater(data["position"], last)))
+            )
+            keep = ok if keep is None else pc.or_(keep, ok)
+        return frame if keep is None or pc.all(keep).as_py() else frame.filter(keep)
+
+    def _apply_frames(
+        self, frames: list[EventFrame], staged: bool, batch_id: str, now: dt.datetime
+    ) -> tuple[list[EventFrame], list[ChangeEvent], list[DeadLetter]]:
+        """Frames set-based where they can be; a frame that needs per-event handling (a key that differs
+        from the replica's, unchanged-TOAST placeholders, a column decoded in Python, no schema) goes
+        through the events path. Returns the applied frames, the events applied that way, dead letters."""
+        done: list[EventFrame] = []
+        applied: list[ChangeEvent] = []
+        dead: list[DeadLetter] = []
+        for frame in frames:
+            result = self._apply_frame(frame, staged)
+            if result is None:
+                good, bad = self._apply_events(frame.to_events(), staged, batch_id, now)
+                applied.extend(good)
+                dead.extend(bad)
+                continue
+            kept, bad, log = result
+            dead.extend(bad)
+            done.append(kept)
+            if len(kept) and not staged:
+                self._append_frame_changelog(kept, log, batch_id, now)
+        return done, applied, dead
+
+    def _apply_frame(self, frame: EventFrame, staged: bool) -> tuple[EventFrame, list[DeadLetter], pa.Table] | None:
+        """One frame set-based, or None when it needs the events path."""
+        if not frame.columns or pc.any(pc.equal(frame.data["op"], "t")).as_py():
+            return None
+        wanted = {n: k if isinstance(k, ColumnType) else of_replica(k) for n, k in frame.columns.items()}
+        if any(k.prepare is not None for k in wanted.values()) or frame.has_placeholders():
+            return None
+        schema, name = (
+            (STAGING, f"{frame.source}__{frame.table}") if staged else (f"replica_{frame.source}", frame.table)
+        )
+        replica_key = self._primary_key(schema, name)
+        if (replica_key and frame.key_columns != replica_key) or (
+            not replica_key and self._table_columns(schema, name) and frame.key_columns
+        ):
+            return None
+        columns = self._ensure_table(schema, name, frame.key_columns, True, [], wanted)
+        key_cols = self._primary_key(schema, name) or frame.key_columns
+        if key_cols != frame.key_columns and frame.key_columns:
+            return None
+        touched = (
+            touched_table(frame.source, frame.table)
+            if not staged and (frame.source, frame.table) in self._marked
+            else None
+        )
+        try:
+            seqs, bad, log = apply_frame(
+                self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, frame.data, touched
+            )
+        except duckdb.ConstraintException as exc:
+            raise DataConflict(_conflict(frame.source, frame.table, exc)) from None
+        dead = [self._frame_dead(frame, seq, reason) for seq, reason in bad]
+        kept = EventFrame(frame.source, frame.table, frame.columns, frame.key_columns, frame.data.take(seqs))
+        return kept, dead, log
+
+    @staticmethod
+    def _frame_dead(frame: EventFrame, seq: int, reason: str) -> DeadLetter:
+        if seq < 0:
+            last = frame.data.slice(frame.data.num_rows - 1).to_pylist()[0]
+            return DeadLetter(frame.source, frame.table, reason, "", last["position"], last["partition"] or "")
+        row = frame.data.slice(seq, 1).to_pylist()[0]
+        raw = dumps(
+            {
+                "key": orjson.loads(row["key"]) if row["key"] else {},
+                "before": orjson.loads(row["before"]) if row["before"] else None,
+                "after": orjson.loads(row["after"]) if row["after"] else None,
+                "op": row["op"],
+            }
+        )
+        return DeadLetter(frame.source, frame.table, reason, raw, row["position"], row["partition"] or "")
+
+    def _append_frame_changelog(self, frame: EventFrame, log: pa.Table, batch_id: str, now: dt.datetime) -> None:
+        data = frame.data
+        n = data.num_rows
+        table = pa.table(
+            {
+                "source": pa.repeat(pa.scalar(frame.source), n),
+                "table_name": pa.repeat(pa.scalar(frame.table), n),
+                "op": data["op"],
+                "key": pc.fill_null(data["key"], "{}"),
+                "before": log["before_json"],
+                "after": log["after_json"],
+                "position": data["position"],
+                "partition": pc.fill_null(data["partition"], ""),
+                "ts_ms": data["ts_ms"],
+                "snapshot": data["snapshot"],
+            }
+        )
+        self.con.register("_cx_log", table)
+        try:
+            self.con.execute(
+                "INSERT INTO cdc.changelog SELECT source, table_name, op, key, before, after, position, partition, "
+                "ts_ms, snapshot, ?, ? FROM _cx_log",
+                [batch_id, now],
+            )
+        finally:
+            self.con.unregister("_cx_log")
 
     def _hold(self, events: list[ChangeEvent]) -> None:
         first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
@@ -695,11 +847,19 @@ class DuckDBSink:
         return wanted
 
     def _ensure_table(
-        self, schema: str, table: str, events: list[ChangeEvent], wanted: dict[str, ColumnType]
+        self,
+        schema: str,
+        table: str,
+        key_cols: list[str],
+        has_schema: bool,
+        other_keys: list[list[str]],
+        wanted: dict[str, ColumnType],
     ) -> dict[str, str]:
+        """The replica (or staging) table, created or reshaped for `wanted`. `key_cols`: the first
+        change's key; `has_schema`: every change carried its row schema; `other_keys`: the keys of
+        all changes (a key unlike the replica's is a key change)."""
         existing = self._table_columns(schema, table)
         if not existing:
-            key_cols = list(events[0].key)
             self.con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
             cols = [f"{quote(n)} {t.replica}" for n, t in wanted.items()]
             cols += [f"{quote(n)} {t}" for n, t in META_COLUMNS.items()]
@@ -707,7 +867,7 @@ class DuckDBSink:
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{quote(table)} ({', '.join(cols)}{pk})")
             self._columns.pop((schema, table), None)
             return self._table_columns(schema, table)
-        reshape = self._reshape(schema, table, events, wanted, existing)
+        reshape = self._reshape(schema, table, has_schema, [key_cols, *other_keys], wanted, existing)
         if reshape is None:
             return existing
         if schema != STAGING:
@@ -725,7 +885,8 @@ class DuckDBSink:
         self,
         schema: str,
         table: str,
-        events: list[ChangeEvent],
+        has_schema: bool,
+        keys: list[list[str]],
         wanted: dict[str, ColumnType],
         existing: dict[str, str],
     ) -> Reshape | None:
@@ -744,7 +905,7 @@ class DuckDBSink:
                     change.widened.append(name)
                 else:
                     change.retyped.append(name)
-        if all(e.columns for e in events):
+        if has_schema:
             kept = self._kept.setdefault((schema, table), set())
             change.dropped = [c for c in existing if c not in wanted and c not in META_COLUMNS and c not in kept]
             for name in change.dropped:
@@ -753,7 +914,7 @@ class DuckDBSink:
                 else:
                     kept.add(name)  # keeps its last values; reported once
         key = self._primary_key(schema, table)
-        change.key_changed = bool(key) and any(e.key and list(e.key) != key for e in events)
+        change.key_changed = bool(key) and any(k and k != key for k in keys)
         return (
             change if change.added or change.dropped or change.retyped or change.widened or change.key_changed else None
         )
@@ -772,7 +933,10 @@ class DuckDBSink:
                 return [], [], empty_changelog()
         wanted = self._wanted(events)
         schema, name = (STAGING, f"{source}__{table}") if staged else (f"replica_{source}", table)
-        columns = self._ensure_table(schema, name, events, wanted)
+        keys = list({tuple(e.key): None for e in events})
+        columns = self._ensure_table(
+            schema, name, list(events[0].key), all(e.columns for e in events), [list(k) for k in keys], wanted
+        )
         replica_key = self._primary_key(schema, name)
         key_cols = replica_key or list(events[0].key)
         dead: list[DeadLetter] = []
@@ -800,11 +964,7 @@ class DuckDBSink:
         try:
             result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good, touched)
         except duckdb.ConstraintException as exc:
-            raise DataConflict(
-                f"table {source}.{table}: the replica cannot take this batch: {str(exc).splitlines()[0].rstrip('.')}. "
-                "The warehouse is fine and nothing was applied; the replica table disagrees with its source "
-                f"about these keys. Run `coexist cdc resnapshot {table} --source {source}`, then capture again."
-            ) from None
+            raise DataConflict(_conflict(source, table, exc)) from None
         return result.applied, dead + result.dead, result.changelog
 
     def _append_changelog(
@@ -836,10 +996,18 @@ class DuckDBSink:
         finally:
             self.con.unregister("_cx_log")
 
-    def _count(self, applied: list[ChangeEvent], dead: list[DeadLetter], now: dt.datetime) -> None:
+    def _count(
+        self,
+        applied: list[ChangeEvent],
+        dead: list[DeadLetter],
+        now: dt.datetime,
+        frames: list[EventFrame] | None = None,
+    ) -> None:
         counts: dict[tuple[str, str], list[int]] = {}
         for event in applied:
             counts.setdefault((event.source, event.table), [0, 0])[0] += 1
+        for frame in frames or []:
+            counts.setdefault((frame.source, frame.table), [0, 0])[0] += len(frame)
         for letter in dead:
             counts.setdefault((letter.source, letter.table or "?"), [0, 0])[1] += 1
         for (source, table), (events, dead_letters) in counts.items():
@@ -890,6 +1058,14 @@ class DuckDBSink:
                     now,
                 ],
             )
+
+
+def _conflict(source: str, table: str, exc: Exception) -> str:
+    return (
+        f"table {source}.{table}: the replica cannot take this batch: {str(exc).splitlines()[0].rstrip('.')}. "
+        "The warehouse is fine and nothing was applied; the replica table disagrees with its source "
+        f"about these keys. Run `coexist cdc resnapshot {table} --source {source}`, then capture again."
+    )
 
 
 @dataclass(slots=True)

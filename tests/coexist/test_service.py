@@ -288,6 +288,8 @@ def _workbench_of_the_service(data_dir: Path, dup_key: str) -> dict[str, Any]:
 @pytest.mark.slow
 def test_the_service_serves_the_workbench(service_run: dict[str, Any]) -> None:
     assert service_run["web"] == {"anonymous": 303, "listed": 200, "has_dup": True}
+    assert "a long password" not in service_run["log"]  # nor the hash: users are not in the service's files
+    assert "argon2" not in service_run["log"]
 
 
 @pytest.mark.slow

@@ -1,0 +1,292 @@
+"""Changes as Arrow columns: a batch of Debezium JSON decoded in bulk, no Python object per event.
+
+An `EventFrame` holds the changes of one table of one source, in order, under one row schema:
+their envelope fields as columns and their row images as JSON text (wire values), which the sink
+decodes per column in DuckDB (`cdc.replica`). `decode_messages` makes frames of raw Debezium JSON
+messages (Kafka records) with one DuckDB query over the whole batch; a message it cannot take
+as a plain change (not valid, a TRUNCATE, unchanged-TOAST placeholders, no schema, a table whose
+schema changes within the batch) goes through the per-event `DebeziumDecoder` instead, with all
+the other messages of its table, so each table's changes stay in order and every error message is
+the decoder's own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from cdc.events import ChangeEvent, DeadLetter, DebeziumDecoder, DecodeError, dumps, json_default, position_key
+from cdc.types import ColumnType
+
+FRAME_FIELDS = pa.schema(
+    [
+        ("op", pa.string()),
+        ("key", pa.string()),
+        ("before", pa.string()),
+        ("after", pa.string()),
+        ("position", pa.string()),
+        ("ts_ms", pa.int64()),
+        ("partition", pa.string()),
+        ("snapshot", pa.string()),
+    ]
+)
+_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+PLACEHOLDER = (
+    r"__debezium_unavailable_value|X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==|"
+    r"95,\s*95,\s*100,\s*101,\s*98,\s*101,\s*122,\s*105,\s*117,\s*109"
+)
+"""Debezium's unchanged-TOAST placeholder in any of its encodings (a false alarm only costs speed)."""
+
+
+@dataclass(slots=True)
+class EventFrame:
+    """Changes of one table of one source, in order, sharing one row schema (`columns`)."""
+
+    source: str
+    table: str
+    columns: dict[str, ColumnType | str]
+    key_columns: list[str]
+    data: pa.Table
+
+    def __len__(self) -> int:
+        return self.data.num_rows
+
+    def has_placeholders(self) -> bool:
+        return any(
+            pc.any(pc.match_substring_regex(self.data[side], PLACEHOLDER)).as_py() for side in ("after", "before")
+        )
+
+    @classmethod
+    def from_events(cls, events: list[ChangeEvent]) -> EventFrame:
+        """A frame of ChangeEvents of one table and one schema (their wire values as JSON)."""
+        first = events[0]
+
+        def text(row: dict[str, Any] | None) -> str | None:
+            return None if row is None else orjson.dumps(row, default=json_default, option=_OPTIONS).decode()
+
+        data = pa.table(
+            {
+                "op": [e.op for e in events],
+                "key": [dumps(e.key) if e.key else None for e in events],
+                "before": [text(e.before) for e in events],
+                "after": [text(e.after) for e in events],
+                "position": [e.position for e in events],
+                "ts_ms": [e.ts_ms for e in events],
+                "partition": [e.partition for e in events],
+                "snapshot": [e.snapshot for e in events],
+            },
+            schema=FRAME_FIELDS,
+        )
+        return cls(first.source, first.table, first.columns, list(first.key), data)
+
+    def filter(self, mask: pa.Array) -> EventFrame:
+        return EventFrame(self.source, self.table, self.columns, self.key_columns, self.data.filter(mask))
+
+    def to_events(self) -> list[ChangeEvent]:
+        """The same changes as ChangeEvents, for the paths that need Python values."""
+        loads = orjson.loads
+        return [
+            ChangeEvent(
+                self.source,
+                self.table,
+                row["op"],
+                loads(row["key"]) if row["key"] else {},
+                loads(row["before"]) if row["before"] is not None else None,
+                loads(row["after"]) if row["after"] is not None else None,
+                row["position"],
+                row["ts_ms"],
+                row["partition"] or "",
+                row["snapshot"],
+                columns=self.columns,
+            )
+            for row in self.data.to_pylist()
+        ]
+
+
+@dataclass(slots=True)
+class Message:
+    """One raw message as a broker delivered it."""
+
+    source: str
+    table: str | None
+    """The topic's table when configured, else None (the event's own)."""
+    partition: str
+    offset: int
+    key: bytes | str | None
+    value: bytes | str | None
+
+
+_ENVELOPE = """
+WITH m AS (
+    SELECT seq, source, table_override, part, koffset, k, v,
+           json_valid(v) AND (k IS NULL OR json_valid(k)) AS valid
+    FROM _cx_msgs
+), x AS (
+    SELECT *, CASE WHEN valid THEN json_extract(v, ['$.schema', '$.payload', '$.op', '$.before', '$.after',
+                   '$.source', '$.ts_ms']) END AS top,
+              CASE WHEN valid AND k IS NOT NULL THEN json_extract(k, ['$.schema', '$.payload']) END AS kx
+    FROM m
+), e AS (
+    SELECT *, top[1] IS NOT NULL AS enveloped,
+           CASE WHEN top[1] IS NOT NULL THEN top[2] ELSE v::JSON END AS payload,
+           CASE WHEN kx IS NULL THEN json(k) WHEN kx[1] IS NOT NULL THEN kx[2] ELSE json(k) END AS key_doc
+    FROM x
+), p AS (
+    SELECT *, json_extract(payload, ['$.op', '$.before', '$.after', '$.source', '$.ts_ms', '$.transaction'])
+              AS pl
+    FROM e WHERE valid AND json_type(v::JSON) = 'OBJECT'
+), f AS (
+    SELECT seq, source, table_override, part, koffset, enveloped, top[1] AS row_schema_doc, key_doc,
+           pl[1]->>'$' AS op, pl[2] AS before, pl[3] AS after, pl[4] AS src, pl[5] AS ts
+    FROM p WHERE json_type(payload) = 'OBJECT'
+)
+SELECT seq, source,
+       coalesce(table_override, CASE WHEN src->>'schema' IS NOT NULL AND src->>'schema' NOT IN ('public', 'dbo')
+                THEN (src->>'schema') || '_' || (src->>'table') ELSE src->>'table' END) AS table_name,
+       op, CAST(key_doc AS VARCHAR) AS key,
+       CAST(CASE WHEN json_type(before) = 'NULL' THEN NULL ELSE before END AS VARCHAR) AS before,
+       CAST(CASE WHEN json_type(after) = 'NULL' THEN NULL ELSE after END AS VARCHAR) AS after,
+       coalesce(src->>'coexist_position', lpad(CAST(koffset AS VARCHAR), 20, '0')) AS position,
+       coalesce(TRY_CAST(ts->>'$' AS BIGINT), TRY_CAST(src->>'ts_ms' AS BIGINT), 0) AS ts_ms,
+       part AS partition,
+       CASE WHEN op = 'r' AND src->>'snapshot' IS NOT NULL AND src->>'snapshot' <> 'false'
+            THEN src->>'snapshot' END AS snapshot,
+       md5(CAST(row_schema_doc AS VARCHAR)) AS schema_id,
+       CASE WHEN key_doc IS NULL THEN '' ELSE array_to_string(json_keys(key_doc), chr(31)) END AS key_cols,
+       (op IN ('c', 'u', 'r') AND json_type(after) = 'OBJECT' AND (before IS NULL OR json_type(before)
+            IN ('OBJECT', 'NULL')) OR op = 'd' AND json_type(before) = 'OBJECT')
+       AND json_type(src) = 'OBJECT' AND (src->>'table') IS NOT NULL
+       AND (key_doc IS NULL OR json_type(key_doc) IN ('OBJECT', 'NULL'))
+       AND enveloped AND row_schema_doc IS NOT NULL
+       AND NOT regexp_matches(coalesce(CAST(after AS VARCHAR), '') || coalesce(CAST(before AS VARCHAR), ''), $1)
+       AS plain
+FROM f
+"""
+"""One row per message that is a JSON object with a JSON object payload; `plain`: it is a change the
+frames can carry (everything else is decoded message by message)."""
+
+
+class BulkDecoder:
+    """Raw Debezium JSON messages to frames (and, for the rest, events and dead letters)."""
+
+    def __init__(self, decoder_for: Callable[[str], DebeziumDecoder]) -> None:
+        self.decoder_for = decoder_for
+        self._schemas: dict[str, dict[str, ColumnType | str]] = {}
+        self.con = duckdb.connect(config={"python_enable_replacements": False})
+        self.con.execute("SET threads = 2")
+
+    def _columns(self, schema_id: str, message: Message, decoder: DebeziumDecoder) -> dict[str, ColumnType | str]:
+        """The row schema's column types, parsed once per distinct schema."""
+        columns = self._schemas.get(schema_id)
+        if columns is None:
+            schema = orjson.loads(message.value or b"{}").get("schema") or {}
+            row = next(
+                (
+                    f
+                    for f in schema.get("fields", [])
+                    if f.get("field") in ("after", "before") and f.get("type") == "struct"
+                ),
+                None,
+            )
+            columns = decoder.plan(row).columns if row is not None else {}
+            if len(self._schemas) > 10_000:
+                self._schemas.clear()
+            self._schemas[schema_id] = columns
+        return columns
+
+    def decode(self, messages: list[Message]) -> tuple[list[EventFrame], list[ChangeEvent], list[DeadLetter]]:
+        """Frames for the tables whose messages are all plain changes; events (and dead letters) for the
+        rest, in message order."""
+        if not messages:
+            return [], [], []
+        table = pa.table(
+            {
+                "seq": pa.array(range(len(messages)), pa.int64()),
+                "source": pa.array([m.source for m in messages], pa.string()),
+                "table_override": pa.array([m.table for m in messages], pa.string()),
+                "part": pa.array([m.partition for m in messages], pa.string()),
+                "koffset": pa.array([m.offset for m in messages], pa.int64()),
+                "k": pa.array([_text(m.key) for m in messages], pa.string()),
+                "v": pa.array([_text(m.value) for m in messages], pa.string()),
+            }
+        )
+        self.con.register("_cx_msgs", table)
+        try:
+            decoded = self.con.sql(_ENVELOPE, params=[PLACEHOLDER]).to_arrow_table()
+        finally:
+            self.con.unregister("_cx_msgs")
+        # What the query could not take as a plain change is decoded one by one first (most of it ends
+        # as a dead letter or a tombstone); a table with a change decoded that way is decoded one by
+        # one as a whole, keeping its order.
+        plain = decoded.filter(pc.fill_null(decoded["plain"], False))
+        one_by_one = sorted(set(range(len(messages))) - set(plain["seq"].to_pylist()))
+        events, dead = self._each(messages, one_by_one)
+        per_event_tables = {(e.source, e.table) for _, e in events}
+        frames: list[EventFrame] = []
+        groups = plain.group_by(["source", "table_name"]).aggregate(
+            [("schema_id", "count_distinct"), ("key_cols", "count_distinct"), ("seq", "min")]
+        )
+        rest: list[int] = []
+        for group in sorted(groups.to_pylist(), key=lambda r: r["seq_min"]):
+            source, name = group["source"], group["table_name"]
+            mine = plain.filter(pc.and_(pc.equal(plain["source"], source), pc.equal(plain["table_name"], name)))
+            if (
+                group["schema_id_count_distinct"] != 1
+                or group["key_cols_count_distinct"] != 1
+                or (source, name) in per_event_tables
+            ):
+                rest.extend(mine["seq"].to_pylist())
+                continue
+            first = mine.slice(0, 1).to_pylist()[0]
+            columns = self._columns(first["schema_id"], messages[first["seq"]], self.decoder_for(source))
+            key_cols = [c for c in (first["key_cols"] or "").split(chr(31)) if c]
+            data = pa.table({field: mine[field] for field in FRAME_FIELDS.names}, schema=FRAME_FIELDS)
+            frames.append(EventFrame(source, name, columns, key_cols, data))
+        if rest:
+            more, more_dead = self._each(messages, rest)
+            events = sorted(events + more, key=lambda pair: pair[0])
+            dead += more_dead
+        return frames, [event for _, event in events], dead
+
+    def _each(self, messages: list[Message], seqs: list[int]) -> tuple[list[tuple[int, ChangeEvent]], list[DeadLetter]]:
+        """The per-event decoder over these messages: (message index, event) pairs, and dead letters."""
+        events: list[tuple[int, ChangeEvent]] = []
+        dead: list[DeadLetter] = []
+        for i in seqs:
+            message = messages[i]
+            try:
+                event = self.decoder_for(message.source).decode(
+                    message.key,
+                    message.value,
+                    partition=message.partition,
+                    extra_source={"kafka_offset": message.offset},
+                )
+            except DecodeError as exc:
+                raw = message.value.decode(errors="replace") if isinstance(message.value, bytes) else str(message.value)
+                dead.append(
+                    DeadLetter(
+                        message.source, message.table, str(exc), raw, position_key(message.offset), message.partition
+                    )
+                )
+                continue
+            if event is None:  # a tombstone: nothing to apply
+                continue
+            if message.table is not None:
+                event.table = message.table
+            events.append((i, event))
+        return events, dead
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
