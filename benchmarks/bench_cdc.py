@@ -32,8 +32,10 @@ from rich.table import Table
 from cdc.binlog import BinlogReader
 from cdc.debezium import DebeziumPostgresReader
 from cdc.events import ChangeEvent, position_key
+from cdc.frame import FRAME_FIELDS, EventFrame
 from cdc.runner import Capture
 from cdc.sink import ApplyStats, Batch, DuckDBSink, Offset
+from cdc.types import ColumnType
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
 
@@ -44,16 +46,20 @@ def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+SINK_COLUMNS: dict[str, ColumnType | str] = {
+    "id": "BIGINT",
+    "customer": "VARCHAR",
+    "hours": "DECIMAL(8,2)",
+    "amount": "DECIMAL(14,2)",
+    "work_date": "DATE",
+    "status": "VARCHAR",
+    "updated_at": "TIMESTAMPTZ",
+}
+"""The synthetic time entries of the sink-alone measurements."""
+
+
 def sink_only(path: Path, n: int, batch_size: int = 20_000) -> float:
-    cols = {
-        "id": "BIGINT",
-        "customer": "VARCHAR",
-        "hours": "DECIMAL(8,2)",
-        "amount": "DECIMAL(14,2)",
-        "work_date": "DATE",
-        "status": "VARCHAR",
-        "updated_at": "TIMESTAMPTZ",
-    }
+    cols = SINK_COLUMNS
     now = dt.datetime.now(dt.UTC)
     batches = []
     for start in range(0, n, batch_size):
@@ -88,6 +94,40 @@ def sink_only(path: Path, n: int, batch_size: int = 20_000) -> float:
         for batch in batches:
             sink.apply(batch)
         return n / (time.perf_counter() - started)
+
+
+def sink_frames(path: Path, n: int, batch_size: int = 100_000) -> tuple[float, float]:
+    """The sink on the same synthetic changes as `sink_only`, as frames (what the bulk decoder hands
+    over: row images as Debezium JSON text, built here by DuckDB). Returns (events/s, peak RSS MB)."""
+    cols = SINK_COLUMNS
+    half = n // 2
+    built = duckdb.connect()
+    frames = []
+    for start in range(0, n, batch_size):
+        data = (
+            built.sql(
+                f"""
+            SELECT CASE WHEN i < {half} THEN 'c' ELSE 'u' END AS op, '{{"id":' || (i % {half}) || '}}' AS key,
+                   NULL::VARCHAR AS before,
+                   CAST(to_json(struct_pack(id := i % {half}, customer := printf('C%06d', (i % {half}) % 9973),
+                        hours := '7.50', amount := '1125.00',
+                        work_date := strftime(DATE '2026-01-01' + CAST((i % {half}) % 28 AS INTEGER), '%Y-%m-%d'),
+                        status := 'approved', updated_at := '2026-11-30T17:00:00.123456+00:00')) AS VARCHAR) AS after,
+                   lpad(CAST(1 AS VARCHAR), 20, '0') || '/' || lpad(CAST(i AS VARCHAR), 20, '0') AS position,
+                   i AS ts_ms, '' AS partition, NULL::VARCHAR AS snapshot
+            FROM range({start}, {min(n, start + batch_size)}) t(i) ORDER BY i"""
+            )
+            .to_arrow_table()
+            .cast(FRAME_FIELDS)
+        )
+        frames.append(EventFrame("bench", "time_entries", cols, ["id"], data))
+    built.close()
+    started = time.perf_counter()
+    with DuckDBSink(path) as sink:
+        for frame in frames:
+            sink.apply(Batch(frames=[frame], offsets=[Offset("bench", "", frame.data["position"][-1].as_py())]))
+    rate = n / (time.perf_counter() - started)  # the final checkpoint (at close) included
+    return rate, peak_mb()
 
 
 def create_bench_tables(state: sandbox.SandboxState) -> None:
@@ -180,14 +220,26 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--sink-events", type=int, default=1_000_000)
     parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument("--sink-only", action="store_true", help="measure the sink alone and stop")
     args = parser.parse_args()
     data_dir = Path(tempfile.mkdtemp(prefix="cx-bench-cdc-", dir="/tmp"))
     os.chmod(data_dir, 0o755)
     settings = Settings(data_dir=data_dir)
     results: dict[str, dict[str, Any]] = {}
     try:
-        with console.status("sink alone"):
+        with console.status("sink alone, frames"):
+            frame_rate, frame_peak = sink_frames(data_dir / "frames.duckdb", args.sink_events)
+        console.print(
+            f"sink alone, frames: {frame_rate:,.0f} events/s applying {args.sink_events:,} synthetic events "
+            f"(half inserts, half updates, 100k per batch); peak RSS {frame_peak:,.0f} MB"
+        )
+        with console.status("sink alone, events"):
             sink_rate = sink_only(data_dir / "sink.duckdb", args.sink_events)
+        console.print(
+            f"sink alone, ChangeEvents: {sink_rate:,.0f} events/s (20k per batch); peak RSS {peak_mb():,.0f} MB"
+        )
+        if args.sink_only:
+            return
         state = sandbox.up(settings)
         create_bench_tables(state)
         srcs = sandbox.sandbox_sources(state)
@@ -285,10 +337,6 @@ def main() -> None:
             f"{r['lag_events']:,}",
         )
     console.print(table)
-    console.print(
-        f"sink alone: {sink_rate:,.0f} events/s applying {args.sink_events:,} synthetic events "
-        f"(half inserts, half updates)"
-    )
     console.print(f"peak RSS of this process (Python + JVM): {peak_mb():,.0f} MB")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 from rich.console import Console
 from rich.table import Table
 
@@ -33,21 +34,232 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_cdc import bulk_insert, create_bench_tables, peak_mb, wait_for  # noqa: E402
 
 from cdc.binlog import BinlogReader  # noqa: E402
+from cdc.config import KafkaSource, MariaDBSource, PostgresSource, PublishSettings  # noqa: E402
 from cdc.debezium import DebeziumPostgresReader  # noqa: E402
 from cdc.kafka import KafkaPublishSink, KafkaReader  # noqa: E402
 from cdc.runner import Capture  # noqa: E402
-from coexist import sandbox  # noqa: E402
-from coexist.config import KafkaSource, MariaDBSource, PostgresSource, PublishSettings, Settings  # noqa: E402
-from tests.conftest import tansu_broker  # noqa: E402
+from coexist.config import Settings  # noqa: E402
+from coexist.sandbox import servers as sandbox  # noqa: E402
+from tests.harness import tansu_broker  # noqa: E402
 
 console = Console()
+
+
+FIELDS = (
+    [("id", "int64"), ("customer", "string"), ("project", "string"), ("resource", "string")]
+    + [(f"attr_{i:02d}", "string") for i in range(14)]
+    + [("hours", "string"), ("amount", "string"), ("work_date", "int32"), ("updated_at", "int64")]
+)
+
+
+def synthetic_event(i: int) -> tuple[bytes, bytes]:
+    """A Debezium PostgreSQL change with its schema, about 3.5 KB as the connector writes them."""
+    names = {"work_date": "io.debezium.time.Date", "updated_at": "io.debezium.time.MicroTimestamp"}
+    row_fields = [
+        {"type": t, "optional": f != "id", "field": f} | ({"name": names[f], "version": 1} if f in names else {})
+        for f, t in FIELDS
+    ]
+    row_schema = {"type": "struct", "fields": row_fields, "optional": True, "name": "bench.public.time_entries.Value"}
+    source_fields = (
+        [{"type": "string", "optional": False, "field": f} for f in ("version", "connector", "name")]
+        + [
+            {"type": "int64", "optional": False, "field": "ts_ms"},
+            {
+                "type": "string",
+                "optional": True,
+                "name": "io.debezium.data.Enum",
+                "version": 1,
+                "parameters": {
+                    "allowed": "true,first,first_in_data_collection,last_in_data_collection,last,false,incremental"
+                },
+                "default": "false",
+                "field": "snapshot",
+            },
+        ]
+        + [{"type": "string", "optional": False, "field": f} for f in ("db", "schema", "table")]
+        + [{"type": "int64", "optional": True, "field": f} for f in ("txId", "lsn", "xmin")]
+    )
+    schema = {
+        "type": "struct",
+        "fields": [
+            dict(row_schema, field="before"),
+            dict(row_schema, field="after"),
+            {
+                "type": "struct",
+                "fields": source_fields,
+                "optional": False,
+                "name": "io.debezium.connector.postgresql.Source",
+                "field": "source",
+            },
+            {"type": "string", "optional": False, "field": "op"},
+            {"type": "int64", "optional": True, "field": "ts_ms"},
+        ],
+        "optional": False,
+        "name": "bench.public.time_entries.Envelope",
+        "version": 2,
+    }
+    after = {"id": i, "customer": f"C{i % 9973:06d}", "project": f"PRJ-{i % 500:05d}", "resource": f"EMP{i % 800:04d}"}
+    after |= {f"attr_{k:02d}": f"value {k} of row {i} with some text" for k in range(8)}
+    after |= {
+        "hours": "7.50",
+        "amount": "1125.00",
+        "work_date": 20000 + i % 300,
+        "updated_at": 1_764_000_000_000_000 + i,
+    }
+    payload = {
+        "before": None,
+        "after": after,
+        "source": {
+            "version": "3.6.3.Final",
+            "connector": "postgresql",
+            "name": "bench",
+            "ts_ms": 1_764_000_000_000,
+            "snapshot": "false",
+            "db": "psa",
+            "schema": "public",
+            "table": "time_entries",
+            "txId": 1000 + i,
+            "lsn": 100_000 + i,
+            "xmin": None,
+        },
+        "op": "c",
+        "ts_ms": 1_764_000_000_000,
+    }
+    key = {
+        "schema": {
+            "type": "struct",
+            "fields": [{"type": "int64", "optional": False, "field": "id"}],
+            "optional": False,
+            "name": "bench.public.time_entries.Key",
+        },
+        "payload": {"id": i},
+    }
+    return orjson.dumps(key), orjson.dumps({"schema": schema, "payload": payload})
+
+
+def consume_synthetic(n: int, partitions: int, data_dir: Path) -> None:
+    """Consume n synthetic 3.5 KB events from 4 partitions: the raw client, the raw client with JSON
+    decoding in Python, and coexist (bulk decode + sink into a warehouse), on the same topic."""
+    from kafka import KafkaConsumer, KafkaProducer
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    results: dict[str, tuple[float, float]] = {}
+    with tansu_broker() as broker:
+        admin = KafkaAdminClient(bootstrap_servers=broker)
+        admin.create_topics([NewTopic("bench.public.time_entries", partitions, 1)])
+        admin.close()
+        producer = KafkaProducer(bootstrap_servers=broker, linger_ms=20, batch_size=1 << 20, acks=1)
+        size = 0
+        with console.status(f"producing {n:,} events"):
+            for i in range(n):
+                key, value = synthetic_event(i)
+                size += len(value)
+                producer.send("bench.public.time_entries", key=key, value=value, partition=i % partitions)
+            producer.flush()
+            producer.close()
+        console.print(f"{n:,} events of {size / n:,.0f} bytes on average in {partitions} partitions")
+
+        def raw(decode: bool) -> float:
+            consumer = KafkaConsumer(
+                "bench.public.time_entries",
+                bootstrap_servers=broker,
+                auto_offset_reset="earliest",
+                enable_auto_commit=False,
+                group_id=None,
+                max_poll_records=5000,
+            )
+            seen = 0
+            started = time.perf_counter()
+            while seen < n:
+                for records in consumer.poll(timeout_ms=1000).values():
+                    seen += len(records)
+                    if decode:
+                        for r in records:
+                            orjson.loads(r.value)
+            rate = n / (time.perf_counter() - started)
+            consumer.close()
+            return rate
+
+        def confluent(decode: bool) -> float | None:
+            try:
+                from confluent_kafka import Consumer
+            except ImportError:
+                return None
+            consumer = Consumer(
+                {
+                    "bootstrap.servers": broker,
+                    "group.id": f"bench-confluent-{decode}",
+                    "auto.offset.reset": "earliest",
+                    "enable.auto.commit": False,
+                }
+            )
+            consumer.subscribe(["bench.public.time_entries"])
+            seen, started = 0, None
+            while seen < n:
+                batch = consumer.consume(num_messages=5000, timeout=1.0)
+                if batch and started is None:
+                    started = time.perf_counter()  # the group join is not counted
+                for message in batch:
+                    if message.error() is None:
+                        seen += 1
+                        if decode:
+                            orjson.loads(message.value())
+            rate = n / (time.perf_counter() - (started or time.perf_counter()))
+            consumer.close()
+            return rate
+
+        results["kafka-python, raw"] = (raw(False), peak_mb())
+        results["kafka-python + orjson decode per event"] = (raw(True), peak_mb())
+        for decode in (False, True):
+            rate = confluent(decode)
+            if rate is not None:
+                label = "confluent-kafka (librdkafka), " + ("+ orjson decode per event" if decode else "raw")
+                results[label] = (rate, peak_mb())
+        reader = KafkaReader(
+            "bench",
+            KafkaSource(
+                kind="kafka", bootstrap_servers=broker, topics=["bench.public.time_entries"], group_id="bench-coexist"
+            ),
+            batch_size=5000,
+        )
+        capture = Capture(data_dir / "consume.duckdb", [reader])
+        thread = threading.Thread(target=capture.run, kwargs={"install_signals": False}, daemon=True)
+        thread.start()
+        wait_for(lambda: capture.progress["bench"].applied > 0, 120)  # the group join is not counted
+        first, started = capture.progress["bench"].applied, time.perf_counter()
+        wait_for(lambda: capture.progress["bench"].applied >= n, 600)
+        rate = (n - first) / (time.perf_counter() - started)
+        results["coexist: consume, decode, apply to DuckDB"] = (rate, peak_mb())
+        capture.stop.set()
+        thread.join(timeout=60)
+    table = Table(title=f"consuming {n:,} Debezium JSON events with schemas, {partitions} partitions, one member")
+    table.add_column("reader")
+    table.add_column("events/s", justify="right")
+    table.add_column("peak RSS MB (process)", justify="right")
+    for name, (rate, peak) in results.items():
+        table.add_row(name, f"{rate:,.0f}", f"{peak:,.0f}")
+    console.print(table)
+    raw_decoded = results["kafka-python + orjson decode per event"][0]
+    console.print(
+        f"coexist / (raw client + decode): {results['coexist: consume, decode, apply to DuckDB'][0] / raw_decoded:.2f}"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=50_000)
     parser.add_argument("--lag-seconds", type=float, default=20.0)
+    parser.add_argument("--synthetic", type=int, default=60_000, help="events for the consume comparison (0: skip)")
+    parser.add_argument("--synthetic-only", action="store_true", help="run the consume comparison only")
     args = parser.parse_args()
+    if args.synthetic:
+        scratch = Path(tempfile.mkdtemp(prefix="cx-bench-kafka-synthetic-"))
+        try:
+            consume_synthetic(args.synthetic, 4, scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        if args.synthetic_only:
+            return
     data_dir = Path(tempfile.mkdtemp(prefix="cx-bench-kafka-", dir="/tmp"))
     os.chmod(data_dir, 0o755)
     settings = Settings(data_dir=data_dir)

@@ -138,6 +138,12 @@ class KafkaSource(Strict):
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     metadata_max_age_ms: int = Field(default=30000, ge=1000, description="how often topic_pattern looks for new topics")
+    fetch_max_bytes: int = Field(
+        default=64 << 20,
+        ge=1 << 20,
+        description="bytes one poll may bring (a batch is bounded by this and by cdc.batch_size events); "
+        "a partition brings at most a quarter of it",
+    )
     max_poll_interval_ms: int = Field(
         default=30000, ge=1000, description="also the rebalance timeout: how long a rebalance waits for a member"
     )

@@ -37,6 +37,7 @@ FRAME_FIELDS = pa.schema(
     ]
 )
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+_PAYLOAD = b',"payload":'
 PLACEHOLDER = (
     r"__debezium_unavailable_value|X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==|"
     r"95,\s*95,\s*100,\s*101,\s*98,\s*101,\s*122,\s*105,\s*117,\s*109"
@@ -124,27 +125,26 @@ class Message:
 
 _ENVELOPE = """
 WITH m AS (
-    SELECT seq, source, table_override, part, koffset, k, v,
-           json_valid(v) AND (k IS NULL OR json_valid(k)) AS valid
+    SELECT seq, source, table_override, part, koffset, k, coalesce(p, v) AS v, schema_no, p IS NOT NULL AS split
     FROM _cx_msgs
+    WHERE starts_with(ltrim(coalesce(p, v)), '{') AND json_valid(coalesce(p, v)) AND (k IS NULL OR json_valid(k))
 ), x AS (
-    SELECT *, CASE WHEN valid THEN json_extract(v, ['$.schema', '$.payload', '$.op', '$.before', '$.after',
-                   '$.source', '$.ts_ms']) END AS top,
-              CASE WHEN valid AND k IS NOT NULL THEN json_extract(k, ['$.schema', '$.payload']) END AS kx
+    SELECT *, CASE WHEN NOT split THEN json_extract(v, ['$.schema', '$.payload']) END AS top,
+              CASE WHEN k IS NOT NULL THEN json_extract(k, ['$.schema', '$.payload']) END AS kx
     FROM m
 ), e AS (
-    SELECT *, top[1] IS NOT NULL AS enveloped,
-           CASE WHEN top[1] IS NOT NULL THEN top[2] ELSE v::JSON END AS payload,
+    SELECT *, split OR top[1] IS NOT NULL AS enveloped,
+           CASE WHEN split THEN v::JSON WHEN top[1] IS NOT NULL THEN top[2] ELSE v::JSON END AS payload,
            CASE WHEN kx IS NULL THEN json(k) WHEN kx[1] IS NOT NULL THEN kx[2] ELSE json(k) END AS key_doc
     FROM x
-), p AS (
-    SELECT *, json_extract(payload, ['$.op', '$.before', '$.after', '$.source', '$.ts_ms', '$.transaction'])
-              AS pl
-    FROM e WHERE valid AND json_type(v::JSON) = 'OBJECT'
 ), f AS (
-    SELECT seq, source, table_override, part, koffset, enveloped, top[1] AS row_schema_doc, key_doc,
-           pl[1]->>'$' AS op, pl[2] AS before, pl[3] AS after, pl[4] AS src, pl[5] AS ts
-    FROM p WHERE json_type(payload) = 'OBJECT'
+    SELECT seq, source, table_override, part, koffset, enveloped, split, schema_no, top[1] AS row_schema_doc, key_doc,
+           pl[1]->>'$' AS op,
+           pl[2] AS before, pl[3] AS after, pl[4] AS src, pl[5] AS ts
+    FROM (SELECT *, json_extract(payload, ['$.op', '$.before', '$.after', '$.source', '$.ts_ms']) AS pl
+          FROM e WHERE json_type(payload) = 'OBJECT')
+), t AS (
+    SELECT *, coalesce(CAST(after AS VARCHAR), '') || coalesce(CAST(before AS VARCHAR), '') AS images FROM f
 )
 SELECT seq, source,
        coalesce(table_override, CASE WHEN src->>'schema' IS NOT NULL AND src->>'schema' NOT IN ('public', 'dbo')
@@ -157,16 +157,20 @@ SELECT seq, source,
        part AS partition,
        CASE WHEN op = 'r' AND src->>'snapshot' IS NOT NULL AND src->>'snapshot' <> 'false'
             THEN src->>'snapshot' END AS snapshot,
-       md5(CAST(row_schema_doc AS VARCHAR)) AS schema_id,
+       CASE WHEN split THEN 'known:' || schema_no
+            ELSE CAST(hash(CAST(row_schema_doc AS VARCHAR)) AS VARCHAR) || ':'
+                 || length(CAST(row_schema_doc AS VARCHAR)) END AS schema_id,
        CASE WHEN key_doc IS NULL THEN '' ELSE array_to_string(json_keys(key_doc), chr(31)) END AS key_cols,
        (op IN ('c', 'u', 'r') AND json_type(after) = 'OBJECT' AND (before IS NULL OR json_type(before)
             IN ('OBJECT', 'NULL')) OR op = 'd' AND json_type(before) = 'OBJECT')
        AND json_type(src) = 'OBJECT' AND (src->>'table') IS NOT NULL
        AND (key_doc IS NULL OR json_type(key_doc) IN ('OBJECT', 'NULL'))
-       AND enveloped AND row_schema_doc IS NOT NULL
-       AND NOT regexp_matches(coalesce(CAST(after AS VARCHAR), '') || coalesce(CAST(before AS VARCHAR), ''), $1)
+       AND enveloped AND (split OR row_schema_doc IS NOT NULL)
+       AND NOT contains(images, '__debezium_unavailable_value')
+       AND NOT contains(images, 'X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==')
+       AND NOT (contains(images, '95,') AND regexp_matches(images, $1))
        AS plain
-FROM f
+FROM t
 """
 """One row per message that is a JSON object with a JSON object payload; `plain`: it is a change the
 frames can carry (everything else is decoded message by message)."""
@@ -178,6 +182,9 @@ class BulkDecoder:
     def __init__(self, decoder_for: Callable[[str], DebeziumDecoder]) -> None:
         self.decoder_for = decoder_for
         self._schemas: dict[str, dict[str, ColumnType | str]] = {}
+        self._known: list[tuple[bytes, dict[str, Any]]] = []
+        """Schema prefixes seen (`{"schema":{...},"payload":`) with their schema: a message that starts
+        with one is sent to DuckDB as its payload alone (the schema is most of a message's bytes)."""
         self.con = duckdb.connect(config={"python_enable_replacements": False})
         self.con.execute("SET threads = 2")
 
@@ -185,7 +192,10 @@ class BulkDecoder:
         """The row schema's column types, parsed once per distinct schema."""
         columns = self._schemas.get(schema_id)
         if columns is None:
-            schema = orjson.loads(message.value or b"{}").get("schema") or {}
+            if schema_id.startswith("known:"):
+                schema = self._known[int(schema_id.split(":")[1])][1]
+            else:
+                schema = orjson.loads(message.value or b"{}").get("schema") or {}
             row = next(
                 (
                     f
@@ -205,6 +215,7 @@ class BulkDecoder:
         rest, in message order."""
         if not messages:
             return [], [], []
+        split = [self._split(m.value) for m in messages]
         table = pa.table(
             {
                 "seq": pa.array(range(len(messages)), pa.int64()),
@@ -213,7 +224,11 @@ class BulkDecoder:
                 "part": pa.array([m.partition for m in messages], pa.string()),
                 "koffset": pa.array([m.offset for m in messages], pa.int64()),
                 "k": pa.array([_text(m.key) for m in messages], pa.string()),
-                "v": pa.array([_text(m.value) for m in messages], pa.string()),
+                "v": pa.array(
+                    [None if cut else _text(m.value) for m, cut in zip(messages, split, strict=True)], pa.string()
+                ),
+                "p": pa.array([cut[1] if cut else None for cut in split], pa.string()),
+                "schema_no": pa.array([cut[0] if cut else None for cut in split], pa.int64()),
             }
         )
         self.con.register("_cx_msgs", table)
@@ -229,22 +244,16 @@ class BulkDecoder:
         events, dead = self._each(messages, one_by_one)
         per_event_tables = {(e.source, e.table) for _, e in events}
         frames: list[EventFrame] = []
-        groups = plain.group_by(["source", "table_name"]).aggregate(
-            [("schema_id", "count_distinct"), ("key_cols", "count_distinct"), ("seq", "min")]
-        )
+        groups = plain.group_by(["source", "table_name"]).aggregate([("key_cols", "count_distinct"), ("seq", "min")])
         rest: list[int] = []
         for group in sorted(groups.to_pylist(), key=lambda r: r["seq_min"]):
             source, name = group["source"], group["table_name"]
             mine = plain.filter(pc.and_(pc.equal(plain["source"], source), pc.equal(plain["table_name"], name)))
-            if (
-                group["schema_id_count_distinct"] != 1
-                or group["key_cols_count_distinct"] != 1
-                or (source, name) in per_event_tables
-            ):
+            columns = self._one_plan(mine, messages, source) if group["key_cols_count_distinct"] == 1 else None
+            if columns is None or (source, name) in per_event_tables:
                 rest.extend(mine["seq"].to_pylist())
                 continue
             first = mine.slice(0, 1).to_pylist()[0]
-            columns = self._columns(first["schema_id"], messages[first["seq"]], self.decoder_for(source))
             key_cols = [c for c in (first["key_cols"] or "").split(chr(31)) if c]
             data = pa.table({field: mine[field] for field in FRAME_FIELDS.names}, schema=FRAME_FIELDS)
             frames.append(EventFrame(source, name, columns, key_cols, data))
@@ -253,6 +262,39 @@ class BulkDecoder:
             events = sorted(events + more, key=lambda pair: pair[0])
             dead += more_dead
         return frames, [event for _, event in events], dead
+
+    def _one_plan(self, mine: pa.Table, messages: list[Message], source: str) -> dict[str, ColumnType | str] | None:
+        """The row schema all these messages share (schema texts may differ in form, not in columns),
+        or None when they do not share one."""
+        firsts = mine.group_by("schema_id").aggregate([("seq", "min")]).to_pylist()
+        plans = [self._columns(f["schema_id"], messages[f["seq_min"]], self.decoder_for(source)) for f in firsts]
+        return plans[0] if all(plan == plans[0] for plan in plans[1:]) else None
+
+    def _split(self, value: bytes | str | None) -> tuple[int, str] | None:
+        """(known schema number, payload text) when `value` is Debezium's `{"schema": S, "payload": P}`
+        with a schema seen before (learnt here when new); None for anything else."""
+        if value is None:
+            return None
+        raw = value.encode() if isinstance(value, str) else value
+        if not raw.endswith(b"}"):
+            return None
+        for number, (prefix, _) in enumerate(self._known):
+            if raw.startswith(prefix):
+                return number, raw[len(prefix) : -1].decode("utf-8", errors="replace")
+        if not raw.startswith(b'{"schema":'):
+            return None
+        cut = raw.find(_PAYLOAD)
+        try:
+            head = orjson.loads(raw[:cut] + b"}") if cut > 0 else None
+        except orjson.JSONDecodeError:
+            return None  # the text was inside the schema: decoded the long way
+        if not isinstance(head, dict) or list(head) != ["schema"] or not isinstance(head["schema"], dict):
+            return None
+        if len(self._known) >= 256:
+            self._known.clear()
+            self._schemas = {k: v for k, v in self._schemas.items() if not k.startswith("known:")}
+        self._known.append((raw[: cut + len(_PAYLOAD)], head["schema"]))
+        return len(self._known) - 1, raw[cut + len(_PAYLOAD) : -1].decode("utf-8", errors="replace")
 
     def _each(self, messages: list[Message], seqs: list[int]) -> tuple[list[tuple[int, ChangeEvent]], list[DeadLetter]]:
         """The per-event decoder over these messages: (message index, event) pairs, and dead letters."""

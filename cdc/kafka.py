@@ -384,6 +384,8 @@ class KafkaReader:
             max_poll_records=self.batch_size,
             max_poll_interval_ms=self.config.max_poll_interval_ms,
             metadata_max_age_ms=self.config.metadata_max_age_ms,
+            fetch_max_bytes=self.config.fetch_max_bytes,
+            max_partition_fetch_bytes=max(1 << 20, self.config.fetch_max_bytes // 4),
         )
 
     def to_batch(

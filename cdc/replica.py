@@ -9,6 +9,7 @@ multiplicity (the net count of each distinct row image). The changelog gets the 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,17 +26,16 @@ from core.warehouse import literal, quote, registered
 class TableResult:
     applied: list[ChangeEvent] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
-    changelog: pa.Table | None = None
 
 
-def empty_changelog() -> pa.Table:
-    return pa.table(
-        {
-            "_seq": pa.array([], pa.int64()),
-            "after_json": pa.array([], pa.string()),
-            "before_json": pa.array([], pa.string()),
-        }
-    )
+@dataclass(frozen=True, slots=True)
+class LogTo:
+    """The changelog rows of what is applied: whose they are and which batch wrote them."""
+
+    source: str
+    table: str
+    batch_id: str
+    at: dt.datetime
 
 
 _JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
@@ -105,13 +105,14 @@ def apply_table(
     key_cols: list[str],
     events: list[ChangeEvent],
     touched: str | None = None,
+    log: LogTo | None = None,
 ) -> TableResult:
     """Decode and apply `events` (all of one table, in order) to `target`; returns what was applied.
 
-    `touched`: a table that collects the keys these events changed (a re-snapshot is staging)."""
+    `touched`: a table that collects the keys these events changed (a re-snapshot is staging);
+    `log`: write the changelog rows of what was applied (not for a re-snapshot's staging)."""
     result = TableResult()
     if not events:
-        result.changelog = empty_changelog()
         return result
     kinds = column_kinds(columns, types)
     missing = resolve_toast_in_batch(events, key_cols)
@@ -125,9 +126,12 @@ def apply_table(
             "_after": pa.array([_prepared(e.after, hooks) for e in events], pa.binary()),
             "_before": pa.array([_prepared(e.before, hooks) for e in events], pa.binary()),
             "_toast": pa.array([missing.get(i) for i in range(len(events))], pa.list_(pa.string())),
+            "_key": pa.array([dumps(e.key) if log else None for e in events], pa.string()),
+            "_part": pa.array([e.partition for e in events], pa.string()),
+            "_snap": pa.array([e.snapshot for e in events], pa.string()),
         }
     )
-    applied, dead, result.changelog = apply_stage(con, target, columns, kinds, key_cols, stage, touched)
+    applied, dead = apply_stage(con, target, columns, kinds, key_cols, stage, touched, log)
     for seq, reason in dead:
         result.dead.append(_dead(events[seq], reason) if seq >= 0 else _keyless_dead(events, reason))
     result.applied = [events[i] for i in applied.to_pylist()]
@@ -147,10 +151,11 @@ def apply_frame(
     key_cols: list[str],
     frame: pa.Table,
     touched: str | None = None,
-) -> tuple[pa.Array, list[tuple[int, str]], pa.Table]:
+    log: LogTo | None = None,
+) -> tuple[pa.Array, list[tuple[int, str]]]:
     """`apply_table` for a frame's columns (`cdc.frame.FRAME_FIELDS`): no Python per event. The frame
     holds no unchanged-TOAST placeholder and no column needs a Python `prepare` step (the caller checks).
-    Returns the applied rows' indexes, (index, reason) of the rows that do not decode, the changelog."""
+    Returns the applied rows' indexes and (index, reason) of the rows that do not decode."""
     stage = pa.table(
         {
             "_seq": pa.array(range(frame.num_rows), pa.int64()),
@@ -160,9 +165,12 @@ def apply_frame(
             "_after": frame["after"],
             "_before": frame["before"],
             "_toast": pa.nulls(frame.num_rows, pa.list_(pa.string())),
+            "_key": frame["key"],
+            "_part": frame["partition"],
+            "_snap": frame["snapshot"],
         }
     )
-    return apply_stage(con, target, columns, column_kinds(columns, types), key_cols, stage, touched)
+    return apply_stage(con, target, columns, column_kinds(columns, types), key_cols, stage, touched, log)
 
 
 def apply_stage(
@@ -173,9 +181,11 @@ def apply_stage(
     key_cols: list[str],
     stage: pa.Table,
     touched: str | None,
-) -> tuple[pa.Array, list[tuple[int, str]], pa.Table]:
+    log: LogTo | None,
+) -> tuple[pa.Array, list[tuple[int, str]]]:
     """The set-based part: decode every image of the staged batch, set aside what does not decode,
-    apply the rest. Dead rows are (index, reason); index -1 is a keyless table's unmatched delete."""
+    apply the rest and log it. Returns the applied rows' indexes and the dead rows as (index, reason);
+    index -1 is a keyless table's unmatched delete."""
     data_cols = list(kinds)
     dead: list[tuple[int, str]] = []
     structure = {c: ("JSON" if "{j}" in kinds[c].decode else "VARCHAR") for c in data_cols}
@@ -196,7 +206,7 @@ def apply_stage(
             checks.append(f"CASE WHEN {failed} THEN {literal(c)} END")
     with registered(con, "_cx_stage", stage):
         con.execute(
-            "CREATE OR REPLACE TEMP TABLE _cx_dec AS SELECT _seq, _op, _pos, _ts, _toast, "
+            "CREATE OR REPLACE TEMP TABLE _cx_dec AS SELECT _seq, _op, _pos, _ts, _toast, _key, _part, _snap, "
             f"{', '.join(decoded)} FROM (SELECT *, json_transform({text['_after']}, {shape}) AS aj, "
             f"json_transform({text['_before']}, {shape}) AS bj FROM _cx_stage)"
         )
@@ -231,12 +241,17 @@ def apply_stage(
             )
     after = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := a_{i}" for i, c in enumerate(data_cols)) + "))"
     before = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := b_{i}" for i, c in enumerate(data_cols)) + "))"
-    changelog = con.sql(
-        f"SELECT _seq, CASE WHEN _op <> 'd' THEN CAST({after} AS VARCHAR) END AS after_json, "
-        f"CASE WHEN _op IN ('u', 'd') THEN CAST({before} AS VARCHAR) END AS before_json FROM _cx_dec ORDER BY _seq"
-    ).to_arrow_table()
+    if log is not None:  # the decoded images (the replica's values), not the wire forms
+        con.execute(
+            f"INSERT INTO cdc.changelog SELECT ?, ?, _op, coalesce(_key, '{{}}'), "
+            f"CASE WHEN _op IN ('u', 'd') THEN {before} END, "
+            f"CASE WHEN _op <> 'd' THEN {after} END, _pos, coalesce(_part, ''), _ts, _snap, ?, ? "
+            "FROM _cx_dec",
+            [log.source, log.table, log.batch_id, log.at],
+        )
+    applied = con.sql("SELECT _seq FROM _cx_dec ORDER BY _seq").to_arrow_table()["_seq"].combine_chunks()
     con.execute("DROP TABLE IF EXISTS _cx_dec")
-    return changelog["_seq"].combine_chunks(), dead, changelog
+    return applied, dead
 
 
 def _keyless_dead(events: list[ChangeEvent], reason: str) -> DeadLetter:

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 
 from cdc.events import ChangeEvent, DeadLetter, dumps, field_type
 from cdc.frame import EventFrame
-from cdc.replica import apply_frame, apply_table, empty_changelog
+from cdc.replica import LogTo, apply_frame, apply_table
 from cdc.schema import SchemaChange, widens
 from cdc.types import MACROS, ColumnType, connect_schema, infer, is_unavailable, of_replica
 from core import warehouse
@@ -671,14 +671,12 @@ class DuckDBSink:
             by_table.setdefault((event.source, event.table), []).append(event)
         applied: list[ChangeEvent] = []
         dead: list[DeadLetter] = []
-        logs: list[pa.Table] = []
         for (source, table), mine in by_table.items():
-            good, bad, log = self._apply_table(source, table, mine, staged)
+            # A re-snapshot is logged when it is swapped in, not as it is staged.
+            log = None if staged else LogTo(source, table, batch_id, now)
+            good, bad = self._apply_table(source, table, mine, staged, log)
             applied.extend(good)
             dead.extend(bad)
-            logs.append(log)
-        if applied and not staged:  # a re-snapshot is logged when it is swapped in
-            self._append_changelog(applied, logs, batch_id, now)
         return applied, dead
 
     def _fresh(self, frame: EventFrame) -> EventFrame:
@@ -707,20 +705,21 @@ class DuckDBSink:
         applied: list[ChangeEvent] = []
         dead: list[DeadLetter] = []
         for frame in frames:
-            result = self._apply_frame(frame, staged)
+            log = None if staged else LogTo(frame.source, frame.table, batch_id, now)
+            result = self._apply_frame(frame, staged, log)
             if result is None:
                 good, bad = self._apply_events(frame.to_events(), staged, batch_id, now)
                 applied.extend(good)
                 dead.extend(bad)
                 continue
-            kept, bad, log = result
+            kept, bad = result
             dead.extend(bad)
             done.append(kept)
-            if len(kept) and not staged:
-                self._append_frame_changelog(kept, log, batch_id, now)
         return done, applied, dead
 
-    def _apply_frame(self, frame: EventFrame, staged: bool) -> tuple[EventFrame, list[DeadLetter], pa.Table] | None:
+    def _apply_frame(
+        self, frame: EventFrame, staged: bool, log: LogTo | None
+    ) -> tuple[EventFrame, list[DeadLetter]] | None:
         """One frame set-based, or None when it needs the events path."""
         if not frame.columns or pc.any(pc.equal(frame.data["op"], "t")).as_py():
             return None
@@ -745,14 +744,14 @@ class DuckDBSink:
             else None
         )
         try:
-            seqs, bad, log = apply_frame(
-                self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, frame.data, touched
+            seqs, bad = apply_frame(
+                self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, frame.data, touched, log
             )
         except duckdb.ConstraintException as exc:
             raise DataConflict(_conflict(frame.source, frame.table, exc)) from None
         dead = [self._frame_dead(frame, seq, reason) for seq, reason in bad]
         kept = EventFrame(frame.source, frame.table, frame.columns, frame.key_columns, frame.data.take(seqs))
-        return kept, dead, log
+        return kept, dead
 
     @staticmethod
     def _frame_dead(frame: EventFrame, seq: int, reason: str) -> DeadLetter:
@@ -769,33 +768,6 @@ class DuckDBSink:
             }
         )
         return DeadLetter(frame.source, frame.table, reason, raw, row["position"], row["partition"] or "")
-
-    def _append_frame_changelog(self, frame: EventFrame, log: pa.Table, batch_id: str, now: dt.datetime) -> None:
-        data = frame.data
-        n = data.num_rows
-        table = pa.table(
-            {
-                "source": pa.repeat(pa.scalar(frame.source), n),
-                "table_name": pa.repeat(pa.scalar(frame.table), n),
-                "op": data["op"],
-                "key": pc.fill_null(data["key"], "{}"),
-                "before": log["before_json"],
-                "after": log["after_json"],
-                "position": data["position"],
-                "partition": pc.fill_null(data["partition"], ""),
-                "ts_ms": data["ts_ms"],
-                "snapshot": data["snapshot"],
-            }
-        )
-        self.con.register("_cx_log", table)
-        try:
-            self.con.execute(
-                "INSERT INTO cdc.changelog SELECT source, table_name, op, key, before, after, position, partition, "
-                "ts_ms, snapshot, ?, ? FROM _cx_log",
-                [batch_id, now],
-            )
-        finally:
-            self.con.unregister("_cx_log")
 
     def _hold(self, events: list[ChangeEvent]) -> None:
         first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
@@ -866,6 +838,7 @@ class DuckDBSink:
             pk = f", PRIMARY KEY ({', '.join(quote(k) for k in key_cols)})" if key_cols else ""
             self.con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{quote(table)} ({', '.join(cols)}{pk})")
             self._columns.pop((schema, table), None)
+            self._keys.pop((schema, table), None)
             return self._table_columns(schema, table)
         reshape = self._reshape(schema, table, has_schema, [key_cols, *other_keys], wanted, existing)
         if reshape is None:
@@ -920,8 +893,8 @@ class DuckDBSink:
         )
 
     def _apply_table(
-        self, source: str, table: str, events: list[ChangeEvent], staged: bool = False
-    ) -> tuple[list[ChangeEvent], list[DeadLetter], pa.Table]:
+        self, source: str, table: str, events: list[ChangeEvent], staged: bool = False, log: LogTo | None = None
+    ) -> tuple[list[ChangeEvent], list[DeadLetter]]:
         truncated = [i for i, e in enumerate(events) if e.op == "t"]
         if truncated:  # everything before the last TRUNCATE is gone with it
             last = events[truncated[-1]]
@@ -930,7 +903,7 @@ class DuckDBSink:
             )
             events = events[truncated[-1] + 1 :]
             if not events:
-                return [], [], empty_changelog()
+                return [], []
         wanted = self._wanted(events)
         schema, name = (STAGING, f"{source}__{table}") if staged else (f"replica_{source}", table)
         keys = list({tuple(e.key): None for e in events})
@@ -962,39 +935,10 @@ class DuckDBSink:
                 good.append(event)
         touched = touched_table(source, table) if not staged and (source, table) in self._marked else None
         try:
-            result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good, touched)
+            result = apply_table(self.con, f"{schema}.{quote(name)}", columns, wanted, key_cols, good, touched, log)
         except duckdb.ConstraintException as exc:
             raise DataConflict(_conflict(source, table, exc)) from None
-        return result.applied, dead + result.dead, result.changelog
-
-    def _append_changelog(
-        self, events: list[ChangeEvent], logs: list[pa.Table], batch_id: str, now: dt.datetime
-    ) -> None:
-        """The changelog holds the decoded images (the replica's values), not the wire forms."""
-        decoded = pa.concat_tables(logs) if len(logs) > 1 else logs[0]
-        table = pa.table(
-            {
-                "source": pa.array([e.source for e in events], pa.string()),
-                "table_name": pa.array([e.table for e in events], pa.string()),
-                "op": pa.array([e.op for e in events], pa.string()),
-                "key": pa.array([dumps(e.key) for e in events], pa.string()),
-                "before": decoded["before_json"],
-                "after": decoded["after_json"],
-                "position": pa.array([e.position for e in events], pa.string()),
-                "partition": pa.array([e.partition for e in events], pa.string()),
-                "ts_ms": pa.array([e.ts_ms for e in events], pa.int64()),
-                "snapshot": pa.array([e.snapshot for e in events], pa.string()),
-            }
-        )
-        self.con.register("_cx_log", table)
-        try:
-            self.con.execute(
-                "INSERT INTO cdc.changelog SELECT source, table_name, op, key, before, after, position, partition, "
-                "ts_ms, snapshot, ?, ? FROM _cx_log",
-                [batch_id, now],
-            )
-        finally:
-            self.con.unregister("_cx_log")
+        return result.applied, dead + result.dead
 
     def _count(
         self,

@@ -74,9 +74,19 @@ class DuckDBSettings(Strict):
     )
     temp_directory: Path | None = Field(default=None, description="spill directory; <data_dir>/tmp when unset")
     threads: int | None = Field(default=None, ge=1, description="worker threads; all cores when unset")
+    checkpoint_threshold: str = Field(
+        default="256MB",
+        pattern=r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+        description="write-ahead log size that triggers a checkpoint (DuckDB's default is 16MB)",
+    )
 
     def limits(self, data_dir: Path) -> Limits:
-        return Limits(self.memory_limit.strip(), self.temp_directory or data_dir / "tmp", self.threads)
+        return Limits(
+            self.memory_limit.strip(),
+            self.temp_directory or data_dir / "tmp",
+            self.threads,
+            self.checkpoint_threshold.strip(),
+        )
 
 
 class ServiceSettings(Strict):

@@ -30,6 +30,10 @@ class Limits:
     memory_limit: str | None = None
     temp_directory: Path | None = None
     threads: int | None = None
+    checkpoint_threshold: str | None = "256MB"
+    """WAL size that triggers a checkpoint. DuckDB's 16MB checkpoints a capture batch of 20k changes
+    nearly every commit (the sink ran at 118k events/s instead of 174k); a larger WAL costs a longer
+    replay after a crash and the un-checkpointed data's memory."""
 
 
 _limits = Limits()
@@ -49,6 +53,8 @@ def _apply_limits(con: Connection) -> None:
         con.execute(f"SET temp_directory = {literal(str(_limits.temp_directory))}")
     if _limits.threads:
         con.execute(f"SET threads = {int(_limits.threads)}")
+    if _limits.checkpoint_threshold:
+        con.execute(f"SET checkpoint_threshold = {literal(_limits.checkpoint_threshold)}")
 
 
 def quote(name: str) -> str:

@@ -557,3 +557,56 @@ def test_users_web_and_export_from_the_command_line(bench: Bench, tmp_path: Path
     for f in out.iterdir():
         blob = f.read_bytes()
         assert b"argon2" not in blob and PASSWORD.encode() not in blob and b"s3cr3t" not in blob, f.name
+
+
+def test_tls_cookies_are_secure_and_plain_http_is_loopback_only(bench: Bench, tmp_path: Path) -> None:
+    import subprocess
+
+    from coexist.config import load_settings
+    from core.errors import ConfigError
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    secure = bench.settings.model_copy(deep=True)
+    secure.web = secure.web.model_validate(secure.web.model_dump() | {"tls_cert": cert, "tls_key": key})
+    server = WebServer(create_app(secure, Database(bench.sink.con, bench.lock)), secure.web)
+    server.start()
+    try:
+        assert server.url.startswith("https://")
+        with httpx.Client(base_url=server.url, verify=False, timeout=10) as client:
+            page = client.get("/login")
+            assert "secure" in page.headers["set-cookie"].lower() and "httponly" in page.headers["set-cookie"].lower()
+            token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+            assert token
+            done = client.post(
+                "/login",
+                data={"name": "olga", "password": PASSWORD, "login_token": token.group(1)},
+                follow_redirects=False,
+            )
+            session_cookie = done.headers["set-cookie"].lower()
+            assert done.status_code == 303 and "secure" in session_cookie and "samesite=strict" in session_cookie
+    finally:
+        server.stop()
+    config = tmp_path / "coexist.toml"
+    config.write_text('[web]\nhost = "0.0.0.0"\n')
+    with pytest.raises(ConfigError, match=r"web.*not loopback: set tls_cert and tls_key"):
+        load_settings(config)
