@@ -35,11 +35,19 @@ console = Console()
 COEXIST = """
 import json, resource, sys, time, duckdb, pyarrow.parquet as pq
 from masterdata.evaluate import pairwise_quality
-from masterdata.model import builtin_entities
+from masterdata.model import Comparison, builtin_entities
 from masterdata.resolve import Resolver
 path, db, trained = sys.argv[1], sys.argv[2], sys.argv[3] == "trained"
 entity = builtin_entities()["customer"].model_copy(deep=True)
-if trained:  # no weight set by hand: every level learned from these records
+if trained:  # no weight set by hand: every level learned; the address as one comparison (README)
+    entity.comparisons = [c for c in entity.comparisons if c.name not in ("postcode", "city", "street")] + [
+        Comparison.model_validate({"name": "address", "levels": [
+            {"when": "l.postcode_std <> '' AND l.postcode_std = r.postcode_std AND l.street_std = r.street_std",
+             "label": "street+postcode"},
+            {"when": "l.postcode_std <> '' AND l.postcode_std = r.postcode_std", "label": "postcode"},
+            {"when": "l.city_std = r.city_std AND l.street_std = r.street_std", "label": "street+city"},
+            {"when": "l.city_std = r.city_std", "label": "city"},
+            {"when": "TRUE", "label": "different"}]})]
     for comparison in entity.comparisons:
         for level in comparison.levels:
             level.weight = None
