@@ -24,6 +24,8 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -314,10 +316,12 @@ class _Assignments(ConsumerRebalanceListener):
         self.reader, self.consumer, self.stored = reader, consumer, stored
 
     def on_partitions_revoked(self, revoked: Any) -> None:
+        self.reader.drain(None)  # the batch in flight was polled while they were ours
         self.reader.assigned -= set(revoked)
         log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
+        self.reader.drain(None)  # the warehouse offsets read next include it
         for tp in assigned:
             source = self.reader.source_for(tp.topic)[0]
             state = self.stored(source, partition_id(tp.topic, tp.partition))
@@ -349,6 +353,7 @@ class KafkaReader:
         self._decoders: dict[str, DebeziumDecoder] = {}
         self.bulk = BulkDecoder(self._decoder)
         self._topic_cache: dict[str, tuple[str, str | None]] = {}
+        self._in_flight: futures.Future[tuple[Batch, dict[TopicPartition, int]]] | None = None
         self.release: Callable[[], None] | None = None
         """Set by a shared warehouse: called when the reader is idle so another member can write."""
 
@@ -389,9 +394,10 @@ class KafkaReader:
         )
 
     def to_batch(
-        self, records: dict[TopicPartition, list[Any]], consumer: KafkaConsumer | None = None
+        self, records: dict[TopicPartition, list[Any]], positions: dict[TopicPartition, int] | None = None
     ) -> tuple[Batch, dict[TopicPartition, int]]:
-        """One batch of a poll's records, decoded in bulk (`cdc.frame`): a frame per table."""
+        """One batch of a poll's records, decoded in bulk (`cdc.frame`): a frame per table.
+        `positions`: the consumer's position per partition when they were polled."""
         batch = Batch()
         next_offsets: dict[TopicPartition, int] = {}
         messages: list[Message] = []
@@ -416,7 +422,7 @@ class KafkaReader:
             source, _ = self.source_for(tp.topic)
             part = partition_id(tp.topic, tp.partition)
             # The consumer's position can be past the last record: transaction markers take offsets too.
-            next_offset = max(records_of_tp[-1].offset + 1, consumer.position(tp) if consumer is not None else 0)
+            next_offset = max(records_of_tp[-1].offset + 1, (positions or {}).get(tp, 0))
             next_offsets[tp] = next_offset
             # Positions of one partition are all source positions (published by coexist) or all offsets.
             position = last.get(part) or self.committed.get(tp, ("", 0))[0]
@@ -456,7 +462,11 @@ class KafkaReader:
         stop: threading.Event,
         idle_seconds: float | None,
     ) -> None:
+        """Poll, decode and apply, with the next poll overlapping the last batch's decode and apply (a
+        worker thread; DuckDB works without the GIL). Only this thread touches the consumer: a batch's
+        Kafka commit follows its warehouse commit, and a rebalance waits for the batch in flight."""
         consumer = self._join(stored)
+        worker = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-apply-{self.name}")
         last_record = unassigned_since = time.monotonic()
         # A rebalance may wait up to the rebalance timeout (max_poll_interval_ms) for a member that died.
         stuck_after = (2 * self.config.max_poll_interval_ms + self.config.session_timeout_ms) / 1000
@@ -467,25 +477,24 @@ class KafkaReader:
                 elif time.monotonic() - unassigned_since > stuck_after:
                     # A group join that never completes (seen with some brokers after a member dies): start over.
                     log.warning("no partitions for %.0f s: leaving and rejoining the group", stuck_after)
+                    self.drain(consumer)
                     consumer.close(autocommit=False)
                     consumer = self._join(stored)
                     unassigned_since = time.monotonic()
                 records = consumer.poll(timeout_ms=500, max_records=self.batch_size)
-                batch, next_offsets = self.to_batch(records, consumer) if records else self._markers_batch(consumer)
-                if batch.offsets:
-                    apply(batch)
-                    for off in batch.offsets:
-                        assert off.resume is not None
-                        tp = TopicPartition(off.resume["topic"], off.resume["partition"])
-                        self.committed[tp] = (off.position, int(off.resume["offset"]))
-                    try:
-                        consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in next_offsets.items()})
-                    except KafkaError as exc:  # the warehouse holds the truth; the broker's copy can lag
-                        log.warning("kafka commit failed (the warehouse offsets stand): %s", exc)
                 if records:
+                    positions = {tp: consumer.position(tp) for tp in records}
+                    self.drain(consumer)
+                    self._in_flight = worker.submit(self._decode_and_apply, apply, records, positions)
                     last_record = time.monotonic()
-                elif self.release is not None:
-                    self.release()
+                else:
+                    self.drain(consumer)
+                    batch, moved = self._markers_batch(consumer)
+                    if batch.offsets:
+                        apply(batch)
+                        self._committed(consumer, batch, moved)
+                    if self.release is not None:
+                        self.release()
                 lag = self._report_lag(consumer)
                 if (
                     idle_seconds is not None
@@ -495,8 +504,44 @@ class KafkaReader:
                     and time.monotonic() - last_record >= idle_seconds
                 ):
                     return
+            self.drain(consumer)
         finally:
+            if self._in_flight is not None:  # an error on the way out: let the batch in flight end first
+                futures.wait([self._in_flight])
+                self._in_flight = None
+            worker.shutdown(wait=True)
             consumer.close(autocommit=False)
+
+    def _decode_and_apply(
+        self,
+        apply: Callable[[Batch], ApplyStats],
+        records: dict[TopicPartition, list[Any]],
+        positions: dict[TopicPartition, int],
+    ) -> tuple[Batch, dict[TopicPartition, int]]:
+        batch, next_offsets = self.to_batch(records, positions)
+        apply(batch)
+        return batch, next_offsets
+
+    def drain(self, consumer: KafkaConsumer | None) -> None:
+        """Wait for the batch in flight (its error, if any, is raised here) and commit it to Kafka
+        (not from a rebalance callback, `consumer` None: it may not block on the broker)."""
+        pending, self._in_flight = self._in_flight, None
+        if pending is not None:
+            batch, next_offsets = pending.result()
+            self._committed(consumer, batch, next_offsets)
+
+    def _committed(self, consumer: KafkaConsumer | None, batch: Batch, next_offsets: dict[TopicPartition, int]) -> None:
+        """A batch is in the warehouse: remember where each partition stands and tell the broker."""
+        for off in batch.offsets:
+            assert off.resume is not None
+            tp = TopicPartition(off.resume["topic"], off.resume["partition"])
+            self.committed[tp] = (off.position, int(off.resume["offset"]))
+        if consumer is None:
+            return
+        try:
+            consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in next_offsets.items()})
+        except KafkaError as exc:  # the warehouse holds the truth; the broker's copy can lag
+            log.warning("kafka commit failed (the warehouse offsets stand): %s", exc)
 
     def _join(self, stored: Callable[..., Any]) -> KafkaConsumer:
         consumer = self._consumer()
