@@ -73,6 +73,13 @@ def _warn_if_slow_crc() -> None:
 class _TablePlan:
     value_schema: dict[str, Any]
     key_schema: dict[str, Any]
+    value_head: bytes = b""
+    """`{"schema":<value schema>,"payload":` as bytes: JsonConverter's layout, serialised once."""
+    key_head: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.value_head = b'{"schema":' + dumps_bytes(self.value_schema) + b',"payload":'
+        self.key_head = b'{"schema":' + dumps_bytes(self.key_schema) + b',"payload":'
 
 
 def topic_name(event: ChangeEvent) -> str:
@@ -146,9 +153,9 @@ class Encoder:
             "op": event.op,
             "ts_ms": event.ts_ms,
         }
-        key = {"schema": plan.key_schema, "payload": event.key or None}
-        value = {"schema": plan.value_schema, "payload": payload}
-        return topic, dumps_bytes(key), dumps_bytes(value)
+        # The schemas are serialised once per plan; each event adds only its payload.
+        key = plan.key_head + dumps_bytes(event.key or None) + b"}"
+        return topic, key, plan.value_head + dumps_bytes(payload) + b"}"
 
 
 # ---------------------------------------------------------------- publishing
