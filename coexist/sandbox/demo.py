@@ -200,4 +200,8 @@ def run(settings: Settings, scale: str = "small", console: Console | None = None
         "next: coexist run (the service) | coexist reconcile breaks --open "
         "| coexist masterdata review | coexist cdc status"
     )
+    console.print(
+        "work the breaks in a browser: coexist users add me --role approver && coexist web "
+        "(then http://127.0.0.1:8470/)"
+    )
     return timings
