@@ -135,6 +135,11 @@ class KafkaSource(Strict):
     prefix_sources: dict[str, str] = Field(
         default_factory=dict, description="topic prefix (Debezium topic.prefix) -> source name; default: the prefix"
     )
+    client: Literal["kafka-python", "confluent-kafka"] = Field(
+        default="kafka-python",
+        description="consumer library; confluent-kafka (librdkafka) reads faster, but took a killed group "
+        "member's partitions over more slowly in the tests (see the README)",
+    )
     session_timeout_ms: int = Field(default=6000, ge=1000)
     heartbeat_interval_ms: int = Field(default=1000, ge=100)
     metadata_max_age_ms: int = Field(default=30000, ge=1000, description="how often topic_pattern looks for new topics")

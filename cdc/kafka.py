@@ -37,6 +37,7 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
+from cdc import confluent
 from cdc.config import KafkaSource, PublishSettings
 from cdc.events import (
     ChangeEvent,
@@ -353,7 +354,6 @@ class KafkaReader:
         self.config = config
         self.batch_size = batch_size
         self.on_lag = on_lag
-        _warn_if_slow_crc()
         self.assigned: set[TopicPartition] = set()
         self.committed: dict[TopicPartition, tuple[str, int]] = {}
         """Per partition: (last position, next offset) as committed in the warehouse."""
@@ -383,21 +383,37 @@ class KafkaReader:
             decoder = self._decoders[source] = DebeziumDecoder(source, position_of=_kafka_position)
         return decoder
 
-    def _consumer(self) -> KafkaConsumer:
+    def _consumer(self) -> Any:
+        """A kafka-python consumer, or confluent-kafka's behind the same calls (`cdc.confluent`)."""
+        cfg = self.config
+        if cfg.client == "confluent-kafka":
+            return confluent.ConfluentConsumer(
+                confluent.consumer_config(
+                    cfg.bootstrap_servers,
+                    cfg.group_id,
+                    f"coexist-{self.name}",
+                    cfg.session_timeout_ms,
+                    cfg.heartbeat_interval_ms,
+                    cfg.max_poll_interval_ms,
+                    cfg.metadata_max_age_ms,
+                    cfg.fetch_max_bytes,
+                )
+            )
+        _warn_if_slow_crc()
         return KafkaConsumer(
-            bootstrap_servers=self.config.bootstrap_servers,
-            group_id=self.config.group_id,
+            bootstrap_servers=cfg.bootstrap_servers,
+            group_id=cfg.group_id,
             client_id=f"coexist-{self.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            session_timeout_ms=self.config.session_timeout_ms,
-            heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+            session_timeout_ms=cfg.session_timeout_ms,
+            heartbeat_interval_ms=cfg.heartbeat_interval_ms,
             max_poll_records=self.batch_size,
-            max_poll_interval_ms=self.config.max_poll_interval_ms,
-            metadata_max_age_ms=self.config.metadata_max_age_ms,
-            fetch_max_bytes=self.config.fetch_max_bytes,
-            max_partition_fetch_bytes=max(1 << 20, self.config.fetch_max_bytes // 4),
+            max_poll_interval_ms=cfg.max_poll_interval_ms,
+            metadata_max_age_ms=cfg.metadata_max_age_ms,
+            fetch_max_bytes=cfg.fetch_max_bytes,
+            max_partition_fetch_bytes=max(1 << 20, cfg.fetch_max_bytes // 4),
         )
 
     def to_batch(

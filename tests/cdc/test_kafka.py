@@ -29,7 +29,8 @@ from tests.harness import assert_changelog_exactly_once, cli, make_data_dir, tan
 
 
 @pytest.mark.slow
-def test_real_debezium_json_through_the_broker(tmp_path: Path) -> None:
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_real_debezium_json_through_the_broker(tmp_path: Path, client: str) -> None:
     with tansu_broker() as broker:
         admin = KafkaAdminClient(bootstrap_servers=broker)
         admin.create_topics([NewTopic("psa.public.projects", 2, 1), NewTopic("legacy.erp.projects", 1, 1)])
@@ -53,6 +54,7 @@ warehouse = "{tmp_path / "wh.duckdb"}"
 kind = "kafka"
 bootstrap_servers = "{broker}"
 group_id = "fixtures"
+client = "{client}"
 topic_pattern = '(psa|legacy)\\..*'
 tables = {{ "legacy.erp.projects" = "erp_legacy.projects" }}
 """)
