@@ -377,7 +377,7 @@ def create_app(
             return f"{count} set to {form.get('state')}", count
         raise UsageError(f"unknown action {action!r}")
 
-    def assigned_notice(con: Connection, form: Any, ids: list[str], actor: str) -> BackgroundTask | None:
+    def assigned_notice(form: Any, ids: list[str], actor: str) -> BackgroundTask | None:
         owner = str(form.get("owner", "")).strip()
         if str(form.get("action")) != "assign" or not owner or not web.notify:
             return None
@@ -397,7 +397,7 @@ def create_app(
         with database.writing() as con:
             message, _ = act(session, con, [break_id], form)
         response = back(request, f"/breaks/{break_id}", "ok", message)
-        response.background = assigned_notice(con, form, [break_id], session.user)
+        response.background = assigned_notice(form, [break_id], session.user)
         return response
 
     async def bulk(request: Request) -> Response:
@@ -410,7 +410,7 @@ def create_app(
         with database.writing() as con:
             message, _ = act(session, con, ids, form)
         response = back(request, target, "ok", message)
-        response.background = assigned_notice(con, form, ids, session.user)
+        response.background = assigned_notice(form, ids, session.user)
         return response
 
     async def review_page(request: Request) -> Response:
