@@ -74,10 +74,10 @@ class DuckDBSettings(Strict):
     )
     temp_directory: Path | None = Field(default=None, description="spill directory; <data_dir>/tmp when unset")
     threads: int | None = Field(default=None, ge=1, description="worker threads; all cores when unset")
-    checkpoint_threshold: str = Field(
-        default="256MB",
+    checkpoint_threshold: str | None = Field(
+        default=None,
         pattern=r"^\s*\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
-        description="write-ahead log size that triggers a checkpoint (DuckDB's default is 16MB)",
+        description="write-ahead log size that triggers a checkpoint; unset: DuckDB's 16MB",
     )
 
     def limits(self, data_dir: Path) -> Limits:
@@ -85,7 +85,7 @@ class DuckDBSettings(Strict):
             self.memory_limit.strip(),
             self.temp_directory or data_dir / "tmp",
             self.threads,
-            self.checkpoint_threshold.strip(),
+            self.checkpoint_threshold.strip() if self.checkpoint_threshold else None,
         )
 
 
