@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from core.warehouse import Connection
+from core.warehouse import Connection, records
 
 AUDIT_DDL = """
 CREATE SCHEMA IF NOT EXISTS work;
@@ -57,5 +57,4 @@ def trail(
         "WHERE (? IS NULL OR subject = ?) AND (? IS NULL OR actor = ?) ORDER BY happened_at DESC LIMIT ?",
         [subject, subject, actor, actor, limit],
     )
-    names = [d[0] for d in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return records(cur)

@@ -67,6 +67,12 @@ def literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def records(cur: Connection) -> list[dict[str, Any]]:
+    """An executed statement's rows as dicts by column name."""
+    names = [d[0] for d in cur.description or []]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
 def new_run_id(now: dt.datetime | None = None) -> str:
     """Sortable and unique: `20260131T120000-1a2b3c`."""
     return f"{(now or dt.datetime.now(dt.UTC)):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"

@@ -10,13 +10,7 @@ import duckdb
 from core import audit
 from core.audit import AUDIT_DDL
 from core.errors import NotReady, UsageError
-from core.warehouse import quote, transaction
-
-
-def _records(cur: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
+from core.warehouse import quote, records, transaction
 
 DEFER_DDL = """
 CREATE TABLE IF NOT EXISTS mdm.deferrals (
@@ -43,7 +37,7 @@ def review_queue(
             if has_deferrals
             else "FALSE"
         )
-        return _records(
+        return records(
             con.execute(
                 "SELECT entity, l_rid AS record_a, r_rid AS record_b, round(score, 2) AS score, evidence "
                 f"FROM mdm.review_queue q WHERE (? IS NULL OR entity = ?) AND {'' if deferred else 'NOT '}{later} "
@@ -113,13 +107,13 @@ def explain(con: duckdb.DuckDBPyConnection, record: str, entity: str | None = No
         raise UsageError(f"no record {record!r} in mdm.xref (run `coexist masterdata run` first)")
     found = []
     for ent, rid, golden, rule, score in hits:
-        members = _records(
+        members = records(
             con.execute(
                 "SELECT rid, rule, round(score, 2) AS score FROM mdm.xref WHERE entity = ? AND golden_id = ? ORDER BY rid",
                 [ent, golden],
             )
         )
-        links = _records(
+        links = records(
             con.execute(
                 "SELECT l_rid, r_rid, rule, round(score, 2) AS score, evidence, decision FROM mdm.match_pairs "
                 "WHERE entity = ? AND (l_rid IN (SELECT rid FROM mdm.xref WHERE entity = ? AND golden_id = ?) "
@@ -127,13 +121,13 @@ def explain(con: duckdb.DuckDBPyConnection, record: str, entity: str | None = No
                 [ent, ent, golden, ent, golden],
             )
         )
-        overrides = _records(
+        overrides = records(
             con.execute(
                 "SELECT action, a_rid, b_rid, note FROM mdm.overrides WHERE entity = ? AND (a_rid = ? OR b_rid = ?)",
                 [ent, rid, rid],
             )
         )
-        golden_rows = _records(con.execute(f"SELECT * FROM mdm.{quote('golden_' + ent)} WHERE golden_id = ?", [golden]))
+        golden_rows = records(con.execute(f"SELECT * FROM mdm.{quote('golden_' + ent)} WHERE golden_id = ?", [golden]))
         shown = {
             c: v
             for c, v in (golden_rows[0] if golden_rows else {}).items()

@@ -7,6 +7,7 @@ from typing import Any
 import duckdb
 
 from core.errors import NotReady, UsageError
+from core.warehouse import records
 from reconcile.rules import Rule
 
 BREAK_COLUMNS = (
@@ -45,8 +46,7 @@ def _records(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any]) -> lis
         cur = con.execute(sql, params)
     except duckdb.CatalogException:
         raise NotReady("no reconciliation has run yet: `coexist reconcile run`") from None
-    names = [d[0] for d in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return records(cur)
 
 
 def breaks(

@@ -17,7 +17,7 @@ import orjson
 
 from core import audit
 from core.errors import Forbidden, NotReady, UsageError
-from core.warehouse import Connection, transaction
+from core.warehouse import Connection, records, transaction
 from reconcile.engine import HISTORY_DDL
 from reconcile.rules import Rule
 
@@ -110,16 +110,11 @@ class Page:
     facets: dict[str, list[tuple[str, int]]] = field(default_factory=dict)
 
 
-def _records(cur: Connection) -> list[dict[str, Any]]:
-    names = [d[0] for d in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-
-
 def page(con: Connection, filters: Filters, limit: int = 100, offset: int = 0) -> Page:
     """One page of breaks, the total that match, and the values each filter can take (with counts)."""
     where, params = filters.where()
     order = SORTS.get(filters.sort, SORTS["age"])
-    rows = _records(
+    rows = records(
         con.execute(
             f"SELECT {LIST_COLUMNS} FROM work.breaks WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             params + [limit, offset],
@@ -145,7 +140,7 @@ def _row_history(con: Connection, where: str | None, row_id: str | None) -> list
     if not where or not row_id:
         return []
     source, table, column = where.split(".")
-    return _records(
+    return records(
         con.execute(
             "SELECT applied_at, op, position, coalesce(after, before) AS image, before, after FROM cdc.changelog "
             "WHERE source = ? AND table_name = ? AND coalesce(after, before)->>? = ? ORDER BY applied_at, position",
@@ -157,17 +152,17 @@ def _row_history(con: Connection, where: str | None, row_id: str | None) -> list
 def detail(con: Connection, break_id: str, rules: Mapping[str, Rule]) -> dict[str, Any]:
     """Everything about one break: both sides' values, the failing checks, its work and notes, its run
     history, and the change history of both rows from `cdc.changelog` (when the rule says where they live)."""
-    found = _records(con.execute("SELECT * FROM work.breaks WHERE break_id = ?", [break_id]))
+    found = records(con.execute("SELECT * FROM work.breaks WHERE break_id = ?", [break_id]))
     if not found:
         raise NotReady(f"no break {break_id!r}")
     item = found[0]
     rule = rules.get(item["recon"])
     for side in ("left_values", "right_values"):
         item[side] = orjson.loads(item[side]) if item[side] else None
-    item["notes"] = _records(
+    item["notes"] = records(
         con.execute("SELECT noted_at, author, text FROM work.notes WHERE break_id = ? ORDER BY noted_at", [break_id])
     )
-    item["runs"] = _records(
+    item["runs"] = records(
         con.execute(
             "SELECT b.run_id, r.started_at, r.mode, b.status, b.delta, b.details FROM recon.breaks b "
             "LEFT JOIN recon.runs r USING (run_id) WHERE b.break_id = ? ORDER BY r.started_at DESC LIMIT 50",
@@ -196,7 +191,7 @@ def detail(con: Connection, break_id: str, rules: Mapping[str, Rule]) -> dict[st
 
 def _current(con: Connection, ids: list[str]) -> dict[str, dict[str, Any]]:
     marks = ", ".join("?" for _ in ids)
-    rows = _records(
+    rows = records(
         con.execute(
             f"SELECT b.break_id, b.delta, b.work_state, w.owner, w.state, w.reason FROM work.breaks b "
             f"LEFT JOIN work.break_work w USING (break_id) WHERE b.break_id IN ({marks})",

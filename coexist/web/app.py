@@ -38,7 +38,7 @@ from coexist.web import notify, operations, users
 from coexist.web.users import User
 from core import audit
 from core.errors import CoexistError, Forbidden, NotReady, UsageError
-from core.warehouse import Connection, quote, transaction
+from core.warehouse import Connection, quote, records, transaction
 from masterdata import review
 from reconcile import work
 
@@ -484,14 +484,13 @@ def create_app(
     def failed(request: Request, exc: Exception) -> Response:
         status = 403 if isinstance(exc, Forbidden) else 404 if isinstance(exc, NotReady) else 400
         session = getattr(request.state, "session", None)
-        if request.method == "POST" and session is not None and status in (400, 403):
+        if status == 403:
+            return render(request, "message.html", 403, title="Not allowed", message=str(exc))
+        if request.method == "POST" and session is not None and status == 400:
+            # A form that cannot be done goes back to the page it came from, with the reason.
             target = request.headers.get("referer") or "/breaks"
             host = f"{request.url.scheme}://{request.url.netloc}"
-            target = target[len(host) :] if target.startswith(host) else "/breaks"
-            response: Response = back(request, target, "error", str(exc))
-            if status == 403:
-                response = render(request, "message.html", 403, title="Not allowed", message=str(exc))
-            return response
+            return back(request, target[len(host) :] if target.startswith(host) else "/breaks", "error", str(exc))
         return render(request, "message.html", status, title="Cannot do that", message=str(exc))
 
     def busy(request: Request, exc: Exception) -> Response:
@@ -533,8 +532,6 @@ def _records_of(con: Connection, pairs: list[dict[str, Any]]) -> dict[tuple[str,
             cur = con.execute(f"SELECT * FROM mdm.{quote('input_' + entity)} WHERE rid IN ({marks})", sorted(rids))
         except duckdb.CatalogException:
             continue
-        names = [d[0] for d in cur.description or []]
-        for row in cur.fetchall():
-            record = dict(zip(names, row, strict=True))
+        for record in records(cur):
             found[(entity, str(record["rid"]))] = record
     return found

@@ -11,7 +11,7 @@ from typing import Any
 import apprise
 
 from coexist.config import NotifyRoute
-from core.warehouse import Connection
+from core.warehouse import Connection, records
 
 log = logging.getLogger("coexist.notify")
 
@@ -99,5 +99,4 @@ def recent(con: Connection, limit: int = 50) -> list[dict[str, Any]]:
         "ORDER BY sent_at DESC LIMIT ?",
         [limit],
     )
-    names = [d[0] for d in cur.description or []]
-    return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    return records(cur)

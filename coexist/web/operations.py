@@ -8,7 +8,7 @@ from typing import Any
 
 import duckdb
 
-from core.warehouse import Connection
+from core.warehouse import Connection, records
 from reconcile.rules import Rule
 
 
@@ -17,8 +17,7 @@ def _records(con: Connection, sql: str, params: list[Any] | None = None) -> list
         cur = con.execute(sql, params or [])
     except duckdb.CatalogException:
         return []
-    names = [d[0] for d in cur.description or []]
-    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return records(cur)
 
 
 def overview(con: Connection, rules: Mapping[str, Rule], sla_days: float) -> dict[str, Any]:
