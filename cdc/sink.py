@@ -654,7 +654,9 @@ class DuckDBSink:
             self._keys.clear()
             raise
         for offset in batch.offsets:
-            self._positions[(offset.source, offset.partition)] = offset.position
+            key = (offset.source, offset.partition)
+            if offset.source in batch.reset_sources or offset.position > self._positions.get(key, ""):
+                self._positions[key] = offset.position
         for key, part in summary.items():
             if part.highest > self._positions.get(key, ""):
                 self._positions[key] = part.highest
@@ -986,9 +988,10 @@ class DuckDBSink:
     def _write_offsets(self, batch: Batch, summary: dict[tuple[str, str], _Partition], now: dt.datetime) -> None:
         for offset in batch.offsets:
             key = (offset.source, offset.partition)
+            rewind = offset.source in batch.reset_sources
             self.con.execute(
                 "INSERT INTO cdc.offsets VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, partition) DO UPDATE "
-                "SET position = excluded.position, resume = excluded.resume, "
+                f"SET position = {'excluded.position' if rewind else _FORWARD}, resume = excluded.resume, "
                 "snapshot_done = excluded.snapshot_done, events = cdc.offsets.events + excluded.events, "
                 "last_ts_ms = greatest(cdc.offsets.last_ts_ms, excluded.last_ts_ms), updated_at = excluded.updated_at",
                 [
@@ -1002,6 +1005,15 @@ class DuckDBSink:
                     now,
                 ],
             )
+
+
+# A committed position only moves forward (unless the source starts over with a fresh snapshot): a
+# source that resumes from an older point of its own (Debezium's offsets file lags the warehouse)
+# reports the position of replays, and taking it would let the changes after it through again.
+_FORWARD = (
+    "CASE WHEN cdc.offsets.position IS NULL OR excluded.position >= cdc.offsets.position "
+    "THEN excluded.position ELSE cdc.offsets.position END"
+)
 
 
 def _conflict(source: str, table: str, exc: Exception) -> str:

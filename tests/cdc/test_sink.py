@@ -53,11 +53,16 @@ def test_last_write_wins_and_replays_change_nothing(tmp_path: Path) -> None:
         assert rows(sink) == [(1, "a2", decimal.Decimal("1.00")), (3, "c", decimal.Decimal("1.00"))]
         again = sink.apply(first)
         assert again.applied == 0 and again.duplicates == 5
-        partly = sink.apply(batch(ev("u", 3, 5, "stale"), ev("u", 3, 6, "c2")))
+        second = batch(ev("u", 3, 5, "stale"), ev("u", 3, 6, "c2"))
+        partly = sink.apply(second)
         assert partly.duplicates == 1 and partly.applied == 1
+        # A source resuming two batches back replays both: the older one must not move the position back.
+        assert sink.apply(first).duplicates == 5
+        assert sink.apply(second).duplicates == 2
     # Positions survive a reopen: a replay after restart is still recognised.
     with DuckDBSink(path) as sink:
         assert sink.apply(first).duplicates == 5
+        assert sink.apply(second).duplicates == 2
         log = sink.con.execute("SELECT count(*), count(DISTINCT position) FROM cdc.changelog").fetchall()[0]
         assert log == (6, 6)
     assert rows(path) == [(1, "a2", decimal.Decimal("1.00")), (3, "c2", decimal.Decimal("1.00"))]
