@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS recon.breaks (
 CREATE TABLE IF NOT EXISTS recon.break_state (
     break_id VARCHAR PRIMARY KEY, recon VARCHAR, break_type VARCHAR, key VARCHAR, left_id VARCHAR,
     right_id VARCHAR, project VARCHAR, period VARCHAR, legal_entity VARCHAR, status VARCHAR,
-    first_seen_run VARCHAR, first_seen_at TIMESTAMPTZ, last_seen_run VARCHAR, last_seen_at TIMESTAMPTZ,
+    first_seen_run VARCHAR, first_seen_at TIMESTAMPTZ, changed_run VARCHAR, changed_at TIMESTAMPTZ,
     resolved_run VARCHAR, resolved_at TIMESTAMPTZ, delta DOUBLE, left_values JSON, right_values JSON,
     details VARCHAR
 );
@@ -56,6 +56,21 @@ ALTER TABLE recon.breaks ADD COLUMN IF NOT EXISTS customer VARCHAR;
 ALTER TABLE recon.break_state ADD COLUMN IF NOT EXISTS golden_project VARCHAR;
 ALTER TABLE recon.break_state ADD COLUMN IF NOT EXISTS customer VARCHAR;
 """
+
+
+def ensure_history(con: duckdb.DuckDBPyConnection) -> None:
+    """The `recon` tables, as this version writes them (a warehouse of an earlier version is brought up
+    to date: `break_state.last_seen_*` became `changed_*` when history became events)."""
+    con.execute(HISTORY_DDL)
+    old = {
+        name
+        for (name,) in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE schema_name = 'recon' AND table_name = 'break_state' "
+            "AND column_name IN ('last_seen_run', 'last_seen_at')"
+        ).fetchall()
+    }
+    for name in sorted(old):
+        con.execute(f"ALTER TABLE recon.break_state RENAME COLUMN {name} TO {name.replace('last_seen', 'changed')}")
 
 
 @dataclass
@@ -75,6 +90,13 @@ class RunResult:
     counts_by_type: dict[str, int] = field(default_factory=dict)
     mode: str = "full"
     full_because: str | None = None
+
+
+_COMPARED = (
+    "left_id", "right_id", "project", "period", "legal_entity", "delta", "left_values", "right_values", "details",
+    "golden_project", "customer",
+)  # fmt: skip
+"""What makes a break seen again a changed break (its id already says rule, type and key)."""
 
 
 def _more(columns: list[str]) -> str:
@@ -154,7 +176,7 @@ class Engine:
     def __init__(self, con: duckdb.DuckDBPyConnection, sql_dir: Path = SQL_DIR) -> None:
         self.con = con
         self.sql_dir = sql_dir
-        con.execute(HISTORY_DDL)
+        ensure_history(con)
 
     # ------------------------------------------------------------ SQL building
 
@@ -422,57 +444,66 @@ class Engine:
         )
         delta = "coalesce(r_m0, 0) - coalesce(l_m0, 0)" if rule.measures else "NULL"
         partition = ", ".join(keys)
-        keyed = plan.has_key("")
+        context = ", ".join(
+            f"coalesce(l_ctx_{c}, r_ctx_{c}) AS {c}" if f"ctx_{c}" in plan.ctx_cols else f"NULL::VARCHAR AS {c}"
+            for c in CONTEXT
+        )
+
+        def select(right_id: str) -> str:
+            return (
+                f"SELECT {plan.key_text} AS key, CAST(l_id AS VARCHAR) AS left_id, {right_id} AS right_id, "
+                f"break_type, {details} AS details, {delta} AS delta, l_n, {side_values('l', 'l_n')} AS left_values, "
+                f"{side_values('r', 'r_n')} AS right_values, {context} FROM _cx_pairs p"
+            )
+
+        # Windows only where they are needed: a duplicated key's rows become one break listing every
+        # right row, and rows without a key that share an id are one break; every other row of
+        # `_cx_pairs` is a break of its own (one row per key there).
         if plan.line:
-            right_id = (
-                f"CASE WHEN r_n > 1 THEN string_agg(CAST(r_id AS VARCHAR), ',' ORDER BY r_id) "
-                f"OVER (PARTITION BY {partition}) ELSE CAST(r_id AS VARCHAR) END"
+            duplicated = (
+                select(f"string_agg(CAST(r_id AS VARCHAR), ',' ORDER BY r_id) OVER (PARTITION BY {partition})")
+                + f" WHERE r_n > 1 QUALIFY row_number() OVER (PARTITION BY {partition} ORDER BY r_id) = 1"
             )
         else:
-            right_id = (
-                "CASE WHEN r_n > 1 THEN (SELECT string_agg(CAST(x._id AS VARCHAR), ',' ORDER BY x._id) "
-                "FROM _cx_right x "
-                f"WHERE {plan.same_key('x', 'p')}) ELSE CAST(r_id AS VARCHAR) END"
+            duplicated = (
+                select(
+                    "(SELECT string_agg(CAST(x._id AS VARCHAR), ',' ORDER BY x._id) FROM _cx_right x "
+                    f"WHERE {plan.same_key('x', 'p')})"
+                )
+                + " WHERE r_n > 1"
             )
-        self.con.execute(
+        single = select("CAST(r_id AS VARCHAR)") + " WHERE r_n IS NULL OR r_n <= 1"
+        con = self.con
+        con.execute(
             f"""
             CREATE OR REPLACE TEMP TABLE _cx_breaks AS
-            WITH b AS (
-                SELECT {plan.key_text} AS key,
-                       CAST(l_id AS VARCHAR) AS left_id, {right_id} AS right_id,
-                       break_type, {details} AS details, {delta} AS delta, l_n,
-                       {side_values("l", "l_n")} AS left_values, {side_values("r", "r_n")} AS right_values,
-                       {
-                ", ".join(
-                    f"coalesce(l_ctx_{c}, r_ctx_{c}) AS {c}" if f"ctx_{c}" in plan.ctx_cols else f"NULL::VARCHAR AS {c}"
-                    for c in CONTEXT
-                )
-            }
-                FROM _cx_pairs p
-                QUALIFY NOT ({keyed}) OR row_number() OVER (PARTITION BY {partition} ORDER BY r_id) = 1
-            )
-            , named AS (
-                SELECT *, md5(concat_ws('|', ?, break_type, coalesce(key, ''),
-                    CASE WHEN l_n IS NULL THEN coalesce(right_id, '')
-                         WHEN key IS NULL THEN 'L' || coalesce(left_id, '') ELSE '' END)) AS break_id
-                FROM b
-            ), counted AS (SELECT *, count(*) OVER (PARTITION BY break_id) AS _same FROM named)
-            SELECT * EXCLUDE (details, _same),
-                   CASE WHEN _same > 1
-                        THEN concat_ws('; ', nullif(details, ''), _same || ' rows without a key and with the same id')
-                        ELSE details END AS details
-            FROM counted
-            QUALIFY row_number() OVER (
-                PARTITION BY break_id ORDER BY CAST(left_values AS VARCHAR), CAST(right_values AS VARCHAR)) = 1""",
+            SELECT *, md5(concat_ws('|', ?, break_type, coalesce(key, ''),
+                CASE WHEN l_n IS NULL THEN coalesce(right_id, '')
+                     WHEN key IS NULL THEN 'L' || coalesce(left_id, '') ELSE '' END)) AS break_id
+            FROM ({single} UNION ALL {duplicated})""",
             [name],
         )
+        # Rows that share a break id (rows without a key and with the same id; a key held twice on the
+        # left) are one break; found with a narrow aggregate, collapsed only when there are any.
+        if con.execute("SELECT count(*) > count(DISTINCT break_id) FROM _cx_breaks").fetchall()[0][0]:
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _cx_breaks AS
+                SELECT * EXCLUDE (details, _same),
+                       CASE WHEN _same > 1 THEN concat_ws('; ', nullif(details, ''),
+                            _same || CASE WHEN key IS NULL THEN ' rows without a key and with the same id'
+                                          ELSE ' rows with this key on the left' END)
+                            ELSE details END AS details
+                FROM (SELECT *, count(*) OVER (PARTITION BY break_id) AS _same FROM _cx_breaks)
+                QUALIFY row_number() OVER (
+                    PARTITION BY break_id ORDER BY CAST(left_values AS VARCHAR), CAST(right_values AS VARCHAR)) = 1""")
 
     def _record(self, name: str, run_id: str, now: dt.datetime, scoped: _Plan | None) -> tuple[int, int]:
         """Lifecycle: new breaks open, seen ones keep their first run, absent ones resolve.
 
         `scoped` (an incremental run): only breaks of the changed keys (and of rows without a key,
         which every run reads) can resolve or change; every other open break is carried over as it
-        was (its `last_seen_run` stays the last run that compared its key)."""
+        was. A break seen again unchanged is not written at all (`changed_run` is the last run that
+        found it new, different or gone)."""
         con = self.con
 
         def in_scope(table: str) -> str:
@@ -482,52 +513,49 @@ class Engine:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _cx_scope AS SELECT DISTINCT {scoped.key_text} AS key FROM _cx_affected"
             )
-        # The state rows this run writes, whole: DuckDB updates rows slowly once they carry earlier
-        # updates, so changed rows are deleted and inserted again (one transaction), never updated.
+        # The state rows this run writes, whole, and only those that change: new breaks, breaks that
+        # differ from what the last run recorded, and resolved ones. DuckDB updates rows slowly once they
+        # carry earlier updates, so they are deleted and inserted again (one transaction), never updated.
+        # History (`recon.breaks`) gets the same rows as events: new, changed, resolved.
+        same = " AND ".join(f"b.{c} IS NOT DISTINCT FROM s.{c}" for c in _COMPARED)
         con.execute(
-            """
+            f"""
             CREATE OR REPLACE TEMP TABLE _cx_state AS
             SELECT b.break_id, ? AS recon, b.break_type, b.key, b.left_id, b.right_id, b.project, b.period,
                    b.legal_entity, 'open' AS status,
                    CASE WHEN s.status = 'open' THEN s.first_seen_run ELSE ? END AS first_seen_run,
                    CASE WHEN s.status = 'open' THEN s.first_seen_at ELSE ?::TIMESTAMPTZ END AS first_seen_at,
-                   ? AS last_seen_run, ?::TIMESTAMPTZ AS last_seen_at, NULL::VARCHAR AS resolved_run,
+                   ? AS changed_run, ?::TIMESTAMPTZ AS changed_at, NULL::VARCHAR AS resolved_run,
                    NULL::TIMESTAMPTZ AS resolved_at, b.delta, b.left_values, b.right_values, b.details,
-                   b.golden_project, b.customer
-            FROM _cx_breaks b LEFT JOIN recon.break_state s ON s.break_id = b.break_id""",
+                   b.golden_project, b.customer,
+                   CASE WHEN s.status = 'open' THEN 'changed' ELSE 'new' END AS _event
+            FROM _cx_breaks b LEFT JOIN recon.break_state s ON s.break_id = b.break_id
+            WHERE s.status IS DISTINCT FROM 'open' OR NOT ({same})""",
             [name, run_id, now, run_id, now],
         )
         con.execute(
             f"""
             INSERT INTO _cx_state
-            SELECT * REPLACE ('resolved' AS status, ? AS resolved_run, ?::TIMESTAMPTZ AS resolved_at)
+            SELECT * REPLACE ('resolved' AS status, ? AS changed_run, ?::TIMESTAMPTZ AS changed_at,
+                              ? AS resolved_run, ?::TIMESTAMPTZ AS resolved_at), 'resolved'
             FROM recon.break_state s WHERE s.recon = ? AND s.status = 'open' AND {in_scope("s")}
             AND NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = s.break_id)""",
-            [run_id, now, name],
+            [run_id, now, run_id, now, name],
         )
         with transaction(con):
             new, resolved = con.execute(
-                "SELECT count(*) FILTER (WHERE status = 'open' AND first_seen_run = ?), "
-                "count(*) FILTER (WHERE status = 'resolved') FROM _cx_state",
-                [run_id],
+                "SELECT count(*) FILTER (WHERE _event = 'new'), count(*) FILTER (WHERE _event = 'resolved') "
+                "FROM _cx_state"
             ).fetchall()[0]
             con.execute("DELETE FROM recon.break_state WHERE break_id IN (SELECT break_id FROM _cx_state)")
-            con.execute("INSERT INTO recon.break_state SELECT * FROM _cx_state")
-            listed = (
-                "_cx_state" if scoped else "recon.break_state WHERE recon = ? AND (status = 'open' OR resolved_run = ?)"
-            )
-            # History: a full run lists every break open after it; an incremental run the breaks of the
-            # keys it compared (the others are as the last run listed them); both list what they resolved.
+            con.execute("INSERT INTO recon.break_state SELECT * EXCLUDE (_event) FROM _cx_state")
             con.execute(
-                f"""
+                """
                 INSERT INTO recon.breaks
                 SELECT ?, recon, break_id, break_type, key, left_id, right_id, left_values, right_values, NULL, delta,
-                       details, project, period, legal_entity,
-                       CASE WHEN status = 'resolved' THEN 'resolved' WHEN first_seen_run = ? THEN 'new' ELSE 'open' END,
-                       first_seen_run, first_seen_at, date_diff('second', first_seen_at, ?::TIMESTAMPTZ) / 86400.0,
-                       golden_project, customer
-                FROM {listed}
-            """,
-                [run_id, run_id, now] + ([] if scoped else [name, run_id]),
+                       details, project, period, legal_entity, _event, first_seen_run, first_seen_at,
+                       date_diff('second', first_seen_at, ?::TIMESTAMPTZ) / 86400.0, golden_project, customer
+                FROM _cx_state""",
+                [run_id, now],
             )
         return int(new), int(resolved)

@@ -37,14 +37,17 @@ CREATE TABLE IF NOT EXISTS work.notes (break_id VARCHAR, noted_at TIMESTAMPTZ, a
 CREATE OR REPLACE VIEW work.breaks AS
 SELECT s.break_id, s.recon, s.break_type, s.key, s.left_id, s.right_id, s.project, s.period, s.legal_entity,
        s.golden_project, s.customer, s.delta, s.details, s.status AS run_status, s.first_seen_run, s.first_seen_at,
-       s.last_seen_run, s.last_seen_at, s.resolved_run, s.resolved_at, s.left_values, s.right_values,
+       s.changed_run, s.changed_at, CASE WHEN s.status = 'open' THEN lr.last_run_at END AS last_seen_at,
+       s.resolved_run, s.resolved_at, s.left_values, s.right_values,
        w.owner, w.reason, w.updated_at AS worked_at, w.updated_by AS worked_by,
        CASE WHEN s.status = 'resolved' THEN 'closed'
             WHEN w.state IS NULL THEN 'open'
             WHEN w.updated_at < s.first_seen_at THEN 'reopened'
             ELSE w.state END AS work_state,
        date_diff('second', s.first_seen_at, now()) / 86400.0 AS age_days
-FROM recon.break_state s LEFT JOIN work.break_work w USING (break_id);
+FROM recon.break_state s LEFT JOIN work.break_work w USING (break_id)
+LEFT JOIN (SELECT recon, max(finished_at) AS last_run_at FROM recon.runs WHERE status = 'ok' GROUP BY recon) lr
+     USING (recon);
 """
 )
 LIST_COLUMNS = (

@@ -28,3 +28,46 @@ def test_a_rule_of_keys_alone_at_both_grains() -> None:
     assert groups.counts_by_type == {"missing_in_left": 1, "missing_in_right": 2}
     keys = {k for (k,) in con.execute("SELECT key FROM recon.break_state WHERE recon = 'groups'").fetchall()}
     assert keys == {"2", "3", "4"}
+
+
+def test_history_records_what_changed_and_state_keeps_first_seen() -> None:
+    """A run writes history only for breaks that are new, different from the last run, or gone."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE a AS SELECT * FROM (VALUES (1, 10.0), (2, 20.0), (3, 30.0), (5, 1.0)) t(id, amount)")
+    con.execute("CREATE TABLE b AS SELECT * FROM (VALUES (1, 10.0), (2, 21.0), (3, 33.0), (4, 4.0)) t(id, amount)")
+    con.execute("CREATE TABLE c AS SELECT * FROM (VALUES (7, 1.0), (7, 2.0), (NULL, 1.0), (NULL, 1.0)) t(id, amount)")
+    rule = Rule.model_validate(
+        {
+            "left": {"table": "a"},
+            "right": {"table": "b"},
+            "keys": [["id", "id"]],
+            "measures": [{"left": "amount", "right": "amount", "abs_tol": 0.01}],
+        }
+    )
+    engine = Engine(con)
+    first = engine.run("r", rule)
+    assert (first.new_breaks, first.resolved_breaks) == (4, 0)
+    con.execute("UPDATE b SET amount = 34.0 WHERE id = 3")  # still a break, a different one
+    con.execute("UPDATE b SET amount = 20.0 WHERE id = 2")  # fixed
+    second = engine.run("r", rule)
+    assert (second.new_breaks, second.resolved_breaks, second.breaks) == (0, 1, 3)
+    events = con.execute(
+        "SELECT key, status FROM recon.breaks WHERE run_id = ? ORDER BY key", [second.run_id]
+    ).fetchall()
+    assert events == [("2", "resolved"), ("3", "changed")]
+    state = con.execute(
+        "SELECT key, status, first_seen_run, changed_run, delta FROM recon.break_state ORDER BY key"
+    ).fetchall()
+    assert state == [
+        ("2", "resolved", first.run_id, second.run_id, 1.0),
+        ("3", "open", first.run_id, second.run_id, 4.0),
+        ("4", "open", first.run_id, first.run_id, 4.0),
+        ("5", "open", first.run_id, first.run_id, -1.0),
+    ]
+    third = engine.run("r", rule)  # nothing changed: nothing written
+    assert con.execute("SELECT count(*) FROM recon.breaks WHERE run_id = ?", [third.run_id]).fetchall()[0][0] == 0
+    # Rows sharing a break id (a key twice on the left, rows without a key with the same id) stay one break.
+    dup = engine.run(
+        "dup", Rule.model_validate({"left": {"table": "c"}, "right": {"table": "a"}, "keys": [["id", "id"]]})
+    )
+    assert dup.counts_by_type == {"missing_in_right": 2, "missing_in_left": 4}

@@ -147,11 +147,21 @@ def test_lifecycle_fixed_breaks_resolve_and_open_ones_keep_first_seen(reconciled
         last = con.execute(
             "SELECT new_breaks, resolved_breaks FROM recon.runs WHERE recon = 'time' ORDER BY started_at DESC LIMIT 1"
         ).fetchall()[0]
-        history = con.execute("SELECT DISTINCT status FROM recon.breaks WHERE recon = 'time'").fetchall()
+        last_run = con.execute(
+            "SELECT run_id FROM recon.runs WHERE recon = 'time' ORDER BY started_at DESC LIMIT 1"
+        ).fetchall()[0][0]
+        # History is events: the second run wrote the two it resolved, not the breaks it saw again unchanged.
+        events = con.execute(
+            "SELECT break_id, status FROM recon.breaks WHERE recon = 'time' AND run_id = ? ORDER BY ALL", [last_run]
+        ).fetchall()
+        first = con.execute(
+            "SELECT DISTINCT status FROM recon.breaks WHERE recon = 'time' AND run_id <> ?", [last_run]
+        ).fetchall()
     finally:
         con.close()
     assert last == (0, 2)
-    assert {h[0] for h in history} == {"new", "open", "resolved"}
+    assert sorted(events) == sorted([(missing["break_id"], "resolved"), (dup["break_id"], "resolved")])
+    assert {h[0] for h in first} == {"new"}
 
 
 def test_two_arbitrary_files_like_datacompy(tmp_path: Path) -> None:
