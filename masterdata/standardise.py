@@ -6,6 +6,8 @@ MANUFACTURING G.m.b.H.' both become 'keller manufacturing').
 `cx_taxid(tax)`: upper case alphanumerics without the leading country letters.
 `cx_digits(text)`: digits only, leading zeros dropped (codes like 'P-24-0012', 'PR240012').
 `cx_email(email)`, `cx_person(name)`: trimmed lower case; 'Last, First' turned round.
+`cx_street(s)`: `cx_text` with street words in one form ('Church Lane' and 'Church Ln', 'r. du Moulin'
+and 'rue du Moulin', 'Hauptstraße' and 'HAUPTSTR.' are the same).
 `cx_country(c)`: ISO 3166-1 alpha-2 from a code, a name or a common variant ('USA', 'United States',
 'Deutschland', 'U.K.'); an unknown value comes back upper-cased, never dropped.
 
@@ -171,6 +173,48 @@ ABBREVIATIONS = {
     "property": "properties",
     "constr": "construction",
 }
+STREET_WORDS = {
+    # English: USPS Publication 28 street suffixes and unit words, and the directions
+    "street": "st",
+    "road": "rd",
+    "avenue": "ave",
+    "av": "ave",
+    "lane": "ln",
+    "drive": "dr",
+    "boulevard": "blvd",
+    "court": "ct",
+    "place": "pl",
+    "square": "sq",
+    "terrace": "ter",
+    "crescent": "cres",
+    "highway": "hwy",
+    "parkway": "pkwy",
+    "circle": "cir",
+    "close": "cl",
+    "gardens": "gdns",
+    "suite": "ste",
+    "apartment": "apt",
+    "building": "bldg",
+    "floor": "fl",
+    "north": "n",
+    "south": "s",
+    "east": "e",
+    "west": "w",
+    # German ('strasse' at the end of a word is 'str' already), French, Spanish, Italian
+    "platz": "pl",
+    "r": "rue",
+    "bd": "blvd",
+    "bld": "blvd",
+    "ch": "chemin",
+    "rte": "route",
+    "imp": "impasse",
+    "fbg": "faubourg",
+    "avda": "ave",
+    "avenida": "ave",
+    "pza": "plaza",
+    "pzza": "piazza",
+}
+"""Street words -> one form (`cx_street`); configured ones add to them (`street_words`)."""
 COUNTRIES = Path(__file__).with_name("countries.csv")
 
 
@@ -182,6 +226,9 @@ class Vocabulary(Strict):
     )
     abbreviations: dict[str, str] = Field(default_factory=dict, description="token -> its spelled-out word")
     countries: dict[str, str] = Field(default_factory=dict, description="name -> ISO 3166-1 alpha-2")
+    street_words: dict[str, str] = Field(
+        default_factory=dict, description="street word -> its one form for cx_street, e.g. { via = 'v' }"
+    )
 
     @field_validator("countries")
     @classmethod
@@ -279,8 +326,10 @@ def install(con: duckdb.DuckDBPyConnection) -> None:
         f"CREATE OR REPLACE MACRO cx_country(c) AS nullif(coalesce(MAP {{{countries}}}[cx_country_key(c)], "
         "upper(cx_country_key(c))), '')"
     )
+    street = STREET_WORDS | {words(k): words(v) for k, v in _vocabulary.street_words.items()}
+    mapping = ", ".join(f"{_quoted(k)}: {_quoted(v)}" for k, v in street.items())
     con.execute(
-        "CREATE OR REPLACE MACRO cx_street(s) AS cx_text(replace(replace(replace(replace(replace(replace("
-        "lower(coalesce(s, '')), 'street', 'st'), 'road', 'rd'), 'avenue', 'ave'), 'strasse', 'str'), "
-        "'straße', 'str'), 'lane', 'ln'))"
+        "CREATE OR REPLACE MACRO cx_street(s) AS nullif(array_to_string(list_transform(string_split(cx_text("
+        "regexp_replace(replace(lower(coalesce(s, '')), 'ß', 'ss'), 'strasse\\b', 'str', 'g')), ' '), "
+        f"lambda t: coalesce(MAP {{{mapping}}}[t], t)), ' '), '')"
     )

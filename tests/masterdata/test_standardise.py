@@ -81,6 +81,35 @@ def test_legal_forms_and_abbreviations_of_the_main_jurisdictions(
     )
 
 
+@pytest.mark.parametrize(
+    ("one_way", "other_way"),
+    [
+        ("Church Lane 163", "CHURCH LN. 163"),
+        ("r. du Moulin 16", "Rue du Moulin 16"),
+        ("Hauptstraße 156", "HAUPTSTR. 156"),
+        ("Schulstrasse 9", "SCHULSTR 9"),
+        ("12 North Avenue", "12 N. Ave"),
+        ("Avda. de la Paz 3", "Avenida de la Paz 3"),
+    ],
+)
+def test_street_words_take_one_form(con: duckdb.DuckDBPyConnection, one_way: str, other_way: str) -> None:
+    a, b = one(con, "SELECT cx_street(?)", one_way), one(con, "SELECT cx_street(?)", other_way)
+    assert a == b and a is not None, (a, b)
+
+
+def test_street_words_are_whole_words_and_extend_from_configuration() -> None:
+    standardise.configure(standardise.Vocabulary(street_words={"Vía": "v"}))
+    try:
+        c = duckdb.connect()
+        standardise.install(c)
+        assert one(c, "SELECT cx_street('Via Roma 1') = cx_street('V. Roma 1')") is True
+        # A word that merely contains a street word is left alone; an empty street is NULL.
+        assert one(c, "SELECT cx_street('Streetford Road')") == "streetford rd"
+        assert one(c, "SELECT cx_street('  ')") is None
+    finally:
+        standardise.configure(standardise.Vocabulary())
+
+
 def test_word_lists_extend_from_configuration(tmp_path: Path) -> None:
     """`[standardise]` adds legal forms, abbreviations and country names, used by every run."""
     (tmp_path / "crm.csv").write_text(
