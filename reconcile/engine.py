@@ -348,15 +348,16 @@ class Engine:
             return
         columns = _more(plan.value_cols + plan.ctx_cols)
         con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {group}, 1 AS _n, _id{columns} FROM _cx_left")
-        if not plan.rule.duplicates:
+        if plan.rule.duplicates:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _cx_dups AS
+                SELECT {group}, count(*) AS _n FROM _cx_right WHERE {plan.has_key("")}
+                GROUP BY {group} HAVING count(*) > 1""")
+        if not plan.rule.duplicates or not con.execute("SELECT count(*) FROM _cx_dups").fetchall()[0][0]:
             con.execute(
                 f"CREATE OR REPLACE TEMP VIEW _cx_right_agg AS SELECT {group}, 1 AS _n, _id{columns} FROM _cx_right"
             )
             return
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _cx_dups AS
-            SELECT {group}, count(*) AS _n FROM _cx_right WHERE {plan.has_key("")}
-            GROUP BY {group} HAVING count(*) > 1""")
         on = " AND ".join(f"r.{k} = d.{k}" for k in keys)
         con.execute(f"""
             CREATE OR REPLACE TEMP VIEW _cx_right_agg AS
