@@ -38,6 +38,7 @@ RUN_COLUMNS = (
     "new_breaks",
     "resolved_breaks",
     "trigger",
+    "mode",
 )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 
+from reconcile import history
 from reconcile.engine import Engine
 from reconcile.rules import Rule
 
@@ -65,6 +66,7 @@ def test_history_records_what_changed_and_state_keeps_first_seen() -> None:
         ("5", "open", first.run_id, first.run_id, -1.0),
     ]
     third = engine.run("r", rule)  # nothing changed: nothing written
+    assert [r["mode"] for r in history.runs(con)] == ["full", "full", "full"]
     assert con.execute("SELECT count(*) FROM recon.breaks WHERE run_id = ?", [third.run_id]).fetchall()[0][0] == 0
     # Rows sharing a break id (a key twice on the left, rows without a key with the same id) stay one break.
     dup = engine.run(
