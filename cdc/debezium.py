@@ -26,9 +26,11 @@ from typing import Any
 
 import orjson
 import psycopg
+import pyarrow.compute as pc
 
 from cdc.config import PostgresSource
 from cdc.events import ChangeEvent, DeadLetter, DebeziumDecoder, DecodeError, transaction_id
+from cdc.frame import POSTGRES_POSITION, BulkDecoder, Message
 from cdc.pgddl import schema_change
 from cdc.pgsnapshot import pg_columns, pg_snapshot
 from cdc.schema import SchemaChange
@@ -131,6 +133,12 @@ class DebeziumPostgresReader:
         self.extra_properties = extra_properties or {}
         self.startup_grace = startup_grace
         self.decoder = DebeziumDecoder(name)
+        self.bulk = (
+            BulkDecoder(lambda _: self.decoder, POSTGRES_POSITION, kafka=False)
+            if connector_class == POSTGRES_CONNECTOR
+            else None
+        )
+        """Set-based decoding of a batch (PostgreSQL's positions are computed in SQL)."""
         self.offsets_file = state_dir / f"{name}.offsets.dat"
         self.dropped_columns = dropped_columns
         self.dropped_tables = dropped_tables
@@ -302,15 +310,92 @@ class DebeziumPostgresReader:
         With Debezium's transaction metadata, changes of a transaction whose END is not among these
         records are held (on disk, by the sink) and released when it ends: a source transaction of
         any size becomes visible in the replica at once. A DROP or RENAME TABLE (a row of the DDL log,
-        `cdc.pgddl`) ends a batch, so it applies after the changes before it and before those after."""
+        `cdc.pgddl`) ends a batch, so it applies after the changes before it and before those after.
+        The records up to the first one that needs this care are decoded set-based, as frames."""
+        rows = [
+            (str(k) if (k := record.key()) is not None else None, str(v) if (v := record.value()) is not None else None,
+             str(record.destination()))
+            for record in records
+        ]  # fmt: skip
+        markers = {i: transaction_marker(v) for i, (_, v, dest) in enumerate(rows) if dest.endswith(".transaction")}
+        split = self._bulk_until(rows, markers, state)
+        batches = []
+        if split:
+            bulk = self._bulk_batch(rows[:split], markers, state)
+            if bulk.frames or bulk.events or bulk.dead_letters or bulk.release or bulk.offsets:
+                batches.append(bulk)
+        return batches + self._one_by_one(rows, split, markers, state)
+
+    def _bulk_until(
+        self,
+        rows: list[tuple[str | None, str | None, str]],
+        markers: dict[int, tuple[str, str] | None],
+        state: dict[str, Any],
+    ) -> int:
+        """How many of the records can be decoded set-based: those before the BEGIN of a transaction that
+        does not end among them (its changes are held), before a row of the DDL log (it ends a batch),
+        and before a change of a transaction whose BEGIN came before these records and was not seen
+        (a resume mid-way). Keeps `state["open_tx"]`, a transaction begun and not yet ended."""
+        open_tx = state.get("open_tx")
+        begun: dict[str, int] = {}
+        stops: list[int] = []
+        ddl_suffix = f".{self.config.ddl_table}"
+        for i, (_, value, dest) in enumerate(rows):
+            if i in markers:
+                marker = markers[i]
+                if marker is not None:
+                    open_tx = marker[1] if marker[0] == "BEGIN" else None
+                    begun[marker[1]] = i
+                continue
+            resumed = open_tx is None and value is not None and '"transaction":{' in value
+            if dest.endswith(ddl_suffix) or resumed:
+                stops.append(i)
+        state["open_tx"] = open_tx
+        if self.bulk is None:
+            return 0
+        if open_tx is not None:
+            stops.append(begun.get(open_tx, 0))
+        return min(stops, default=len(rows))
+
+    def _bulk_batch(
+        self,
+        rows: list[tuple[str | None, str | None, str]],
+        markers: dict[int, tuple[str, str] | None],
+        state: dict[str, Any],
+    ) -> Batch:
+        """Records that need no care (`_bulk_until`) as one batch of frames (`cdc.frame.BulkDecoder`)."""
+        assert self.bulk is not None
+        changes = [i for i in range(len(rows)) if i not in markers]
+        ended = sorted({m[1] for i, m in markers.items() if i < len(rows) and m is not None and m[0] == "END"})
+        messages = [Message(self.name, None, "", i, rows[i][0], rows[i][1], rows[i][2]) for i in changes]
+        frames, events, dead = self.bulk.decode(messages)
+        batch = Batch(frames=frames, events=events, dead_letters=dead, release=ended)
+        snapshots: set[str] = set()
+        for frame in frames:
+            snapshots |= {s for s in frame.data["snapshot"].unique().to_pylist() if s is not None}
+        snapshots |= {e.snapshot for e in events if e.op == "r" and e.snapshot is not None}
+        if snapshots:
+            if not state["snapshot_open"]:
+                batch.reset_sources.append(self.name)
+            state["snapshot_open"] = "last" not in snapshots
+        positions = [pc.max(f.data["position"]).as_py() for f in frames] + [e.position for e in events]
+        if positions:
+            batch.offsets.append(self._offset(max(positions), state))
+        return batch
+
+    def _one_by_one(
+        self,
+        rows: list[tuple[str | None, str | None, str]],
+        start: int,
+        markers: dict[int, tuple[str, str] | None],
+        state: dict[str, Any],
+    ) -> list[Batch]:
+        """`rows[start:]` decoded record by record: held transactions, DDL statements, resumes."""
         segments: list[tuple[list[Any], SchemaChange | None]] = [([], None)]
-        for record in records:
-            key_json = record.key()
-            value_json = record.value()
-            key_text = str(key_json) if key_json is not None else None
-            value_text = str(value_json) if value_json is not None else None
-            if str(record.destination()).endswith(".transaction"):
-                marker = transaction_marker(value_text)
+        for i in range(start, len(rows)):
+            key_text, value_text, destination = rows[i]
+            if i in markers:
+                marker = markers[i]
                 if marker is not None and marker[0] == "END":
                     segments[-1][0].append(_End(marker[1]))
                 continue
@@ -318,7 +403,7 @@ class DebeziumPostgresReader:
                 event = self.decoder.decode(key_text, value_text)
             except DecodeError as exc:
                 raw = f"KEY: {key_text}\nVALUE: {value_text}"
-                segments[-1][0].append(DeadLetter(self.name, str(record.destination()), str(exc), raw))
+                segments[-1][0].append(DeadLetter(self.name, destination, str(exc), raw))
                 continue
             if event is None:
                 continue

@@ -121,6 +121,8 @@ class Message:
     offset: int
     key: bytes | str | None
     value: bytes | str | None
+    origin: str | None = None
+    """Where it came from when `table` is None (a Debezium destination), named by its dead letter."""
 
 
 _ENVELOPE = """
@@ -152,7 +154,7 @@ SELECT seq, source,
        op, CAST(key_doc AS VARCHAR) AS key,
        CAST(CASE WHEN json_type(before) = 'NULL' THEN NULL ELSE before END AS VARCHAR) AS before,
        CAST(CASE WHEN json_type(after) = 'NULL' THEN NULL ELSE after END AS VARCHAR) AS after,
-       coalesce(src->>'coexist_position', lpad(CAST(koffset AS VARCHAR), 20, '0')) AS position,
+       {position} AS position,
        coalesce(TRY_CAST(ts->>'$' AS BIGINT), TRY_CAST(src->>'ts_ms' AS BIGINT), 0) AS ts_ms,
        part AS partition,
        CASE WHEN op = 'r' AND src->>'snapshot' IS NOT NULL AND src->>'snapshot' <> 'false'
@@ -175,12 +177,27 @@ FROM t
 """One row per message that is a JSON object with a JSON object payload; `plain`: it is a change the
 frames can carry (everything else is decoded message by message)."""
 
+KAFKA_POSITION = "coalesce(src->>'coexist_position', lpad(CAST(koffset AS VARCHAR), 20, '0'))"
+"""A Kafka message's position: the publisher's own (`coexist_position`), else its offset."""
+POSTGRES_POSITION = (
+    "lpad(CAST(coalesce(TRY_CAST(regexp_extract(src->>'sequence', '^\\[\\s*\"?([0-9]+)', 1) AS UBIGINT), 0) "
+    "AS VARCHAR), 20, '0') || '/' || lpad(CAST(coalesce(TRY_CAST(src->>'lsn' AS UBIGINT), 0) AS VARCHAR), 20, '0') "
+    "|| '/' || lpad(CASE WHEN op = 'd' THEN '0' ELSE '1' END, 20, '0')"
+)
+"""`cdc.events.debezium_position` of the PostgreSQL connector's source block, in SQL."""
+
 
 class BulkDecoder:
     """Raw Debezium JSON messages to frames (and, for the rest, events and dead letters)."""
 
-    def __init__(self, decoder_for: Callable[[str], DebeziumDecoder]) -> None:
+    def __init__(
+        self, decoder_for: Callable[[str], DebeziumDecoder], position_sql: str = KAFKA_POSITION, kafka: bool = True
+    ) -> None:
+        """`position_sql`: a message's position from its source block (`src`, `op`, `koffset`); `kafka`:
+        messages carry broker offsets (the per-event decoder gets them too)."""
         self.decoder_for = decoder_for
+        self.envelope = _ENVELOPE.replace("{position}", position_sql)
+        self.kafka = kafka
         self._schemas: dict[str, dict[str, ColumnType | str]] = {}
         self._known: list[tuple[bytes, dict[str, Any]]] = []
         """Schema prefixes seen (`{"schema":{...},"payload":`) with their schema: a message that starts
@@ -233,7 +250,7 @@ class BulkDecoder:
         )
         self.con.register("_cx_msgs", table)
         try:
-            decoded = self.con.sql(_ENVELOPE, params=[PLACEHOLDER]).to_arrow_table()
+            decoded = self.con.sql(self.envelope, params=[PLACEHOLDER]).to_arrow_table()
         finally:
             self.con.unregister("_cx_msgs")
         # What the query could not take as a plain change is decoded one by one first (most of it ends
@@ -307,15 +324,15 @@ class BulkDecoder:
                     message.key,
                     message.value,
                     partition=message.partition,
-                    extra_source={"kafka_offset": message.offset},
+                    extra_source={"kafka_offset": message.offset} if self.kafka else None,
                 )
             except DecodeError as exc:
                 raw = message.value.decode(errors="replace") if isinstance(message.value, bytes) else str(message.value)
-                dead.append(
-                    DeadLetter(
-                        message.source, message.table, str(exc), raw, position_key(message.offset), message.partition
-                    )
-                )
+                if not self.kafka:
+                    raw = f"KEY: {_text(message.key)}\nVALUE: {raw}"
+                position = position_key(message.offset) if self.kafka else None
+                table = message.table if message.table is not None else message.origin
+                dead.append(DeadLetter(message.source, table, str(exc), raw, position, message.partition))
                 continue
             if event is None:  # a tombstone: nothing to apply
                 continue

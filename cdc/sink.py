@@ -804,13 +804,16 @@ class DuckDBSink:
     def _wanted(events: list[ChangeEvent]) -> dict[str, ColumnType]:
         wanted: dict[str, ColumnType] = {}
         seen: set[int] = set()
+        # Types an event's schema names come first: a schemaless event earlier in the batch must not
+        # set a column's type by guessing from its value (its neighbours would not decode).
         for event in events:
-            if event.columns:
-                if id(event.columns) in seen:  # readers share one dict per table schema
-                    continue
+            if event.columns and id(event.columns) not in seen:  # readers share one dict per table schema
                 seen.add(id(event.columns))
                 for name, kind in event.columns.items():
                     wanted.setdefault(name, kind if isinstance(kind, ColumnType) else of_replica(kind))
+        for event in events:
+            if event.columns:
+                continue
             for name, value in (event.row or {}).items():
                 if name not in wanted and value is not None and not is_unavailable(value):
                     wanted[name] = infer(value)
