@@ -347,7 +347,8 @@ class DebeziumPostgresReader:
                 marker = markers[i]
                 if marker is not None:
                     open_tx = marker[1] if marker[0] == "BEGIN" else None
-                    begun[marker[1]] = i
+                    if open_tx is not None:
+                        begun[open_tx] = i
                 continue
             resumed = open_tx is None and value is not None and _IN_TRANSACTION.search(value) is not None
             if dest.endswith(ddl_suffix) or resumed:
