@@ -174,7 +174,8 @@ class Counter:
         self.stored: dict[str, Any] = {}
 
     def apply(self, batch: Batch) -> ApplyStats:
-        self.events += sum(1 for e in batch.events if e.table == "bench_events")
+        self.events += sum(1 for e in batch.events + batch.held if e.table == "bench_events")
+        self.events += sum(len(f) for f in batch.frames if f.table == "bench_events")
         for offset in batch.offsets:
             self.stored[offset.source] = {
                 "position": offset.position,
