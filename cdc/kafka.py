@@ -147,6 +147,8 @@ class Encoder:
         plan = self._plan(topic, event)
         source = {k: v for k, v in event.source_info.items() if not k.startswith("_")}
         source |= {"name": event.source, "table": event.table, "coexist_position": event.position}
+        if event.snapshot is not None and "snapshot" not in source:  # a frame's event carries no source block
+            source["snapshot"] = event.snapshot
         payload = {
             "before": event.before,
             "after": event.after,
@@ -231,7 +233,7 @@ class KafkaPublishSink:
         started = time.perf_counter()
         # Changes of a source transaction still open are published as they come (in order);
         # whoever consumes the topics sees Debezium's transaction block on each of them.
-        events = batch.events + batch.held
+        events = [e for frame in batch.frames for e in frame.to_events()] + batch.events + batch.held
         stats = ApplyStats(received=len(events))
         encoded = []
         dead = list(batch.dead_letters)

@@ -136,6 +136,9 @@ def publish(
     if bootstrap_servers:
         cfg.publish.bootstrap_servers = bootstrap_servers
     readers = sources.readers(cfg, source, databases_only=True)
+    for reader in readers:  # the publisher encodes events one by one: no set-based decoding to undo
+        if hasattr(reader, "bulk"):
+            reader.bulk = None
     try:
         sink = KafkaPublishSink(cfg.publish)
     except Exception as exc:

@@ -126,11 +126,13 @@ max_poll_interval_ms = 10000
             publisher = start("publisher", "cdc", "publish")
             # Members join once the publisher has created the topics (its snapshot is in them).
             admin = KafkaAdminClient(bootstrap_servers=broker)
-            deadline = time.monotonic() + 120
-            while len([t for t in admin.list_topics() if re.match(r"(psa|erp)\.", t)]) < 19:
-                assert time.monotonic() < deadline and publisher.poll() is None, logs("publisher")[-2000:]
-                time.sleep(0.5)
-            admin.close()
+            try:  # closed even when this fails: its thread would log into the next test's capture
+                deadline = time.monotonic() + 120
+                while len([t for t in admin.list_topics() if re.match(r"(psa|erp)\.", t)]) < 19:
+                    assert time.monotonic() < deadline and publisher.poll() is None, logs("publisher")[-2000:]
+                    time.sleep(0.5)
+            finally:
+                admin.close()
             consumer_a = start("a", "cdc", "run")
             consumer_b = start("b", "cdc", "run", "--until-idle", "--idle-seconds", "10")
             stop = threading.Event()
