@@ -338,6 +338,8 @@ class DebeziumPostgresReader:
         does not end among them (its changes are held), before a row of the DDL log (it ends a batch),
         and before a change of a transaction whose BEGIN came before these records and was not seen
         (a resume mid-way). Keeps `state["open_tx"]`, a transaction begun and not yet ended."""
+        if self.bulk is None:  # record by record throughout: nothing to look for
+            return 0
         open_tx = state.get("open_tx")
         begun: dict[str, int] = {}
         stops: list[int] = []
@@ -354,8 +356,6 @@ class DebeziumPostgresReader:
             if dest.endswith(ddl_suffix) or resumed:
                 stops.append(i)
         state["open_tx"] = open_tx
-        if self.bulk is None:
-            return 0
         if open_tx is not None:
             stops.append(begun.get(open_tx, 0))
         return min(stops, default=len(rows))
