@@ -418,19 +418,24 @@ class KafkaReader:
             max_partition_fetch_bytes=max(1 << 20, cfg.fetch_max_bytes // 4),
         )
 
-    def to_batch(
-        self, records: dict[TopicPartition, list[Any]], positions: dict[TopicPartition, int] | None = None
-    ) -> tuple[Batch, dict[TopicPartition, int]]:
-        """One batch of a poll's records, decoded in bulk (`cdc.frame`): a frame per table.
-        `positions`: the consumer's position per partition when they were polled."""
+    def decode(self, records: dict[TopicPartition, list[Any]]) -> Batch:
+        """A poll's records as frames (and events, dead letters), without offsets: this needs no state
+        of the batches before it, so it can run while the one before is applied."""
         batch = Batch()
-        next_offsets: dict[TopicPartition, int] = {}
         messages: list[Message] = []
         for tp, records_of_tp in records.items():
             source, table = self.source_for(tp.topic)
             part = partition_id(tp.topic, tp.partition)
             messages += [Message(source, table, part, m.offset, m.key, m.value) for m in records_of_tp]
         batch.frames, batch.events, batch.dead_letters = self.bulk.decode(messages)
+        return batch
+
+    def with_offsets(
+        self, batch: Batch, records: dict[TopicPartition, list[Any]], positions: dict[TopicPartition, int] | None
+    ) -> tuple[Batch, dict[TopicPartition, int]]:
+        """The decoded batch with each partition's offset, and the next offset per partition (read when
+        the batch before is committed: a partition without a change keeps its committed position)."""
+        next_offsets: dict[TopicPartition, int] = {}
         last: dict[str, str] = {}  # per partition: the highest change position (snapshot reads can share one)
         for frame in batch.frames:
             data = frame.data
@@ -487,11 +492,13 @@ class KafkaReader:
         stop: threading.Event,
         idle_seconds: float | None,
     ) -> None:
-        """Poll, decode and apply, with the next poll overlapping the last batch's decode and apply (a
-        worker thread; DuckDB works without the GIL). Only this thread touches the consumer: a batch's
-        Kafka commit follows its warehouse commit, and a rebalance waits for the batch in flight."""
+        """Poll, decode and apply as a pipeline: while batch N is applied (a worker thread), batch N+1 is
+        decoded (another) and batch N+2 polled (this thread); DuckDB works without the GIL. Only this
+        thread touches the consumer: a batch's Kafka commit follows its warehouse commit, and a
+        rebalance waits for the batch in flight."""
         consumer = self._join(stored)
         worker = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-apply-{self.name}")
+        decoder = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-decode-{self.name}")
         last_record = unassigned_since = time.monotonic()
         # A rebalance may wait up to the rebalance timeout (max_poll_interval_ms) for a member that died.
         stuck_after = (2 * self.config.max_poll_interval_ms + self.config.session_timeout_ms) / 1000
@@ -509,8 +516,9 @@ class KafkaReader:
                 records = consumer.poll(timeout_ms=500, max_records=self.batch_size)
                 if records:
                     positions = {tp: consumer.position(tp) for tp in records}
+                    decoded = decoder.submit(self.decode, records)
                     self.drain(consumer)
-                    self._in_flight = worker.submit(self._decode_and_apply, apply, records, positions)
+                    self._in_flight = worker.submit(self._apply_decoded, apply, decoded, records, positions)
                     last_record = time.monotonic()
                 else:
                     self.drain(consumer)
@@ -535,15 +543,17 @@ class KafkaReader:
                 futures.wait([self._in_flight])
                 self._in_flight = None
             worker.shutdown(wait=True)
+            decoder.shutdown(wait=True)
             consumer.close(autocommit=False)
 
-    def _decode_and_apply(
+    def _apply_decoded(
         self,
         apply: Callable[[Batch], ApplyStats],
+        decoded: futures.Future[Batch],
         records: dict[TopicPartition, list[Any]],
         positions: dict[TopicPartition, int],
     ) -> tuple[Batch, dict[TopicPartition, int]]:
-        batch, next_offsets = self.to_batch(records, positions)
+        batch, next_offsets = self.with_offsets(decoded.result(), records, positions)
         apply(batch)
         return batch, next_offsets
 

@@ -177,3 +177,109 @@ def test_status_is_published_for_readers_while_the_sink_holds_the_warehouse(tmp_
             assert status.execute("SELECT position FROM cdc.offsets").fetchall() == [(position_key(1, 2),)]
         finally:
             status.close()
+
+
+def test_a_held_transaction_applies_as_if_it_had_come_in_one_batch(tmp_path: Path) -> None:
+    """Changes held across batches (`cdc.held`) and released set-based leave the same replica, changelog,
+    dead letters and counts as the same changes applied at once: several tables, a schema change in
+    the middle of the transaction, a column decoded in Python, a keyless table, an unchanged-TOAST
+    value, a value that does not fit."""
+    import base64
+    import json
+
+    from cdc.events import field_type
+
+    money = field_type(
+        {
+            "type": "bytes",
+            "name": "org.apache.kafka.connect.data.Decimal",
+            "parameters": {"scale": "2", "connect.decimal.precision": "10"},
+            "field": "price",
+        }
+    )
+    t_cols: dict[str, object] = dict(COLS)
+    t_cols_wider: dict[str, object] = {**COLS, "note": "VARCHAR"}
+    p_cols: dict[str, object] = {"sku": "VARCHAR", "price": money}
+    k_cols: dict[str, object] = {"a": "INTEGER", "b": "VARCHAR"}
+
+    def change(
+        table: str, cols: dict, op: str, key: dict, before: dict | None, after: dict | None, pos: int
+    ) -> ChangeEvent:
+        return ChangeEvent(
+            "s",
+            table,
+            op,
+            key,
+            before,
+            after,
+            position_key(1, pos),
+            pos,
+            transaction={"id": "771:12345"},
+            columns=cols,  # type: ignore[arg-type]
+        )
+
+    def cents(n: int) -> str:
+        return base64.b64encode(n.to_bytes(4, "big", signed=True)).decode()
+
+    events = [
+        change("t", t_cols, "c", {"id": 1}, None, {"id": 1, "name": "a", "amount": "1.50"}, 1),
+        change("p", p_cols, "c", {"sku": "X"}, None, {"sku": "X", "price": cents(1999)}, 2),
+        change("k", k_cols, "c", {}, None, {"a": 1, "b": "one"}, 3),
+        change("t", t_cols, "c", {"id": 2}, None, {"id": 2, "name": "b", "amount": "2.00"}, 4),
+        change("t", t_cols, "c", {"id": 3}, None, {"id": 3, "name": "c", "amount": "not a number"}, 5),
+        change("k", k_cols, "c", {}, None, {"a": 2, "b": "two"}, 6),
+        change(
+            "t",
+            t_cols,
+            "u",
+            {"id": 1},
+            {"id": 1, "name": "a", "amount": "1.50"},
+            {"id": 1, "name": UNAVAILABLE, "amount": "1.75"},
+            7,
+        ),
+        change("p", p_cols, "u", {"sku": "X"}, None, {"sku": "X", "price": cents(-5)}, 8),
+        change("t", t_cols_wider, "c", {"id": 4}, None, {"id": 4, "name": "d", "amount": "4.00", "note": "n"}, 9),
+        change("k", k_cols, "d", {}, {"a": 1, "b": "one"}, None, 10),
+        change("t", t_cols_wider, "d", {"id": 2}, {"id": 2, "name": "b", "amount": "2.00", "note": None}, None, 11),
+        change("t", t_cols_wider, "u", {"id": 1}, None, {"id": 1, "name": "a3", "amount": "1.80", "note": "m"}, 12),
+    ]
+
+    def image(text: str | None) -> dict | None:
+        """A logged image without its null columns: applied at once, the changes before the schema
+        change are logged under the wider schema (`"note": null`); released in order, under their own."""
+        return None if text is None else {k: v for k, v in json.loads(text).items() if v is not None}
+
+    def state(sink: DuckDBSink) -> dict[str, list[tuple]]:
+        con = sink.con
+        log = con.execute(
+            "SELECT table_name, op, key, CAST(before AS VARCHAR), CAST(after AS VARCHAR), position "
+            "FROM cdc.changelog ORDER BY position"
+        ).fetchall()
+        return {
+            "t": con.execute("SELECT id, name, amount, note FROM replica_s.t ORDER BY id").fetchall(),
+            "p": con.execute("SELECT sku, price FROM replica_s.p ORDER BY sku").fetchall(),
+            "k": con.execute("SELECT a, b FROM replica_s.k ORDER BY a").fetchall(),
+            "log": [(t, op, key, image(b), image(a), pos) for t, op, key, b, a, pos in log],
+            "dead": con.execute("SELECT table_name, position FROM cdc.dead_letter ORDER BY position").fetchall(),
+            "stats": con.execute("SELECT table_name, events, dead_letters FROM cdc.table_stats ORDER BY 1").fetchall(),
+            "held": con.execute("SELECT count(*) FROM cdc.held").fetchall(),
+        }
+
+    with DuckDBSink(tmp_path / "at_once.duckdb") as sink:
+        sink.apply(Batch(events=events, offsets=[Offset("s", "", events[-1].position)]))
+        at_once = state(sink)
+    with DuckDBSink(tmp_path / "held.duckdb") as sink:
+        sink.apply(Batch(held=events[:5], offsets=[Offset("s", "", events[4].position)]))
+        sink.apply(Batch(held=events[5:10], offsets=[Offset("s", "", events[9].position)]))
+        assert sink.con.execute("SELECT count(*) FROM cdc.changelog").fetchall() == [(0,)]  # nothing visible yet
+        stats = sink.apply(Batch(events=events[10:], release=["771"], offsets=[Offset("s", "", events[-1].position)]))
+        held = state(sink)
+    assert stats.applied == len(events) - 1 and stats.dead_letters == 1
+    assert held == at_once
+    assert at_once["t"] == [
+        (1, "a3", decimal.Decimal("1.80"), "m"),
+        (4, "d", decimal.Decimal("4.00"), "n"),
+    ]
+    assert at_once["p"] == [("X", decimal.Decimal("-0.05"))]
+    assert at_once["k"] == [(2, "two")]
+    assert at_once["dead"] == [("t", position_key(1, 5))] and at_once["held"] == [(0,)]
