@@ -161,7 +161,7 @@ def _columns_document(columns: dict[str, ColumnType | str]) -> dict[str, Any]:
 
 
 def _event_document(event: ChangeEvent, columns: dict[str, Any]) -> dict[str, Any]:
-    """A change as `cdc.held` keeps it; `columns`: its `_columns_document`."""
+    """A change as `cdc.held` keeps it (what the sink applies it with); `columns`: its `_columns_document`."""
     return {
         "source": event.source,
         "table": event.table,
@@ -172,20 +172,19 @@ def _event_document(event: ChangeEvent, columns: dict[str, Any]) -> dict[str, An
         "position": event.position,
         "ts_ms": event.ts_ms,
         "partition": event.partition,
-        "source_info": event.source_info,
-        "transaction": event.transaction,
         "columns": columns,
     }
 
 
 _HELD_FRAMES = """
-SELECT seq, event->>'source' AS source, event->>'table' AS table_name, event->>'op' AS op,
-       CAST(event->'key' AS VARCHAR) AS key,
-       CASE WHEN json_type(event, 'before') IN ('OBJECT', 'ARRAY') THEN CAST(event->'before' AS VARCHAR) END AS before,
-       CASE WHEN json_type(event, 'after') IN ('OBJECT', 'ARRAY') THEN CAST(event->'after' AS VARCHAR) END AS after,
-       event->>'position' AS position, CAST(event->>'ts_ms' AS BIGINT) AS ts_ms, event->>'partition' AS partition,
-       NULL::VARCHAR AS snapshot, CAST(event->'columns' AS VARCHAR) AS columns_doc
-FROM _cx_held_chunk ORDER BY seq
+SELECT seq, h.source, h."table" AS table_name, h.op, CAST(h."key" AS VARCHAR) AS "key",
+       CASE WHEN h.before <> 'null' THEN CAST(h.before AS VARCHAR) END AS before,
+       CASE WHEN h.after <> 'null' THEN CAST(h.after AS VARCHAR) END AS after,
+       h.position, h.ts_ms, h.partition, NULL::VARCHAR AS snapshot, CAST(h.columns AS VARCHAR) AS columns_doc
+FROM (SELECT seq, json_transform(event, '{"source": "VARCHAR", "table": "VARCHAR", "op": "VARCHAR", "key": "JSON",
+      "before": "JSON", "after": "JSON", "position": "VARCHAR", "ts_ms": "BIGINT", "partition": "VARCHAR",
+      "columns": "JSON"}') AS h FROM _cx_held_chunk)
+ORDER BY seq
 """
 """A chunk of a held transaction as frame columns (`cdc.frame.FRAME_FIELDS`), decoded by DuckDB. The chunk
 is read first and decoded after: in one statement with the `LIMIT`, DuckDB 2.0 ran out of a 256MB memory
