@@ -175,7 +175,7 @@ class Counter:
 
     def apply(self, batch: Batch) -> ApplyStats:
         self.events += sum(1 for e in batch.events + batch.held if e.table == "bench_events")
-        self.events += sum(len(f) for f in batch.frames if f.table == "bench_events")
+        self.events += sum(len(f) for f in batch.frames + batch.held_frames if f.table == "bench_events")
         for offset in batch.offsets:
             self.stored[offset.source] = {
                 "position": offset.position,

@@ -326,6 +326,9 @@ class DebeziumPostgresReader:
             bulk = self._bulk_batch(rows[:split], markers, state)
             if bulk.frames or bulk.events or bulk.dead_letters or bulk.release or bulk.offsets:
                 batches.append(bulk)
+        held = self._held_tail(rows, split, markers, state)
+        if held is not None:
+            return batches + [held]
         return batches + self._one_by_one(rows, split, markers, state)
 
     def _bulk_until(
@@ -381,6 +384,41 @@ class DebeziumPostgresReader:
             if not state["snapshot_open"]:
                 batch.reset_sources.append(self.name)
             state["snapshot_open"] = "last" not in snapshots
+        positions = [pc.max(f.data["position"]).as_py() for f in frames] + [e.position for e in events]
+        if positions:
+            batch.offsets.append(self._offset(max(positions), state))
+        return batch
+
+    def _held_tail(
+        self,
+        rows: list[tuple[str | None, str | None, str]],
+        start: int,
+        markers: dict[int, tuple[str, str] | None],
+        state: dict[str, Any],
+    ) -> Batch | None:
+        """`rows[start:]` as one batch of held frames when they are all changes of the transaction still
+        open at their end (after its BEGIN, when that is among them); None when they need care
+        record by record (a DDL-log row, another marker, a snapshot read, a change outside it)."""
+        open_tx = state.get("open_tx")
+        if self.bulk is None or open_tx is None or start >= len(rows):
+            return None
+        ddl_suffix = f".{self.config.ddl_table}"
+        changes = []
+        for i in range(start, len(rows)):
+            if i in markers:
+                if i != start or markers[i] != ("BEGIN", open_tx):
+                    return None
+            elif rows[i][2].endswith(ddl_suffix):
+                return None
+            else:
+                changes.append(i)
+        messages = [Message(self.name, None, "", i, rows[i][0], rows[i][1], rows[i][2]) for i in changes]
+        frames, events, dead = self.bulk.decode(messages)
+        if any(
+            pc.any(pc.or_(pc.equal(f.data["op"], "r"), pc.is_valid(f.data["snapshot"]))).as_py() for f in frames
+        ) or any(e.op == "r" or e.txid != open_tx for e in events):
+            return None
+        batch = Batch(held=events, held_frames=frames, held_txid=open_tx, dead_letters=dead)
         positions = [pc.max(f.data["position"]).as_py() for f in frames] + [e.position for e in events]
         if positions:
             batch.offsets.append(self._offset(max(positions), state))

@@ -234,6 +234,7 @@ class KafkaPublishSink:
         # Changes of a source transaction still open are published as they come (in order);
         # whoever consumes the topics sees Debezium's transaction block on each of them.
         events = [e for frame in batch.frames for e in frame.to_events()] + batch.events + batch.held
+        events += [e for frame in batch.held_frames for e in frame.to_events()]
         stats = ApplyStats(received=len(events))
         encoded = []
         dead = list(batch.dead_letters)

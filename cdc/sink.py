@@ -121,6 +121,9 @@ class Batch:
     held: list[ChangeEvent] = field(default_factory=list)
     """Changes of source transactions that have not ended yet: kept in `cdc.held` (on disk, however
     large the transaction), applied when it ends, so a transaction is visible all at once."""
+    held_frames: list[EventFrame] = field(default_factory=list)
+    """Changes of the source transaction `held_txid`, not ended yet, as frames: held like `held`."""
+    held_txid: str = ""
     release: list[str] = field(default_factory=list)
     """Transactions that end in this batch: their held changes apply first, in the same commit."""
     mark_tables: list[tuple[str, str]] = field(default_factory=list)
@@ -595,6 +598,9 @@ class DuckDBSink:
                 ]
                 if fresh_held:
                     self._hold(fresh_held)
+                for frame in batch.held_frames:
+                    if len(kept := self._fresh(frame)):
+                        self._hold_frame(kept, batch.held_txid)
                 applied, bad = self._apply_events(fresh, batch.staged, batch_id, now)
                 dead.extend(bad)
                 done_frames, also_applied, bad = self._apply_frames(fresh_frames, batch.staged, batch_id, now)
@@ -800,6 +806,24 @@ class DuckDBSink:
             self.con.execute("INSERT INTO cdc.held SELECT * FROM _cx_held")
         finally:
             self.con.unregister("_cx_held")
+
+    def _hold_frame(self, frame: EventFrame, txid: str) -> None:
+        """`_hold` for a frame: the same documents, built by DuckDB."""
+        first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
+        data = frame.data.append_column("seq", pa.array(range(first + 1, first + 1 + len(frame)), pa.int64()))
+        with warehouse.registered(self.con, "_cx_held_frame", data):
+            self.con.execute(
+                "INSERT INTO cdc.held SELECT $source, $txid, seq, json_object('source', $source, 'table', $table, "
+                "'op', op, 'key', json(coalesce(key, '{}')), 'before', json(before), 'after', json(after), "
+                "'position', position, 'ts_ms', ts_ms, 'partition', coalesce(partition, ''), "
+                "'columns', json($columns)) FROM _cx_held_frame ORDER BY seq",
+                {
+                    "source": frame.source,
+                    "txid": txid,
+                    "table": frame.table,
+                    "columns": dumps(_columns_document(frame.columns)),
+                },
+            )
 
     def _held_frames(self, txid: str, size: int = 20_000) -> Iterable[list[EventFrame]]:
         """A held transaction's changes, a chunk at a time (memory stays bounded), as frames: per table,
