@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from cdc.config import PostgresSource
 from cdc.events import ChangeEvent, DeadLetter, DebeziumDecoder, DecodeError, transaction_id
-from cdc.frame import POSTGRES_POSITION, BulkDecoder, Message
+from cdc.frame import POSTGRES_POSITION, BulkDecoder, EventFrame, Message
 from cdc.pgddl import schema_change
 from cdc.pgsnapshot import pg_columns, pg_snapshot
 from cdc.schema import SchemaChange
@@ -384,10 +384,16 @@ class DebeziumPostgresReader:
             if not state["snapshot_open"]:
                 batch.reset_sources.append(self.name)
             state["snapshot_open"] = "last" not in snapshots
+        self._commit_last(batch, frames, events, state)
+        return batch
+
+    def _commit_last(
+        self, batch: Batch, frames: list[EventFrame], events: list[ChangeEvent], state: dict[str, Any]
+    ) -> None:
+        """The batch commits the highest position of its changes."""
         positions = [pc.max(f.data["position"]).as_py() for f in frames] + [e.position for e in events]
         if positions:
             batch.offsets.append(self._offset(max(positions), state))
-        return batch
 
     def _held_tail(
         self,
@@ -419,9 +425,7 @@ class DebeziumPostgresReader:
         ) or any(e.op == "r" or e.txid != open_tx for e in events):
             return None
         batch = Batch(held=events, held_frames=frames, held_txid=open_tx, dead_letters=dead)
-        positions = [pc.max(f.data["position"]).as_py() for f in frames] + [e.position for e in events]
-        if positions:
-            batch.offsets.append(self._offset(max(positions), state))
+        self._commit_last(batch, frames, events, state)
         return batch
 
     def _one_by_one(
