@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdc.events import ChangeEvent, DeadLetter, dumps, field_type
-from cdc.frame import FRAME_FIELDS, EventFrame
+from cdc.frame import EventFrame
 from cdc.replica import LogTo, apply_frame, apply_table
 from cdc.schema import SchemaChange, widens
 from cdc.types import MACROS, ColumnType, connect_schema, infer, is_unavailable, of_replica
@@ -159,12 +159,8 @@ def _merge(into: dict[tuple[str, str], _Partition], more: dict[tuple[str, str], 
         mine.highest = max(mine.highest, part.highest)
 
 
-def _columns_document(columns: dict[str, ColumnType | str]) -> dict[str, Any]:
-    return {n: connect_schema(k if isinstance(k, ColumnType) else of_replica(k)) for n, k in columns.items()}
-
-
-def _event_document(event: ChangeEvent, columns: dict[str, Any]) -> dict[str, Any]:
-    """A change as `cdc.held` keeps it (what the sink applies it with); `columns`: its `_columns_document`."""
+def _event_document(event: ChangeEvent) -> dict[str, Any]:
+    columns = {n: connect_schema(k if isinstance(k, ColumnType) else of_replica(k)) for n, k in event.columns.items()}
     return {
         "source": event.source,
         "table": event.table,
@@ -175,34 +171,33 @@ def _event_document(event: ChangeEvent, columns: dict[str, Any]) -> dict[str, An
         "position": event.position,
         "ts_ms": event.ts_ms,
         "partition": event.partition,
+        "source_info": event.source_info,
+        "transaction": event.transaction,
         "columns": columns,
     }
 
 
-_HELD_FRAMES = """
-SELECT seq, h.source, h."table" AS table_name, h.op, CAST(h."key" AS VARCHAR) AS "key",
-       CASE WHEN h.before <> 'null' THEN CAST(h.before AS VARCHAR) END AS before,
-       CASE WHEN h.after <> 'null' THEN CAST(h.after AS VARCHAR) END AS after,
-       h.position, h.ts_ms, h.partition, NULL::VARCHAR AS snapshot, CAST(h.columns AS VARCHAR) AS columns_doc
-FROM (SELECT seq, json_transform(event, '{"source": "VARCHAR", "table": "VARCHAR", "op": "VARCHAR", "key": "JSON",
-      "before": "JSON", "after": "JSON", "position": "VARCHAR", "ts_ms": "BIGINT", "partition": "VARCHAR",
-      "columns": "JSON"}') AS h FROM _cx_held_chunk)
-ORDER BY seq
-"""
-"""A chunk of a held transaction as frame columns (`cdc.frame.FRAME_FIELDS`), decoded by DuckDB. The chunk
-is read first and decoded after: in one statement with the `LIMIT`, DuckDB 2.0 ran out of a 256MB memory
-limit on a 150k-change transaction."""
-
-_HELD_RUNS = """
-SELECT source, table_name, columns_doc, list(row ORDER BY seq) AS rows
-FROM (SELECT *, count(*) FILTER (WHERE changed) OVER (PARTITION BY source, table_name ORDER BY seq) AS run
-      FROM (SELECT source, table_name, seq, columns_doc, row_number() OVER (ORDER BY seq) - 1 AS row,
-                   columns_doc IS DISTINCT FROM lag(columns_doc) OVER (PARTITION BY source, table_name ORDER BY seq)
-                   AS changed
-            FROM _cx_chunk))
-GROUP BY source, table_name, columns_doc, run ORDER BY min(seq)
-"""
-"""A chunk's rows (indexes) per run of one table's changes under one schema, runs in order."""
+def _event_from_document(doc: dict[str, Any], plans: dict[str, dict[str, ColumnType | str]]) -> ChangeEvent:
+    """A held change back; events of one schema share one columns dict (the sink groups by identity)."""
+    schema_text = dumps(doc["columns"])
+    columns = plans.get(schema_text)
+    if columns is None:
+        columns = plans[schema_text] = {n: field_type(f | {"field": n}) for n, f in doc["columns"].items()}
+    return ChangeEvent(
+        doc["source"],
+        doc["table"],
+        doc["op"],
+        doc["key"],
+        doc["before"],
+        doc["after"],
+        doc["position"],
+        doc["ts_ms"],
+        doc["partition"],
+        None,
+        doc["source_info"],
+        doc["transaction"],
+        columns,
+    )
 
 
 def _summarise(applied: list[ChangeEvent]) -> dict[tuple[str, str], _Partition]:
@@ -584,14 +579,12 @@ class DuckDBSink:
                 summary: dict[tuple[str, str], _Partition] = {}
                 released = 0
                 for txid in batch.release:
-                    for chunk in self._held_frames(txid):
-                        frames_done, done, bad = self._apply_frames(chunk, False, batch_id, now)
-                        released += len(done) + sum(len(f) for f in frames_done)
+                    for chunk in self._held_chunks(txid):
+                        done, bad = self._apply_events(chunk, False, batch_id, now)
+                        released += len(done)
                         dead.extend(bad)
                         _merge(summary, _summarise(done))
-                        for frame in frames_done:
-                            _merge(summary, _summarise_frame(frame))
-                        self._count(done, [], now, frames_done)
+                        self._count(done, [], now)
                     con.execute("DELETE FROM cdc.held WHERE txid = ?", [txid])
                 fresh_held = [
                     e for e in batch.held if (p := positions.get((e.source, e.partition))) is None or e.position > p
@@ -786,19 +779,12 @@ class DuckDBSink:
 
     def _hold(self, events: list[ChangeEvent]) -> None:
         first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
-        schemas: dict[int, dict[str, Any]] = {}  # readers share one columns dict per table schema
-        docs = []
-        for e in events:
-            columns = schemas.get(id(e.columns))
-            if columns is None:
-                columns = schemas[id(e.columns)] = _columns_document(e.columns)
-            docs.append(dumps(_event_document(e, columns)))
         rows = pa.table(
             {
                 "source": [e.source for e in events],
                 "txid": [e.txid for e in events],
                 "seq": pa.array(range(first + 1, first + 1 + len(events)), pa.int64()),
-                "event": docs,
+                "event": [dumps(_event_document(e)) for e in events],
             }
         )
         self.con.register("_cx_held", rows)
@@ -808,51 +794,34 @@ class DuckDBSink:
             self.con.unregister("_cx_held")
 
     def _hold_frame(self, frame: EventFrame, txid: str) -> None:
-        """`_hold` for a frame: the same documents, built by DuckDB."""
+        """`_hold` for a frame: the same documents (`_event_document`), built by DuckDB."""
         first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
         data = frame.data.append_column("seq", pa.array(range(first + 1, first + 1 + len(frame)), pa.int64()))
+        columns = {
+            n: connect_schema(k if isinstance(k, ColumnType) else of_replica(k)) for n, k in frame.columns.items()
+        }
         with warehouse.registered(self.con, "_cx_held_frame", data):
             self.con.execute(
                 "INSERT INTO cdc.held SELECT $source, $txid, seq, json_object('source', $source, 'table', $table, "
                 "'op', op, 'key', json(coalesce(key, '{}')), 'before', json(before), 'after', json(after), "
-                "'position', position, 'ts_ms', ts_ms, 'partition', coalesce(partition, ''), "
-                "'columns', json($columns)) FROM _cx_held_frame ORDER BY seq",
-                {
-                    "source": frame.source,
-                    "txid": txid,
-                    "table": frame.table,
-                    "columns": dumps(_columns_document(frame.columns)),
-                },
+                "'position', position, 'ts_ms', ts_ms, 'partition', coalesce(partition, ''), 'source_info', "
+                "json('{}'), 'transaction', json_object('id', $txid), 'columns', json($columns)) "
+                "FROM _cx_held_frame ORDER BY seq",
+                {"source": frame.source, "txid": txid, "table": frame.table, "columns": dumps(columns)},
             )
 
-    def _held_frames(self, txid: str, size: int = 20_000) -> Iterable[list[EventFrame]]:
-        """A held transaction's changes, a chunk at a time (memory stays bounded), as frames: per table,
-        runs of changes under one schema, in order. DuckDB reads the held documents; no Python per change."""
+    def _held_chunks(self, txid: str, size: int = 20_000) -> Iterable[list[ChangeEvent]]:
+        """A held transaction's changes in order, a chunk at a time (memory stays bounded)."""
         last = -1
         plans: dict[str, dict[str, ColumnType | str]] = {}
         while True:
-            held = self.con.sql(
-                "SELECT seq, event FROM cdc.held WHERE txid = ? AND seq > ? ORDER BY seq LIMIT ?",
-                params=[txid, last, size],
-            ).to_arrow_table()
-            with warehouse.registered(self.con, "_cx_held_chunk", held):
-                chunk: pa.Table = self.con.sql(_HELD_FRAMES).to_arrow_table()
-            if not chunk.num_rows:
+            rows = self.con.execute(
+                "SELECT seq, event FROM cdc.held WHERE txid = ? AND seq > ? ORDER BY seq LIMIT ?", [txid, last, size]
+            ).fetchall()
+            if not rows:
                 return
-            last = chunk["seq"][-1].as_py()
-            with warehouse.registered(self.con, "_cx_chunk", chunk):
-                runs = self.con.execute(_HELD_RUNS).fetchall()
-            frames: list[EventFrame] = []
-            for source, table, columns_doc, rows in runs:
-                columns = plans.get(columns_doc)
-                if columns is None:
-                    columns = plans[columns_doc] = {
-                        n: field_type(f | {"field": n}) for n, f in orjson.loads(columns_doc).items()
-                    }
-                data = chunk.take(pa.array(rows, pa.int64())).select(FRAME_FIELDS.names).cast(FRAME_FIELDS)
-                key = data["key"][0].as_py()
-                frames.append(EventFrame(source, table, columns, list(orjson.loads(key)) if key else [], data))
-            yield frames
+            last = rows[-1][0]
+            yield [_event_from_document(orjson.loads(doc), plans) for _, doc in rows]
 
     @staticmethod
     def _wanted(events: list[ChangeEvent]) -> dict[str, ColumnType]:
