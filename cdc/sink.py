@@ -159,8 +159,14 @@ def _merge(into: dict[tuple[str, str], _Partition], more: dict[tuple[str, str], 
         mine.highest = max(mine.highest, part.highest)
 
 
+def _columns_document(columns: dict[str, ColumnType | str]) -> dict[str, Any]:
+    """A row schema as Kafka Connect field schemas (what `field_type` reads back)."""
+    return {n: connect_schema(k if isinstance(k, ColumnType) else of_replica(k)) for n, k in columns.items()}
+
+
 def _event_document(event: ChangeEvent) -> dict[str, Any]:
-    columns = {n: connect_schema(k if isinstance(k, ColumnType) else of_replica(k)) for n, k in event.columns.items()}
+    """A change as `cdc.held` keeps it."""
+    columns = _columns_document(event.columns)
     return {
         "source": event.source,
         "table": event.table,
@@ -797,9 +803,7 @@ class DuckDBSink:
         """`_hold` for a frame: the same documents (`_event_document`), built by DuckDB."""
         first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
         data = frame.data.append_column("seq", pa.array(range(first + 1, first + 1 + len(frame)), pa.int64()))
-        columns = {
-            n: connect_schema(k if isinstance(k, ColumnType) else of_replica(k)) for n, k in frame.columns.items()
-        }
+        columns = _columns_document(frame.columns)
         with warehouse.registered(self.con, "_cx_held_frame", data):
             self.con.execute(
                 "INSERT INTO cdc.held SELECT $source, $txid, seq, json_object('source', $source, 'table', $table, "
