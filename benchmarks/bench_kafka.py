@@ -36,8 +36,10 @@ from bench_cdc import bulk_insert, create_bench_tables, peak_mb, wait_for  # noq
 from cdc.binlog import BinlogReader  # noqa: E402
 from cdc.config import KafkaSource, MariaDBSource, PostgresSource, PublishSettings  # noqa: E402
 from cdc.debezium import DebeziumPostgresReader  # noqa: E402
-from cdc.kafka import KafkaPublishSink, KafkaReader  # noqa: E402
+from cdc.events import DebeziumDecoder  # noqa: E402
+from cdc.kafka import Encoder, KafkaPublishSink, KafkaReader  # noqa: E402
 from cdc.runner import Capture  # noqa: E402
+from cdc.sink import Batch, Offset  # noqa: E402
 from coexist.config import Settings  # noqa: E402
 from coexist.sandbox import servers as sandbox  # noqa: E402
 from tests.harness import tansu_broker  # noqa: E402
@@ -237,6 +239,7 @@ def consume_synthetic(n: int, partitions: int, data_dir: Path) -> None:
             results[f"coexist with {client}: consume, decode, apply to DuckDB"] = (rate, peak_mb())
             capture.stop.set()
             thread.join(timeout=60)
+        publish_synthetic(broker, [synthetic_event(i) for i in range(n)])
     table = Table(title=f"consuming {n:,} Debezium JSON events with schemas, {partitions} partitions, one member")
     table.add_column("reader")
     table.add_column("events/s", justify="right")
@@ -250,6 +253,56 @@ def consume_synthetic(n: int, partitions: int, data_dir: Path) -> None:
     ):
         ours = results[f"coexist with {client}: consume, decode, apply to DuckDB"][0]
         console.print(f"coexist with {client} / ({raw}): {ours / results[raw][0]:.2f}")
+
+
+def publish_synthetic(broker: str, messages: list[tuple[bytes, bytes]], batch_size: int = 5000) -> None:
+    """The publisher alone on the synthetic events, decoded as a database reader hands them over
+    (ChangeEvents in batches of 5,000): coexist's transactional sink on each client, next to the raw
+    confluent-kafka producer sending the same bytes (no transaction)."""
+    from confluent_kafka import Producer
+
+    decoder = DebeziumDecoder("bench")
+    events = [e for e in (decoder.decode(k, v) for k, v in messages) if e is not None]
+    batches = [
+        Batch(events=events[i : i + batch_size], offsets=[Offset("bench", "", events[i : i + batch_size][-1].position)])
+        for i in range(0, len(events), batch_size)
+    ]
+    results: dict[str, tuple[float, float]] = {}
+    encoded = [Encoder().encode(e) for e in events]
+    raw = Producer({"bootstrap.servers": broker, "linger.ms": 5, "acks": "all", "partitioner": "murmur2_random"})
+    started = time.perf_counter()
+    for topic, key, value in encoded:
+        while True:
+            try:
+                raw.produce("raw." + topic, key=key, value=value)
+                break
+            except BufferError:
+                raw.poll(0.05)
+    raw.flush()
+    results["confluent-kafka raw producer, the same bytes, no transaction"] = (
+        len(encoded) / (time.perf_counter() - started),
+        peak_mb(),
+    )
+    del encoded, raw
+    for client in ("kafka-python", "confluent-kafka"):
+        sink = KafkaPublishSink(
+            PublishSettings(bootstrap_servers=broker, client=client, transactional_id=f"bench-{client}")  # type: ignore[arg-type]
+        )
+        sink.apply(batches[0])  # topics created, producer connected
+        with console.status(f"publishing {len(events):,} events with {client}"):
+            started = time.perf_counter()
+            for batch in batches[1:]:
+                sink.apply(batch)
+            rate = sum(len(b.events) for b in batches[1:]) / (time.perf_counter() - started)
+        sink.close()
+        results[f"coexist publisher with {client}: encode, one transaction per batch"] = (rate, peak_mb())
+    table = Table(title=f"publishing {len(events):,} events (batches of {batch_size:,}), the publisher alone")
+    table.add_column("producer")
+    table.add_column("events/s", justify="right")
+    table.add_column("peak RSS MB (process)", justify="right")
+    for name, (rate, peak) in results.items():
+        table.add_row(name, f"{rate:,.0f}", f"{peak:,.0f}")
+    console.print(table)
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""confluent-kafka (librdkafka) behind the part of kafka-python's consumer that `KafkaReader` uses.
+"""confluent-kafka (librdkafka) behind the parts of kafka-python's consumer and producer that
+`KafkaReader` and `KafkaPublishSink` use.
 
 librdkafka fetches in its own threads and hands over messages 3 to 4 times faster than kafka-python
 decodes them (`benchmarks/bench_kafka.py`); a source takes it with `client = "confluent-kafka"`.
@@ -8,12 +9,16 @@ kafka-python's `KafkaError`.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
+
+_LOG = logging.getLogger("coexist.kafka.librdkafka")
+"""librdkafka's own log lines (connection losses, retries) go to the service log, not to stderr."""
 
 
 @dataclass(slots=True)
@@ -161,4 +166,79 @@ def consumer_config(
         "fetch.max.bytes": fetch_max_bytes,
         "max.partition.fetch.bytes": max(1 << 20, fetch_max_bytes // 4),
         "enable.partition.eof": False,
+        "logger": _LOG,
     }
+
+
+class ConfluentProducer:
+    """A transactional producer with the part of kafka-python's `KafkaProducer` that
+    `KafkaPublishSink` uses: init/begin/commit/abort a transaction, send, close.
+
+    Keys are partitioned with murmur2, as kafka-python and the Java client do, so a key lands on the
+    same partition whichever client published it (librdkafka's own default is CRC32)."""
+
+    def __init__(self, bootstrap_servers: str, client_id: str, transactional_id: str) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap_servers,
+                "client.id": client_id,
+                "transactional.id": transactional_id,
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "partitioner": "murmur2_random",
+                "queue.buffering.max.messages": 1_000_000,
+                "queue.buffering.max.kbytes": 1 << 20,
+                "logger": _LOG,
+            }
+        )
+        self._failed: str | None = None
+
+    def _call(self, method: str, *args: Any) -> None:
+        from confluent_kafka import KafkaException
+
+        try:
+            getattr(self._producer, method)(*args)
+        except KafkaException as exc:
+            raise KafkaError(str(exc)) from None
+
+    def init_transactions(self) -> None:
+        self._call("init_transactions", 30)
+
+    def begin_transaction(self) -> None:
+        self._failed = None
+        self._call("begin_transaction")
+
+    def _delivered(self, error: Any, message: Any) -> None:
+        if error is not None and self._failed is None:
+            self._failed = str(error)
+
+    def send(self, topic: str, key: bytes | None = None, value: bytes | None = None) -> None:
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=self._delivered)
+                return
+            except BufferError:  # the local queue is full: let librdkafka send some
+                self._producer.poll(0.05)
+
+    def commit_transaction(self) -> None:
+        """Flushes, then commits; a message that failed to deliver fails the commit."""
+        from confluent_kafka import KafkaException
+
+        try:
+            self._producer.flush()
+            if self._failed is not None:
+                raise KafkaError(f"a message was not delivered: {self._failed}")
+            self._producer.commit_transaction(60)
+        except KafkaException as exc:
+            raise KafkaError(str(exc)) from None
+
+    def abort_transaction(self) -> None:
+        self._call("abort_transaction", 30)
+
+    def close(self, timeout: float = 10) -> None:
+        self._producer.flush(timeout)
+        if hasattr(self._producer, "close"):  # confluent-kafka >= 2.13; before, the object just goes
+            self._producer.close()

@@ -175,15 +175,21 @@ class KafkaPublishSink:
         self._topics: set[str] = set(self.admin.list_topics())
         self._ensure_topics([settings.offsets_topic], partitions=1, compact=True)
         self.positions = self._read_positions()
-        self.producer = KafkaProducer(
-            bootstrap_servers=settings.bootstrap_servers,
-            client_id=client_id,
-            transactional_id=settings.transactional_id,
-            enable_idempotence=True,
-            acks="all",
-            linger_ms=5,
-            max_in_flight_requests_per_connection=5,
-        )
+        self.producer: Any
+        if settings.client == "confluent-kafka":
+            self.producer = confluent.ConfluentProducer(
+                settings.bootstrap_servers, client_id, settings.transactional_id
+            )
+        else:
+            self.producer = KafkaProducer(
+                bootstrap_servers=settings.bootstrap_servers,
+                client_id=client_id,
+                transactional_id=settings.transactional_id,
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+                max_in_flight_requests_per_connection=5,
+            )
         self.producer.init_transactions()
 
     def _ensure_topics(self, names: list[str], partitions: int, compact: bool = False) -> None:

@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -222,3 +223,97 @@ def test_the_kafka_client_checks_crcs_in_c() -> None:
     from cdc.kafka import crc_is_slow
 
     assert not crc_is_slow()
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_the_publisher_commits_each_batch_with_its_position_on_either_client(client: str) -> None:
+    """Both producer libraries: one transaction per batch (an aborted one stays invisible), keys on
+    the partition the Java client would choose (murmur2), values that decode to what was published,
+    and the position read back by the next publisher."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.partitioner.default import murmur2
+
+    from cdc.config import PublishSettings
+    from cdc.events import ChangeEvent, DebeziumDecoder, position_key
+    from cdc.kafka import KafkaPublishSink
+    from cdc.sink import Batch, Offset
+
+    columns: dict[str, Any] = {"id": "BIGINT", "name": "VARCHAR", "budget": "DECIMAL(12,2)"}
+    events = [
+        ChangeEvent(
+            "psa",
+            "projects",
+            "c" if i < 40 else "u",
+            {"id": i % 40},
+            None,
+            {"id": i % 40, "name": f'Ünïcode "{i}" \\ {"x" * (i % 7)}', "budget": f"{i * 1000}.5{i % 10}"},
+            position_key(1, i),
+            1_700_000_000_000 + i,
+            source_info={"schema": "public"},
+            columns=columns,
+        )
+        for i in range(60)
+    ]
+    with tansu_broker() as broker:
+        settings = PublishSettings(bootstrap_servers=broker, client=client, partitions=3)  # type: ignore[arg-type]
+        sink = KafkaPublishSink(settings)
+        assert sink.offset("psa") is None
+        assert sink.apply(Batch(events=events[:30], offsets=[Offset("psa", "", events[29].position)])).applied == 30
+        sink.producer.begin_transaction()
+        sink.producer.send("psa.public.projects", key=b'{"id":999}', value=b'{"aborted": true}')
+        sink.producer.abort_transaction()
+        assert sink.apply(Batch(events=events[30:], offsets=[Offset("psa", "", events[-1].position)])).applied == 30
+        sink.close()
+
+        again = KafkaPublishSink(settings)
+        stored = again.offset("psa")
+        again.close()
+        assert stored is not None and stored["position"] == events[-1].position
+
+        consumer = KafkaConsumer(
+            bootstrap_servers=broker,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+        )
+        parts = [TopicPartition("psa.public.projects", p) for p in range(3)]
+        consumer.assign(parts)
+        received: list[Any] = []
+        deadline = time.monotonic() + 30
+        while len(received) < 60 and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                received.extend(records)
+        time.sleep(1)
+        received.extend(r for records in consumer.poll(timeout_ms=1000).values() for r in records)
+        consumer.close()
+
+    assert len(received) == 60
+    decoder = DebeziumDecoder("psa")
+    by_position = {e.position: e for e in events}
+    seen = set()
+    for record in received:
+        assert record.partition == (murmur2(record.key) & 0x7FFFFFFF) % 3
+        event = decoder.decode(record.key, record.value)
+        assert event is not None
+        published = by_position[event.source_info["coexist_position"]]
+        seen.add(published.position)
+        assert (event.op, event.key, event.after, event.ts_ms) == (
+            published.op,
+            published.key,
+            published.after,
+            published.ts_ms,
+        )
+        assert {name: kind.replica for name, kind in event.columns.items()} == {
+            "id": "BIGINT",
+            "name": "VARCHAR",
+            "budget": "DECIMAL(12,2)",
+        }
+    assert len(seen) == 60
+    by_partition: dict[int, list[str]] = {}
+    for record in received:
+        by_partition.setdefault(record.partition, []).append(_published_position(record.value))
+    assert all(positions == sorted(positions) for positions in by_partition.values())
+
+
+def _published_position(value: bytes) -> str:
+    return str(json.loads(value)["payload"]["source"]["coexist_position"])
