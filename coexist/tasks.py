@@ -20,7 +20,7 @@ from masterdata import train
 from masterdata.check import check
 from masterdata.model import Entity
 from masterdata.resolve import DDL as MDM_DDL
-from masterdata.resolve import Resolver, ResolveResult, candidate_rules
+from masterdata.resolve import Resolver, ResolveResult, training_pairs
 from masterdata.train import Model
 from reconcile.engine import Engine, RunResult
 
@@ -114,7 +114,7 @@ def train_masterdata(
         entity = entities[name]
         records = resolver.input_table(entity)
         try:
-            model = train.train(con, name, entity, records, candidate_rules(entity, records), from_labels=from_labels)
+            model = train.train(con, name, entity, records, training_pairs(entity, records), from_labels=from_labels)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         return entity, model

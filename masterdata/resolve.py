@@ -79,12 +79,15 @@ def source_union(entity: Entity) -> str:
     )
 
 
-def input_select(entity: Entity) -> str:
+def input_select(entity: Entity, keyed: bool = True) -> str:
     """The standardised input: rid, the sources' columns, standardised columns, a row hash, and for each
     term-frequency column its value's frequency `tf_<c>` and `etf_<c>`, how many records a shared value
     usually has: the median frequency of the values held by more than one record (about one record
     per source and duplicate of an entity, whatever a few generic values hold, which dominate any
-    mean; and 2, not 1, in a one-source dedupe, whose shared values are its duplicates)."""
+    mean; and 2, not 1, in a one-source dedupe, whose shared values are its duplicates).
+
+    `keyed`: with the run's own columns (`internal_columns`): `_rn`, numbered in rid order, and each
+    blocking rule's keys `_k<rule>_<n>` and block size `_bs<rule>` (NULL where a key is empty)."""
     std = ", ".join(f"{expr} AS {col}" for col, expr in entity.standardise.items())
     tf_cols = sorted({lvl.tf for c in entity.comparisons for lvl in c.levels if lvl.tf})
     tf = "".join(f", count(*) OVER (PARTITION BY {c}) AS tf_{c}" for c in tf_cols)
@@ -99,42 +102,90 @@ def input_select(entity: Entity) -> str:
              h AS (SELECT source_system || ':' || source_id AS rid, *{tf},
                           md5(CAST(struct_pack(*COLUMNS(lambda c: c <> 'updated_at')) AS VARCHAR)) AS row_hash
                    FROM s){shared}
-        SELECT * FROM h{joins}"""
+        SELECT *{_keys(entity) if keyed else ""} FROM h{joins}"""
 
 
-def candidates_sql(entity: Entity, table: str, only: str | None = None) -> str:
-    """Candidate pairs (l_rid < r_rid): deterministic rules' blocks and the blocking rules' blocks.
+def _keys(entity: Entity) -> str:
+    keys = "".join(
+        f", {expr} AS {n}"
+        for j, block in enumerate(entity.blocking)
+        for n, expr in zip(_key_names(j, block), block, strict=True)
+    )
+    nonempty = [" AND ".join(f"coalesce(CAST({e} AS VARCHAR), '') <> ''" for e in block) for block in entity.blocking]
+    sizes = "".join(
+        f", CASE WHEN {ok} THEN count(*) OVER (PARTITION BY {', '.join(block)}) END AS _bs{j}"
+        for j, (block, ok) in enumerate(zip(entity.blocking, nonempty, strict=True))
+    )
+    return f", row_number() OVER (ORDER BY rid) AS _rn{keys}{sizes}"
 
-    `only`: a table of rids; pairs with neither side in it are left out (an incremental run)."""
-    # No rules: every record alone.
-    empty = "SELECT NULL::VARCHAR AS l_rid, NULL::VARCHAR AS r_rid WHERE false"
-    return " UNION ".join(candidate_rules(entity, table, only)) or empty
+
+def internal_columns(entity: Entity) -> list[str]:
+    """The keyed input's columns that are the run's own, not the records' (left out of `mdm.input_<entity>`)."""
+    keys = [n for j, block in enumerate(entity.blocking) for n in _key_names(j, block)]
+    return ["_rn", *keys, *(f"_bs{j}" for j in range(len(entity.blocking)))]
+
+
+def candidates_sql(entity: Entity, table: str, select: str, only: str | None = None) -> str:
+    """`select` (over l and r, two rows of the keyed input `table`) for every candidate pair: each rule's
+    pairs, the deterministic rules' then the blocking rules', one after the other (no pair twice)."""
+    rules = candidate_rules(entity, table, only)
+    if not rules:  # no rules: every record alone
+        return f"SELECT {select} FROM {table} l, {table} r WHERE false"
+    return " UNION ALL ".join(f"SELECT {select} FROM {rule}" for rule in rules)
+
+
+def rule_bits(entity: Entity) -> str:
+    """A candidate pair's rules as SQL: a bit per rule that finds it (`candidate_rules` order)."""
+    count = len(entity.deterministic) + len(entity.blocking)
+    kind = "BIGINT" if count < 63 else "HUGEINT"
+    return " + ".join(f"CASE WHEN {_finds(entity, i)} THEN {1 << i}::{kind} ELSE 0 END" for i in range(count)) or "0"
+
+
+def _key_names(j: int, block: list[str]) -> list[str]:
+    return [f"_k{j}_{i}" for i in range(len(block))]
+
+
+def _finds(entity: Entity, rule: int) -> str:
+    """Whether rule number `rule` (`candidate_rules` order) pairs l and r (rows of the keyed input)."""
+    if rule < len(entity.deterministic):
+        det = entity.deterministic[rule]
+        return "coalesce(" + " AND ".join([f"l.{c} = r.{c}" for c in det.block] + [f"({det.condition})"]) + ", false)"
+    j = rule - len(entity.deterministic)
+    same = " AND ".join(f"l.{n} = r.{n}" for n in _key_names(j, entity.blocking[j]))
+    return f"coalesce({same} AND l._bs{j} <= {entity.max_block_size}, false)"
+
+
+def training_pairs(entity: Entity, table: str) -> str:
+    """Every candidate pair as (`l_rn`, `r_rn`, `rules`), what `train.train` samples."""
+    return f"({candidates_sql(entity, table, f'l._rn AS l_rn, r._rn AS r_rn, {rule_bits(entity)} AS rules')})"
 
 
 def candidate_rules(entity: Entity, table: str, only: str | None = None) -> list[str]:
-    """Each rule's candidate pairs: the deterministic rules', then the blocking rules'."""
-    restrict = f" AND (l.rid IN (SELECT rid FROM {only}) OR r.rid IN (SELECT rid FROM {only}))" if only else ""
-    candidates = []
-    for rule in entity.deterministic:
-        on = " AND ".join(f"l.{c} = r.{c}" for c in rule.block)
-        candidates.append(
-            f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {table} l JOIN {table} r ON {on} "
-            f"AND l.rid < r.rid WHERE {rule.condition}{restrict}"
-        )
-    for block in entity.blocking:
-        keys = ", ".join(f"{expr} AS _b{i}" for i, expr in enumerate(block))
-        nonempty = " AND ".join(f"coalesce(CAST({expr} AS VARCHAR), '') <> ''" for expr in block)
-        # Generic values make huge blocks: past max_block_size they are left to the deterministic rules.
-        blocked = (
-            f"(SELECT rid, {keys}, count(*) OVER (PARTITION BY {', '.join(block)}) AS _bs "
-            f"FROM {table} WHERE {nonempty})"
-        )
-        on = " AND ".join(f"l._b{i} = r._b{i}" for i in range(len(block)))
-        candidates.append(
-            f"SELECT l.rid AS l_rid, r.rid AS r_rid FROM {blocked} l JOIN {blocked} r ON {on} AND l.rid < r.rid "
-            f"WHERE l._bs <= {entity.max_block_size}{restrict}"
-        )
-    return candidates
+    """Each rule's candidate pairs as a FROM clause over the keyed input `table`, aliased l and r: the
+    deterministic rules', then the blocking rules'. As in Splink, a rule leaves out the pairs an
+    earlier rule found, so every pair comes once and no pass removes duplicates.
+
+    `only`: a table of rids; pairs with neither side in it are left out (an incremental run). Blocks
+    are cut to those holding a changed record before the self-join, so an incremental run pairs only
+    what it needs."""
+    changed = f"(SELECT rid FROM {only})" if only else ""
+    restrict = f" AND (l.rid IN {changed} OR r.rid IN {changed})" if only else ""
+    blocks: list[list[str]] = [d.block for d in entity.deterministic]
+    blocks += [_key_names(j, block) for j, block in enumerate(entity.blocking)]
+    sizes = [""] * len(entity.deterministic) + [
+        f" AND l._bs{j} <= {entity.max_block_size}" for j in range(len(entity.blocking))
+    ]
+    rules = []
+    for i, (columns, size) in enumerate(zip(blocks, sizes, strict=True)):
+        side = table
+        if only:
+            near = f"SELECT DISTINCT {', '.join(columns)} FROM {table} WHERE rid IN {changed}"
+            side = f"(SELECT * FROM {table} SEMI JOIN ({near}) USING ({', '.join(columns)}))"
+        on = " AND ".join(f"l.{c} = r.{c}" for c in columns)
+        earlier = "".join(f" AND NOT {_finds(entity, k)}" for k in range(i))
+        condition = f" AND ({entity.deterministic[i].condition})" if i < len(entity.deterministic) else ""
+        rules.append(f"{side} l JOIN {side} r ON {on} AND l._rn < r._rn WHERE TRUE{condition}{size}{earlier}{restrict}")
+    return rules
 
 
 def thresholds(entity: Entity, model: Model | None) -> tuple[float, float]:
@@ -168,11 +219,12 @@ def level_weight(entity: Entity, comparison: int, level: int, model: Model | Non
         )
     if not spec.tf or weight <= 0 or entity.tf_weight == 0:
         return repr(weight)
-    tf = spec.tf
-    return (
-        f"greatest(0.0, {weight!r} + {entity.tf_weight!r} * "
-        f"least(0.0, log2(l.etf_{tf} / greatest(l.tf_{tf}, r.tf_{tf}))))"
-    )
+    return f"greatest(0.0, {weight!r} + {entity.tf_weight!r} * _tf_{spec.tf})"
+
+
+def tf_discount(column: str) -> str:
+    """A pair's term-frequency discount on `column` (log2, at most 0), `_tf_<column>` in scoring."""
+    return f"least(0.0, log2(l.etf_{column} / greatest(l.tf_{column}, r.tf_{column})))"
 
 
 class Resolver:
@@ -195,38 +247,45 @@ class Resolver:
         self.con.execute(f"CREATE OR REPLACE TEMP TABLE {table} AS {input_select(entity)}")
         return table
 
-    def _pairs(self, name: str, entity: Entity, table: str, only: str | None, model: Model | None) -> None:
-        """Deterministic and blocked candidate pairs, scored, into `_mdm_pairs`."""
-        candidates = candidates_sql(entity, table, only)
+    def _pairs(self, entity: Entity, table: str, only: str | None, model: Model | None) -> None:
+        """Candidate pairs scored into `_mdm_pairs` (what can matter: deterministic links and scores from
+        the review threshold up), with their per-field evidence, in one pass over the rules' pairs.
+
+        Each level's condition is a column of one projection, so DuckDB computes an expression that
+        several levels share (a Jaro-Winkler similarity tested against two thresholds) once per pair;
+        the level a pair falls into, its weight and its evidence label then come from that. Unlike a
+        CASE, a later level's condition is evaluated even where an earlier one holds: it must not
+        fail there (DuckDB's functions give NULL for NULL input)."""
         det_case = " ".join(f"WHEN {rule.condition} THEN {literal(rule.name)}" for rule in entity.deterministic)
-        score_terms = [repr(model.prior_weight)] if model is not None else []
-        evidence = []
+        conditions, levels, scores, evidence = [], [], [], []
         for i, comparison in enumerate(entity.comparisons):
-            whens = [
-                (level.when, level_weight(entity, i, k, model), level.label)
-                for k, level in enumerate(comparison.levels)
-            ]
-            otherwise = repr(model.weight(comparison.name, len(comparison.levels))) if model is not None else "0"
-            score_terms.append(
-                "CASE " + " ".join(f"WHEN {w} THEN {wt}" for w, wt, _ in whens) + f" ELSE {otherwise} END"
+            conditions += [f"({level.when}) AS _w{i}_{k}" for k, level in enumerate(comparison.levels)]
+            n = len(comparison.levels)
+            levels.append("CASE " + " ".join(f"WHEN _w{i}_{k} THEN {k}" for k in range(n)) + f" ELSE {n} END AS _g{i}")
+            otherwise = repr(model.weight(comparison.name, n)) if model is not None else "0"
+            scores.append(
+                f"CASE _g{i} "
+                + " ".join(f"WHEN {k} THEN {level_weight(entity, i, k, model)}" for k in range(n))
+                + f" ELSE {otherwise} END"
             )
-            evidence.append(
-                f"{literal(comparison.name)}, CASE "
-                + " ".join(f"WHEN {w} THEN {literal(lb)}" for w, _, lb in whens)
-                + " END"
-            )
-        score = " + ".join(score_terms) or "0"
+            labels = " ".join(f"WHEN {k} THEN {literal(level.label)}" for k, level in enumerate(comparison.levels))
+            evidence.append(f"{literal(comparison.name)}, CASE _g{i} {labels} END")
+        tf_cols = sorted({lv.tf for c in entity.comparisons for lv in c.levels if lv.tf})
+        discounts = "".join(f", {tf_discount(c)} AS _tf_{c}" for c in tf_cols)
+        score = " + ".join(([repr(model.prior_weight)] if model is not None else []) + scores) or "0"
         review = thresholds(entity, model)[1]
-        # Score every candidate, keep what can matter, and only then spell out the per-field evidence.
+        pair = (
+            f"l.rid AS l_rid, r.rid AS r_rid, {('CASE ' + det_case + ' END') if det_case else 'NULL::VARCHAR'} "
+            f"AS det_rule{''.join(', ' + c for c in conditions)}{discounts}"
+        )
         self.con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _mdm_pairs AS
-            WITH c AS ({candidates}),
-                 scored AS (SELECT c.l_rid, c.r_rid, {("CASE " + det_case + " END") if det_case else "NULL"} AS det_rule,
-                                   {score} AS score
-                            FROM c JOIN {table} l ON l.rid = c.l_rid JOIN {table} r ON r.rid = c.r_rid)
-            SELECT s.*, json_object({", ".join(evidence)}) AS evidence
-            FROM scored s JOIN {table} l ON l.rid = s.l_rid JOIN {table} r ON r.rid = s.r_rid
-            WHERE s.det_rule IS NOT NULL OR s.score >= {review}""")
+            WITH v AS ({candidates_sql(entity, table, pair, only)}),
+                 g AS (SELECT *{"".join(", " + lv for lv in levels)} FROM v),
+                 s AS (SELECT *, {score} AS score FROM g)
+            SELECT l_rid, r_rid, det_rule, score,
+                   {f"json_object({', '.join(evidence)})" if evidence else "NULL::JSON"} AS evidence
+            FROM s WHERE det_rule IS NOT NULL OR score >= {review}""")
 
     def _components(self, name: str) -> None:
         """Connected components of `_mdm_edges` over `mdm.input_<name>`: label = smallest rid in the cluster."""
@@ -367,12 +426,14 @@ class Resolver:
                 self._log_run(result, now)
                 return result
         model = train.load(con, name, entity)
-        if model is None and train.needs_training(entity):
-            model = train.train(con, name, entity, table, candidate_rules(entity, table))
-        self._pairs(name, entity, table, only, model)
+        if model is None and train.needs_training(entity):  # from every pair, not only the changed ones'
+            model = train.train(con, name, entity, table, training_pairs(entity, table))
+        self._pairs(entity, table, only, model)
         match, review = thresholds(entity, model)
         with transaction(con):
-            con.execute(f"CREATE OR REPLACE TABLE mdm.input_{name} AS SELECT * FROM {table}")
+            con.execute(
+                f"CREATE OR REPLACE TABLE mdm.input_{name} AS SELECT * EXCLUDE ({', '.join(internal_columns(entity))}) FROM {table}"
+            )
             if only:
                 con.execute(
                     f"DELETE FROM mdm.match_pairs WHERE entity = ? AND (l_rid IN (SELECT rid FROM {only}) "

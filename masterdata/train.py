@@ -112,13 +112,13 @@ def train(
     name: str,
     entity: Entity,
     records: str,
-    rules: list[str],
+    candidates: str,
     seed: int = 7,
     from_labels: bool = False,
 ) -> Model:
-    """Estimate u from random pairs of `records`, m by EM over each rule's candidate pairs (`rules`:
-    the deterministic rules' then the blocking rules', as `resolve.candidate_rules` gives them), and λ
-    over all candidates.
+    """Estimate u from random pairs of `records`, m by EM over each rule's candidate pairs
+    (`candidates`: a relation of `l_rn`, `r_rn` and a bit per rule that finds the pair, the deterministic
+    rules' then the blocking rules', as `resolve.training_pairs` gives it), and λ over all candidates.
 
     As in Splink, a rule's pairs say nothing about the comparisons on the columns it blocks on or
     tests (they agree by construction): each rule's EM leaves those out, and a comparison's m is the
@@ -134,36 +134,26 @@ def train(
     group = ", ".join(f"g{i}" for i in range(len(gammas)))
     total = con.execute(f"SELECT count(*) FROM {records}").fetchall()[0][0]
     side = max(2, min(total, int(math.sqrt(t.random_pairs)) + 1))
+    # Records drawn by a hash of their rid: the same records whatever order the table holds them in.
     con.execute(f"SELECT setseed({(seed % 1000) / 1000})")
     random_rows = con.execute(f"""
-        WITH l AS (SELECT * FROM {records} ORDER BY random() LIMIT {side}),
-             r AS (SELECT * FROM {records} ORDER BY random() LIMIT {side})
+        WITH l AS (SELECT * FROM {records} ORDER BY hash(rid, {seed}), rid LIMIT {side}),
+             r AS (SELECT * FROM {records} ORDER BY hash(rid, {seed + 1}), rid LIMIT {side})
         SELECT {group}, count(*) FROM (SELECT {cols} FROM l, r WHERE l.rid <> r.rid) GROUP BY ALL""").fetchall()
 
     sizes = [len(c.levels) + 1 for c in entity.comparisons]
     nulls = [[lv.null for lv in c.levels] + [False] for c in entity.comparisons]
     u = _level_shares(random_rows, sizes, nulls)
-    # One pass over the candidates: each pair with the rules that found it (a bit each) and its
-    # comparison vector, sampled down to max_training_pairs; every rule's share is a filter of it.
-    tagged = " UNION ALL ".join(
-        f"SELECT l_rid, r_rid, {1 << i}::HUGEINT AS bit FROM ({r})" for i, r in enumerate(rules)
-    )
-    vectors: list[tuple[int, ...]] = []
-    candidate_pairs = 0
-    if rules:
-        con.execute(
-            f"CREATE OR REPLACE TEMP TABLE _mdm_training AS SELECT l_rid, r_rid, bit_or(bit) AS rules FROM ({tagged}) "
-            "GROUP BY ALL"
-        )
-        candidate_pairs = con.execute("SELECT count(*) FROM _mdm_training").fetchall()[0][0]
-        fraction = min(1.0, t.max_training_pairs / max(candidate_pairs, 1))
-        sample = f"WHERE random() < {fraction}" if fraction < 1.0 else ""
-        vectors = con.execute(f"""
-            SELECT {group}, rules, count(*) FROM (
-                SELECT {cols}, c.rules FROM (SELECT * FROM _mdm_training {sample}) c
-                JOIN {records} l ON l.rid = c.l_rid JOIN {records} r ON r.rid = c.r_rid)
-            GROUP BY ALL""").fetchall()
-        con.execute("DROP TABLE _mdm_training")
+    # Each candidate pair carries the rules that found it (a bit each) and is sampled down to
+    # max_training_pairs; every rule's share is a filter of that one sample.
+    candidate_pairs = con.execute(f"SELECT count(*) FROM {candidates}").fetchall()[0][0]
+    fraction = min(1.0, t.max_training_pairs / max(candidate_pairs, 1))
+    sample = f"WHERE hash(l_rn, r_rn, {seed}) % 1000000 < {fraction * 1_000_000}" if fraction < 1.0 else ""
+    vectors: list[tuple[int, ...]] = con.execute(f"""
+        SELECT {group}, rules, count(*) FROM (
+            SELECT {cols}, c.rules FROM (SELECT * FROM {candidates} {sample}) c
+            JOIN {records} l ON l._rn = c.l_rn JOIN {records} r ON r._rn = c.r_rn)
+        GROUP BY ALL""").fetchall()
     everything = [(*row[:-2], row[-1]) for row in vectors]
     blocked_on = [_rule_columns(d.condition + " " + " ".join(d.block)) for d in entity.deterministic]
     blocked_on += [_rule_columns(" ".join(block)) for block in entity.blocking]

@@ -203,7 +203,14 @@ def test_evaluate_and_a_batch_of_decisions_in_one_incremental_run(tmp_path: Path
     xref = {
         r["source_id"]: r["golden_id"]
         for r in json.loads(
-            cli(tmp_path, "query", "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'", "--json").stdout
+            cli(
+                tmp_path,
+                "query",
+                "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'",
+                "--json",
+                "--limit",
+                "0",
+            ).stdout
         )
     }
     by_golden: dict[str, list[str]] = {}
@@ -221,7 +228,14 @@ def test_evaluate_and_a_batch_of_decisions_in_one_incremental_run(tmp_path: Path
     after = {
         r["source_id"]: r["golden_id"]
         for r in json.loads(
-            cli(tmp_path, "query", "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'", "--json").stdout
+            cli(
+                tmp_path,
+                "query",
+                "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'",
+                "--json",
+                "--limit",
+                "0",
+            ).stdout
         )
     }
     assert after[pair[0]] != after[pair[1]] and after[loners[0]] == after[loners[1]]
