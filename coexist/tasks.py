@@ -16,11 +16,10 @@ from coexist.analyst import snapshot, views
 from coexist.config import Settings
 from core import warehouse
 from core.errors import ConfigError, TerminalError, UsageError
-from masterdata import train
 from masterdata.check import check
 from masterdata.model import Entity
 from masterdata.resolve import DDL as MDM_DDL
-from masterdata.resolve import Resolver, ResolveResult, training_pairs
+from masterdata.resolve import Resolver, ResolveResult, train_entity
 from masterdata.train import Model
 from reconcile.engine import Engine, RunResult
 
@@ -114,7 +113,7 @@ def train_masterdata(
         entity = entities[name]
         records = resolver.input_table(entity)
         try:
-            model = train.train(con, name, entity, records, training_pairs(entity, records), from_labels=from_labels)
+            model = train_entity(con, name, entity, records, from_labels=from_labels)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         return entity, model

@@ -155,9 +155,39 @@ def _finds(entity: Entity, rule: int) -> str:
     return f"coalesce({same} AND l._bs{j} <= {entity.max_block_size}, false)"
 
 
-def training_pairs(entity: Entity, table: str) -> str:
-    """Every candidate pair as (`l_rn`, `r_rn`, `rules`), what `train.train` samples."""
-    return f"({candidates_sql(entity, table, f'l._rn AS l_rn, r._rn AS r_rn, {rule_bits(entity)} AS rules')})"
+def train_entity(
+    con: duckdb.DuckDBPyConnection, name: str, entity: Entity, table: str, from_labels: bool = False
+) -> Model:
+    """`train.train` over the candidate pairs of the keyed input `table`."""
+    return train.train(
+        con,
+        name,
+        entity,
+        table,
+        lambda select: candidates_sql(entity, table, select),
+        rule_bits(entity),
+        pair_bound(con, entity, table),
+        from_labels=from_labels,
+    )
+
+
+def pair_bound(con: duckdb.DuckDBPyConnection, entity: Entity, table: str) -> int:
+    """At least as many pairs as the rules find (each rule's blocks counted whole, overlaps twice), from
+    block sizes alone: no pair is made."""
+    terms = [
+        f"coalesce(sum(_bs{j} - 1) FILTER (WHERE _bs{j} <= {entity.max_block_size}), 0) / 2"
+        for j in range(len(entity.blocking))
+    ]
+    for det in entity.deterministic:
+        keys = ", ".join(det.block)
+        present = " AND ".join(f"{c} IS NOT NULL" for c in det.block)
+        terms.append(
+            f"(SELECT coalesce(sum(n * (n - 1) / 2), 0) FROM (SELECT count(*) AS n FROM {table} "
+            f"WHERE {present} GROUP BY {keys}))"
+        )
+    if not terms:
+        return 0
+    return int(con.execute(f"SELECT {' + '.join(terms)} FROM {table}").fetchall()[0][0])
 
 
 def candidate_rules(entity: Entity, table: str, only: str | None = None) -> list[str]:
@@ -427,7 +457,7 @@ class Resolver:
                 return result
         model = train.load(con, name, entity)
         if model is None and train.needs_training(entity):  # from every pair, not only the changed ones'
-            model = train.train(con, name, entity, table, training_pairs(entity, table))
+            model = train_entity(con, name, entity, table)
         self._pairs(entity, table, only, model)
         match, review = thresholds(entity, model)
         with transaction(con):

@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import duckdb
@@ -112,13 +113,16 @@ def train(
     name: str,
     entity: Entity,
     records: str,
-    candidates: str,
+    pairs: Callable[[str], str],
+    bits: str,
+    pair_bound: int,
     seed: int = 7,
     from_labels: bool = False,
 ) -> Model:
-    """Estimate u from random pairs of `records`, m by EM over each rule's candidate pairs
-    (`candidates`: a relation of `l_rn`, `r_rn` and a bit per rule that finds the pair, the deterministic
-    rules' then the blocking rules', as `resolve.training_pairs` gives it), and λ over all candidates.
+    """Estimate u from random pairs of `records`, m by EM over each rule's candidate pairs, and λ over
+    all candidates. `pairs(select)`: SQL selecting `select` (over l and r) for every candidate pair;
+    `bits`: which rules find a pair (a bit each: the deterministic rules' then the blocking rules');
+    `pair_bound`: at least how many candidate pairs there are (sets the sampling rate).
 
     As in Splink, a rule's pairs say nothing about the comparisons on the columns it blocks on or
     tests (they agree by construction): each rule's EM leaves those out, and a comparison's m is the
@@ -144,16 +148,17 @@ def train(
     sizes = [len(c.levels) + 1 for c in entity.comparisons]
     nulls = [[lv.null for lv in c.levels] + [False] for c in entity.comparisons]
     u = _level_shares(random_rows, sizes, nulls)
-    # Each candidate pair carries the rules that found it (a bit each) and is sampled down to
-    # max_training_pairs; every rule's share is a filter of that one sample.
-    candidate_pairs = con.execute(f"SELECT count(*) FROM {candidates}").fetchall()[0][0]
-    fraction = min(1.0, t.max_training_pairs / max(candidate_pairs, 1))
-    sample = f"WHERE hash(l_rn, r_rn, {seed}) % 1000000 < {fraction * 1_000_000}" if fraction < 1.0 else ""
-    vectors: list[tuple[int, ...]] = con.execute(f"""
-        SELECT {group}, rules, count(*) FROM (
-            SELECT {cols}, c.rules FROM (SELECT * FROM {candidates} {sample}) c
-            JOIN {records} l ON l._rn = c.l_rn JOIN {records} r ON r._rn = c.r_rn)
+    # One pass over the candidate pairs: each is counted, and a sample of about max_training_pairs
+    # (drawn by a hash of the pair) gets its comparison vector and its rules (a bit each that finds
+    # it); every rule's share is a filter of that one sample.
+    fraction = min(1.0, t.max_training_pairs / max(pair_bound, 1))
+    drawn = f"hash(l._rn, r._rn, {seed}) % 1000000 < {fraction * 1_000_000}" if fraction < 1.0 else "TRUE"
+    sampled = ", ".join(f"CASE WHEN {drawn} THEN {g} END AS g{i}" for i, g in enumerate(gammas))
+    counted = con.execute(f"""
+        SELECT {group}, rules, count(*) FROM ({pairs(f"{sampled}, CASE WHEN {drawn} THEN {bits} END AS rules")})
         GROUP BY ALL""").fetchall()
+    vectors: list[tuple[int, ...]] = [row for row in counted if row[-2] is not None]
+    candidate_pairs = sum(row[-1] for row in counted)
     everything = [(*row[:-2], row[-1]) for row in vectors]
     blocked_on = [_rule_columns(d.condition + " " + " ".join(d.block)) for d in entity.deterministic]
     blocked_on += [_rule_columns(" ".join(block)) for block in entity.blocking]
