@@ -35,7 +35,7 @@ def check(con: duckdb.DuckDBPyConnection, name: str, entity: Entity) -> list[str
             problems.append(f"{key}.standardise.{col}: {error}")
     if problems:
         return problems
-    records = f"WITH i AS ({input_select(entity, keyed=False)}) "
+    records = f"WITH i AS ({input_select(entity)}) "
     pair = f"{records}SELECT {{}} FROM i l, i r"
     fragments: list[tuple[str, str]] = []
     for n, rule in enumerate(entity.deterministic):

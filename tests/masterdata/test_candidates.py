@@ -9,7 +9,7 @@ import duckdb
 import pytest
 
 from masterdata.model import Entity
-from masterdata.resolve import Resolver, candidates_sql, input_select, rule_bits
+from masterdata.resolve import Resolver, candidates_sql, keyed_input, rule_bits
 
 ENTITY = {
     "id_prefix": "P",
@@ -67,7 +67,7 @@ def test_every_rule_pair_comes_once_with_the_rules_that_find_it(seed: int) -> No
     people(con, seed)
     entity = Entity.model_validate(ENTITY)
     Resolver(con)  # the macros
-    con.execute(f"CREATE TABLE keyed AS {input_select(entity)}")
+    keyed_input(con, entity, "keyed")
     got = con.execute(f"SELECT * FROM ({candidates_sql(entity, 'keyed', 'l.rid AS l_rid, r.rid AS r_rid')})").fetchall()
     pairs = [(a, b) for a, b in got]
     assert len(pairs) == len(set(pairs)) > 0
