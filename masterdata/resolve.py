@@ -416,7 +416,7 @@ class Resolver:
         if frequent:
             freq = ", ".join(f"count(*) OVER (PARTITION BY golden_id, {c}) AS _freq_{c}" for c in frequent)
             base = f"(SELECT *, {freq} FROM {base})"
-        selects = []
+        selects, fields = [], []
         for rule in entity.survivorship:
             col = rule.field
             if rule.rule == "source_priority":
@@ -429,13 +429,17 @@ class Resolver:
             else:
                 order = f"-_freq_{col}"
             present = f"{col} IS NOT NULL AND CAST({col} AS VARCHAR) <> ''"
-            selects.append(f"arg_min({col}, ({order}, rid)) FILTER (WHERE {present}) AS {col}")
-            selects.append(f"arg_min(rid, ({order}, rid)) FILTER (WHERE {present}) AS {col}_source")
+            # The value and its record in one aggregate (two took half as long again).
+            selects.append(
+                f"arg_min(struct_pack(v := {col}, s := rid), ({order}, rid)) FILTER (WHERE {present}) AS _{col}"
+            )
+            fields.append(f"_{col}.v AS {col}, _{col}.s AS {col}_source")
         self.con.execute(f"""
             CREATE OR REPLACE TABLE mdm.golden_{name} AS
-            SELECT golden_id, {"".join(f"{c}, " for c in selects)}count(*) AS members, list(rid ORDER BY rid) AS member_records,
-                   {literal(run_id)} AS run_id
-            FROM {base} b GROUP BY golden_id""")
+            SELECT golden_id, {"".join(f"{c}, " for c in fields)}members, member_records, {literal(run_id)} AS run_id
+            FROM (SELECT golden_id, {"".join(f"{c}, " for c in selects)}count(*) AS members,
+                         list(rid ORDER BY rid) AS member_records
+                  FROM {base} b GROUP BY golden_id)""")
 
     # ------------------------------------------------------------ the run
 
