@@ -80,8 +80,19 @@ def snapshot_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
         con.close()
 
 
+def _rows_apart(state: sandbox.SandboxState, snap: Path) -> str:
+    """Which rows of rs_busy the snapshot holds differently from the source (for a failure's message)."""
+    with sandbox.pg_app_connect(state) as pg:
+        source = {r[0]: r[1] for r in pg.execute("SELECT id, v FROM rs_busy").fetchall()}
+    replica = {r[0]: r[1] for r in snapshot_rows(snap, "SELECT id, v FROM replica_psa.rs_busy")}
+    missing = sorted(set(source) - set(replica))
+    extra = sorted(set(replica) - set(source))
+    different = sorted(k for k in set(source) & set(replica) if source[k] != replica[k])
+    return f"missing {missing[:20]} ({len(missing)}), extra {extra[:20]} ({len(extra)}), different {different[:20]} ({len(different)})"
+
+
 def _resnapshot_through_http(
-    state: sandbox.ServerState, url: str, snap: Path, proc: subprocess.Popen[str]
+    state: sandbox.SandboxState, url: str, snap: Path, proc: subprocess.Popen[str]
 ) -> dict[str, Any]:
     """Re-snapshot a table through the service's HTTP endpoint while a writer changes it; returns
     the request's outcome and how many reconciliations ran meanwhile."""
@@ -131,7 +142,16 @@ def _resnapshot_through_http(
     with sandbox.pg_app_connect(state) as pg:
         at_source = pg.execute("SELECT count(*), sum(v) FROM rs_busy").fetchone()
     sums = "SELECT count(*), sum(v) FROM replica_psa.rs_busy"
-    wait_for("the writes to reach the snapshot", lambda: tuple(snapshot_rows(snap, sums)[0]) == at_source, 60, proc)
+    # The writer may have run well ahead of capture on a busy machine: the wait is for the backlog.
+    try:
+        wait_for(
+            "the writes to reach the snapshot", lambda: tuple(snapshot_rows(snap, sums)[0]) == at_source, 180, proc
+        )
+    except AssertionError as exc:
+        apart = _rows_apart(state, snap)
+        raise AssertionError(
+            f"{exc}: source {at_source}, snapshot {snapshot_rows(snap, sums)[0]} after {writes[0]} writes; {apart}"
+        ) from None
     runs_during = wait_for("a reconciliation after the swap", lambda: snapshot_rows(snap, runs)[0][0] - runs_before, 60)
     return {
         "accepted": accepted,
