@@ -240,19 +240,25 @@ def consume_synthetic(n: int, partitions: int, data_dir: Path) -> None:
             capture.stop.set()
             thread.join(timeout=60)
         publish_synthetic(broker, [synthetic_event(i) for i in range(n)])
-    table = Table(title=f"consuming {n:,} Debezium JSON events with schemas, {partitions} partitions, one member")
-    table.add_column("reader")
-    table.add_column("events/s", justify="right")
-    table.add_column("peak RSS MB (process)", justify="right")
-    for name, (rate, peak) in results.items():
-        table.add_row(name, f"{rate:,.0f}", f"{peak:,.0f}")
-    console.print(table)
+    print_rates(
+        f"consuming {n:,} Debezium JSON events with schemas, {partitions} partitions, one member", "reader", results
+    )
     for client, raw in (
         ("kafka-python", "kafka-python + orjson decode per event"),
         ("confluent-kafka", "confluent-kafka (librdkafka), + orjson decode per event"),
     ):
         ours = results[f"coexist with {client}: consume, decode, apply to DuckDB"][0]
         console.print(f"coexist with {client} / ({raw}): {ours / results[raw][0]:.2f}")
+
+
+def print_rates(title: str, what: str, results: dict[str, tuple[float, float]]) -> None:
+    table = Table(title=title)
+    table.add_column(what)
+    table.add_column("events/s", justify="right")
+    table.add_column("peak RSS MB (process)", justify="right")
+    for name, (rate, peak) in results.items():
+        table.add_row(name, f"{rate:,.0f}", f"{peak:,.0f}")
+    console.print(table)
 
 
 def publish_synthetic(broker: str, messages: list[tuple[bytes, bytes]], batch_size: int = 5000) -> None:
@@ -296,13 +302,9 @@ def publish_synthetic(broker: str, messages: list[tuple[bytes, bytes]], batch_si
             rate = sum(len(b.events) for b in batches[1:]) / (time.perf_counter() - started)
         sink.close()
         results[f"coexist publisher with {client}: encode, one transaction per batch"] = (rate, peak_mb())
-    table = Table(title=f"publishing {len(events):,} events (batches of {batch_size:,}), the publisher alone")
-    table.add_column("producer")
-    table.add_column("events/s", justify="right")
-    table.add_column("peak RSS MB (process)", justify="right")
-    for name, (rate, peak) in results.items():
-        table.add_row(name, f"{rate:,.0f}", f"{peak:,.0f}")
-    console.print(table)
+    print_rates(
+        f"publishing {len(events):,} events (batches of {batch_size:,}), the publisher alone", "producer", results
+    )
 
 
 def main() -> None:

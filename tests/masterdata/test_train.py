@@ -184,6 +184,13 @@ def _inline(value: object) -> str:
     return json.dumps(value)
 
 
+def golden_ids(tmp_path: Path) -> dict[str, str]:
+    """Every record's golden ID (`--limit 0`: the query command prints 100 rows unless told)."""
+    sql = "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'"
+    rows = json.loads(cli(tmp_path, "query", sql, "--json", "--limit", "0").stdout)
+    return {r["source_id"]: r["golden_id"] for r in rows}
+
+
 def test_evaluate_and_a_batch_of_decisions_in_one_incremental_run(tmp_path: Path) -> None:
     data = people(5, entities=1500)
     con = duckdb.connect(str(tmp_path / "warehouse.duckdb"))
@@ -200,19 +207,7 @@ def test_evaluate_and_a_batch_of_decisions_in_one_incremental_run(tmp_path: Path
     assert measured["pairwise_precision"] >= 0.98 and measured["pairwise_recall"] >= 0.9, measured
     assert 0.9 <= measured["cluster_f1"] <= 1 and measured["labelled_records"] == data.num_rows, measured
     # Two decisions at once: split a linked pair, link two records of different golden records.
-    xref = {
-        r["source_id"]: r["golden_id"]
-        for r in json.loads(
-            cli(
-                tmp_path,
-                "query",
-                "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'",
-                "--json",
-                "--limit",
-                "0",
-            ).stdout
-        )
-    }
+    xref = golden_ids(tmp_path)
     by_golden: dict[str, list[str]] = {}
     for source_id, golden in sorted(xref.items()):
         by_golden.setdefault(golden, []).append(source_id)
@@ -225,19 +220,7 @@ def test_evaluate_and_a_batch_of_decisions_in_one_incremental_run(tmp_path: Path
     )
     done = json.loads(cli(tmp_path, "masterdata", "decide", str(decisions), "-e", "people", "--json").stdout)
     assert done["decisions"] == 2 and done["mode"] == "incremental" and done["re_resolved_records"] == 4, done
-    after = {
-        r["source_id"]: r["golden_id"]
-        for r in json.loads(
-            cli(
-                tmp_path,
-                "query",
-                "SELECT source_id, golden_id FROM mdm.xref WHERE entity = 'people'",
-                "--json",
-                "--limit",
-                "0",
-            ).stdout
-        )
-    }
+    after = golden_ids(tmp_path)
     assert after[pair[0]] != after[pair[1]] and after[loners[0]] == after[loners[1]]
     bad = tmp_path / "bad.csv"
     bad.write_text(f"action,record_a,record_b\nlink,x:{loners[0]},x:nobody\n")
