@@ -225,15 +225,10 @@ class ConfluentProducer:
 
     def commit_transaction(self) -> None:
         """Flushes, then commits; a message that failed to deliver fails the commit."""
-        from confluent_kafka import KafkaException
-
-        try:
-            self._producer.flush()
-            if self._failed is not None:
-                raise KafkaError(f"a message was not delivered: {self._failed}")
-            self._producer.commit_transaction(60)
-        except KafkaException as exc:
-            raise KafkaError(str(exc)) from None
+        self._call("flush")
+        if self._failed is not None:
+            raise KafkaError(f"a message was not delivered: {self._failed}")
+        self._call("commit_transaction", 60)
 
     def abort_transaction(self) -> None:
         self._call("abort_transaction", 30)
