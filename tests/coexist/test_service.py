@@ -72,10 +72,10 @@ def get(url: str) -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
-def snapshot_rows(path: Path, sql: str) -> list[tuple[Any, ...]]:
+def snapshot_rows(path: Path, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
     con = duckdb.connect(str(path), read_only=True)
     try:
-        return con.execute(sql).fetchall()
+        return con.execute(sql, params).fetchall()
     finally:
         con.close()
 
@@ -112,7 +112,7 @@ def _resnapshot_through_http(
                 pg.execute("UPDATE rs_busy SET v = v + 1 WHERE id = %s", [rnd.randint(1, 20000)])
                 pg.execute("DELETE FROM rs_busy WHERE id = %s", [rnd.randint(1, 20000)])
                 writes[0] += 3
-                halt.wait(0.005)
+                halt.wait(0.02)  # over 100 changes a second: a backlog a loaded machine still catches up on
 
     runs = "SELECT count(*) FROM recon.runs"
     thread = threading.Thread(target=writer, daemon=True)
@@ -204,9 +204,30 @@ def service_run() -> Iterator[dict[str, Any]]:
             return rows[0][0] == 1
 
         wait_for("the live duplicate posting in the snapshot", duplicate_in_snapshot, 120, proc)
+        paid = str(changes["paid_invoice"])
+
+        def paid_in_both() -> bool:
+            """The PSA marks the invoice paid and the ERP records its payment: two databases, two
+            streams. A run between the two sees a status mismatch that is real for that moment."""
+            rows = snapshot_rows(
+                snap,
+                "SELECT (SELECT count(*) FROM replica_psa.invoices WHERE invoice_number = ? AND status = 'paid'), "
+                "(SELECT count(*) FROM replica_erp.payments p JOIN replica_erp.ar_invoices a USING (invoice_no) "
+                "WHERE a.psa_invoice_ref = ?)",
+                [paid, paid],
+            )
+            return rows[0][0] == 1 and rows[0][1] > 0
+
+        wait_for("the paid invoice on both sides in the snapshot", paid_in_both, 120, proc)
+        both_at = time.time()
         wait_for(
-            "an invoices run in the snapshot",
-            lambda: snapshot_rows(snap, "SELECT count(*) FROM recon.runs WHERE recon = 'invoices'")[0][0] > 0,
+            "an invoices run after both sides of the payment",
+            lambda: snapshot_rows(
+                snap,
+                "SELECT count(*) FROM recon.runs WHERE recon = 'invoices' AND epoch(started_at) > ?",
+                [both_at],
+            )[0][0]
+            > 0,
             60,
             proc,
         )
