@@ -23,7 +23,7 @@ from core.warehouse import literal, new_run_id, transaction
 from masterdata import train
 from masterdata.model import Entity
 from masterdata.standardise import install
-from masterdata.train import Model
+from masterdata.train import PROBABILITY_FLOOR, Model
 
 DDL = """
 CREATE SCHEMA IF NOT EXISTS mdm;
@@ -257,7 +257,25 @@ def level_weight(entity: Entity, comparison: int, level: int, model: Model | Non
         )
     if not spec.tf or weight <= 0 or entity.tf_weight == 0:
         return number(weight)
-    return f"greatest({number(0.0)}, {number(weight)} + {number(entity.tf_weight)} * _tf_{spec.tf})"
+    if model is not None and (anchor := tf_anchor(entity, comparison, model)) is not None:
+        adjust = f"({number(anchor)} - _tfn_{spec.tf})"
+    else:
+        adjust = f"_tf_{spec.tf}"
+    return f"greatest({number(0.0)}, {number(weight)} + {number(entity.tf_weight)} * {adjust})"
+
+
+def tf_anchor(entity: Entity, comparison: int, model: Model) -> float | None:
+    """log2(u_exact * N) for a trained comparison with term frequencies, as Splink adjusts: a pair
+    agreeing on a value held by a share p of the records has u = p instead of the level's average u
+    (dominated by the common values, which random pairs share most), so its weight moves by
+    log2(u / p) = log2(u * N) - log2(frequency): up for a rare value, down for a common one. u is
+    the comparison's first term-frequency level's (the exact one), for its fuzzy levels too."""
+    c = entity.comparisons[comparison]
+    first = next(k for k, lv in enumerate(c.levels) if lv.tf)
+    u = model.u[c.name][first]
+    if not u or model.records < 2:
+        return None
+    return math.log2(max(u, PROBABILITY_FLOOR) * model.records)
 
 
 def number(value: float) -> str:
@@ -267,8 +285,12 @@ def number(value: float) -> str:
 
 
 def tf_discount(column: str) -> str:
-    """A pair's term-frequency discount on `column` (log2, at most 0), `_tf_<column>` in scoring."""
-    return f"least(0.0, log2(l.etf_{column} / greatest(l.tf_{column}, r.tf_{column})))"
+    """A pair's term-frequency columns on `column`: `_tf_<column>`, the discount of configured weights
+    (log2, at most 0), and `_tfn_<column>`, log2 of the pair's frequency (for trained weights)."""
+    return (
+        f"least(0.0, log2(l.etf_{column} / greatest(l.tf_{column}, r.tf_{column}))) AS _tf_{column}, "
+        f"log2(greatest(l.tf_{column}, r.tf_{column})) AS _tfn_{column}"
+    )
 
 
 class Resolver:
@@ -315,7 +337,7 @@ class Resolver:
             labels = " ".join(f"WHEN {k} THEN {literal(level.label)}" for k, level in enumerate(comparison.levels))
             evidence.append(f"{literal(comparison.name)}, CASE _g{i} {labels} END")
         tf_cols = sorted({lv.tf for c in entity.comparisons for lv in c.levels if lv.tf})
-        discounts = "".join(f", {tf_discount(c)} AS _tf_{c}" for c in tf_cols)
+        discounts = "".join(f", {tf_discount(c)}" for c in tf_cols)
         score = " + ".join(([number(model.prior_weight)] if model is not None else []) + scores) or number(0.0)
         review = thresholds(entity, model)[1]
         pair = (
