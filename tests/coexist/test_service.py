@@ -222,12 +222,14 @@ def service_run() -> Iterator[dict[str, Any]]:
         both_at = time.time()
         wait_for(
             "an invoices run after both sides of the payment",
-            lambda: snapshot_rows(
-                snap,
-                "SELECT count(*) FROM recon.runs WHERE recon = 'invoices' AND epoch(started_at) > ?",
-                [both_at],
-            )[0][0]
-            > 0,
+            lambda: (
+                snapshot_rows(
+                    snap,
+                    "SELECT count(*) FROM recon.runs WHERE recon = 'invoices' AND epoch(started_at) > ?",
+                    [both_at],
+                )[0][0]
+                > 0
+            ),
             60,
             proc,
         )
