@@ -24,7 +24,7 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import duckdb
@@ -125,9 +125,14 @@ def train(
     `pair_bound`: at least how many candidate pairs there are (sets the sampling rate).
 
     As in Splink, a rule's pairs say nothing about the comparisons on the columns it blocks on or
-    tests (they agree by construction): each rule's EM leaves those out, and a comparison's m is the
-    mean over the rules that could estimate it (over all candidates when none could). A deterministic
-    rule is such a rule too: pairs with the same tax number are what teaches the name's m.
+    tests (they agree by construction): each rule's EM leaves those out. Unlike Splink, which
+    averages, a comparison's m comes from the cleanest rule that can estimate it: rules are taken by
+    their share of matches (λ of a first, free EM over each rule's pairs), each estimates the
+    comparisons no cleaner rule did, holding those fixed (over all candidates when no rule can).
+    Pairs with the same tax number teach the name's m; the name block's EM, with the name's m
+    known, then cannot take generic-name companies for one entity and learn that matches differ in
+    tax number (it did, m = 0.82 at 1M generated customers, when every rule estimated every
+    comparison it could and the estimates were averaged).
 
     `from_labels`: m is counted over the pairs people linked by hand (`mdm.overrides`, from `masterdata
     override` and `decide`) instead of EM; u and λ as above."""
@@ -190,15 +195,20 @@ def train(
         if labelled is not None:
             _, prior, iterations = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior, fixed_m=labelled)
             return labelled, prior, iterations
-        estimates: list[list[list[float | None]]] = [[] for _ in entity.comparisons]
-        for rows, left_out in by_rule:
-            rule_nulls = [[True] * size if left_out[i] else nulls[i] for i, size in enumerate(sizes)]
-            m_rule, _, _ = _em(rows, sizes, rule_nulls, u, t.iterations, t.initial_prior)
-            for i in range(len(sizes)):
-                if not left_out[i]:
-                    estimates[i].append(m_rule[i])
-        pooled, _, _ = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior)
-        m = [_mean(found) if found else pooled[i] for i, found in enumerate(estimates)]
+
+        def rule_nulls(left_out: list[bool]) -> list[list[bool]]:
+            return [[True] * size if left_out[i] else nulls[i] for i, size in enumerate(sizes)]
+
+        share = [_em(rows, sizes, rule_nulls(out), u, t.iterations, t.initial_prior)[1] for rows, out in by_rule]
+        known: list[list[float | None] | None] = [None for _ in entity.comparisons]
+        for rule in sorted(range(len(by_rule)), key=lambda r: -share[r]):
+            rows, left_out = by_rule[rule]
+            if all(left_out[i] or known[i] is not None for i in range(len(sizes))) or not rows:
+                continue
+            m_rule, _, _ = _em(rows, sizes, rule_nulls(left_out), u, t.iterations, t.initial_prior, fixed_m=known)
+            known = [m_rule[i] if known[i] is None and not left_out[i] else known[i] for i in range(len(sizes))]
+        pooled, _, _ = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior, fixed_m=known)
+        m = [pooled[i] if (k := known[i]) is None else k for i in range(len(sizes))]
         _, prior, iterations = _em(everything, sizes, nulls, u, t.iterations, t.initial_prior, fixed_m=m)
         return m, prior, iterations
 
@@ -237,12 +247,6 @@ def _rule_columns(sql: str) -> set[str]:
     """The column names an expression mentions (with function names and keywords: harmless, since only
     names that are also compared matter)."""
     return {w.lower() for w in _WORD.findall(re.sub(r"'[^']*'", "", sql))} - _SQL_WORDS - {"l", "r"}
-
-
-def _mean(rows: list[list[float | None]]) -> list[float | None]:
-    return [
-        None if row[0] is None else float(np.mean([r for r in row if r is not None])) for row in zip(*rows, strict=True)
-    ]
 
 
 def _nonmatch(
@@ -287,9 +291,10 @@ def _em(
     u: list[list[float | None]],
     iterations: int,
     prior: float,
-    fixed_m: list[list[float | None]] | None = None,
+    fixed_m: Sequence[list[float | None] | None] | None = None,
 ) -> tuple[list[list[float | None]], float, int]:
-    """m per level and λ by EM over distinct comparison vectors (u fixed; m too when `fixed_m`)."""
+    """m per level and λ by EM over distinct comparison vectors (u fixed; a comparison's m too where
+    `fixed_m` gives it)."""
     if not rows:
         return [[None if nulls[i][k] else 1.0 / size for k in range(size)] for i, size in enumerate(sizes)], prior, 0
     vectors = np.array([row[:-1] for row in rows], dtype=np.int64)
@@ -297,8 +302,10 @@ def _em(
     # Start from "the first levels are what matches look like": m halves level by level.
     m = [np.array([0.0 if nulls[i][k] else 0.5 ** (k + 1) for k in range(size)]) for i, size in enumerate(sizes)]
     m = [row / row.sum() if row.sum() > 0 else row for row in m]
-    if fixed_m is not None:
-        m = [np.array([0.0 if v is None else v for v in row]) for row in fixed_m]
+    fixed = [fixed_m is not None and fixed_m[i] is not None for i in range(len(sizes))]
+    for i, row in enumerate(fixed_m or []):
+        if row is not None:
+            m[i] = np.array([0.0 if v is None else v for v in row])
     u_arr = [np.array([0.0 if v is None else v for v in row]) for row in u]
     done = 0
     for iteration in range(1, iterations + 1):
@@ -314,8 +321,11 @@ def _em(
         posterior = odds / (1 + odds)
         weight = counts * posterior
         new_prior = float(min(max(weight.sum() / counts.sum(), PROBABILITY_FLOOR), 1 - PROBABILITY_FLOOR))
-        new_m = m if fixed_m is not None else []
-        for i, size in enumerate(sizes if fixed_m is None else []):
+        new_m = []
+        for i, size in enumerate(sizes):
+            if fixed[i]:
+                new_m.append(m[i])
+                continue
             live = ~np.array(nulls[i])
             per = np.bincount(vectors[:, i], weights=weight, minlength=size) + 1e-9
             per[~live] = 0.0
