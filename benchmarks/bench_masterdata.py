@@ -40,7 +40,7 @@ import json, resource, sys, time, duckdb, pyarrow.parquet as pq
 from masterdata.evaluate import pairwise_quality
 from masterdata.model import Comparison, builtin_entities
 from masterdata.resolve import Resolver
-path, db, trained = sys.argv[1], sys.argv[2], sys.argv[3] == "trained"
+path, db, trained, limit = sys.argv[1], sys.argv[2], sys.argv[3] == "trained", sys.argv[4]
 entity = builtin_entities()["customer"].model_copy(deep=True)
 if trained:  # no weight set by hand: every level learned; the address as one comparison (README)
     entity.comparisons = [c for c in entity.comparisons if c.name not in ("postcode", "city", "street")] + [
@@ -60,7 +60,7 @@ for source in entity.sources:
 con = duckdb.connect(db)
 con.execute("SET enable_progress_bar = false")
 con.execute("SET preserve_insertion_order = false")
-con.execute("SET memory_limit = '2500MB'")
+con.execute(f"SET memory_limit = '{limit}'")
 t = time.perf_counter()
 result = Resolver(con).resolve("customer", entity)
 wall = time.perf_counter() - t
@@ -84,11 +84,11 @@ SPLINK = (
 import json, resource, sys, time, duckdb
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
-path, tmp, standardise_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+path, tmp, standardise_seconds, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
 t = time.perf_counter() - standardise_seconds
 con = duckdb.connect()
 con.execute(f"SET temp_directory = '{tmp}'")
-con.execute("SET memory_limit = '2500MB'")
+con.execute(f"SET memory_limit = '{limit}'")
 con.execute(f"CREATE TABLE recs AS SELECT * FROM read_parquet('{path}')").fetchall()
 db_api = DuckDBAPI(con)
 df = db_api.register("recs")
@@ -180,9 +180,12 @@ def main() -> None:
     parser.add_argument("--splink-python", default="/tmp/venv-splink/bin/python")
     parser.add_argument("--seed", type=int, default=5)
     parser.add_argument("--no-splink", action="store_true")
+    parser.add_argument("--memory-limit", default="1GB", help="DuckDB's memory_limit, the same for every engine")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="cx-bench-mdm-"))
-    table = Table(title="customer resolution: coexist vs Splink (same records, same run)")
+    table = Table(
+        title=f"customer resolution: coexist vs Splink (same records, same run, memory_limit {args.memory_limit})"
+    )
     for col in ("records", "engine", "wall s", "peak RSS MB", "precision", "recall", "F1"):
         table.add_column(col, justify="right")
     incremental: list[str] = []
@@ -191,16 +194,22 @@ def main() -> None:
         with console.status(f"generating {n:,} customer source records"):
             rows = make_records(n, path, args.seed)
         with console.status(f"coexist on {rows:,}"):
-            ours = run_child(sys.executable, COEXIST, str(path), str(work / f"mdm_{n}.duckdb"), "configured")
+            ours = run_child(
+                sys.executable, COEXIST, str(path), str(work / f"mdm_{n}.duckdb"), "configured", args.memory_limit
+            )
         with console.status(f"coexist (trained weights) on {rows:,}"):
-            learned = run_child(sys.executable, COEXIST, str(path), str(work / f"mdm_{n}_t.duckdb"), "trained")
+            learned = run_child(
+                sys.executable, COEXIST, str(path), str(work / f"mdm_{n}_t.duckdb"), "trained", args.memory_limit
+            )
         if args.no_splink:
             theirs = {"error": "skipped (--no-splink)"}
         elif Path(args.splink_python).exists():
             with console.status(f"Splink on {rows:,}"):
                 std = work / f"customers_{n}_std.parquet"
                 seconds = standardise_for_splink(path, std)
-                theirs = run_child(args.splink_python, SPLINK, str(std), str(work / "splink_tmp"), str(seconds))
+                theirs = run_child(
+                    args.splink_python, SPLINK, str(std), str(work / "splink_tmp"), str(seconds), args.memory_limit
+                )
         else:
             theirs = {"error": f"no interpreter at {args.splink_python}"}
         if "incremental_wall" in ours:
