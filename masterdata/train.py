@@ -126,9 +126,11 @@ def train(
 
     As in Splink, a rule's pairs say nothing about the comparisons on the columns it blocks on or
     tests (they agree by construction): each rule's EM leaves those out. Unlike Splink, which
-    averages, a comparison's m comes from the cleanest rule that can estimate it: rules are taken by
-    their share of matches (λ of a first, free EM over each rule's pairs), each estimates the
-    comparisons no cleaner rule did, holding those fixed (over all candidates when no rule can).
+    averages, a comparison's m comes from the best-informed rule that can estimate it: rules are
+    taken by how few comparisons they leave out (the more evidence, the better EM tells matches
+    apart), then by their share of matches (λ of a first, free EM over each rule's pairs); each
+    estimates the comparisons no earlier rule did, holding those fixed (over all candidates when no
+    rule can).
     Pairs with the same tax number teach the name's m; the name block's EM, with the name's m
     known, then cannot take generic-name companies for one entity and learn that matches differ in
     tax number (it did, m = 0.82 at 1M generated customers, when every rule estimated every
@@ -201,7 +203,7 @@ def train(
 
         share = [_em(rows, sizes, rule_nulls(out), u, t.iterations, t.initial_prior)[1] for rows, out in by_rule]
         known: list[list[float | None] | None] = [None for _ in entity.comparisons]
-        for rule in sorted(range(len(by_rule)), key=lambda r: -share[r]):
+        for rule in sorted(range(len(by_rule)), key=lambda r: (sum(by_rule[r][1]), -share[r])):
             rows, left_out = by_rule[rule]
             if all(left_out[i] or known[i] is not None for i in range(len(sizes))) or not rows:
                 continue
