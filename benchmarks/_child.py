@@ -1,4 +1,8 @@
-"""Run one benchmark contender in its own process (its own interpreter, its own peak RSS)."""
+"""Run one benchmark contender in its own process (its own interpreter, its own peak RSS).
+
+A child reports VmHWM from /proc/self/status, not getrusage's ru_maxrss: Linux carries ru_maxrss
+over exec from the parent, so a child of a bench that has built 1M records in memory reported the
+parent's 1.5 GB whatever it used itself."""
 
 from __future__ import annotations
 
@@ -15,7 +19,7 @@ predicted, correct = con.execute('''WITH c AS (SELECT c.unique_id, c.cluster_id,
 actual = con.execute('''SELECT count(*) FROM recs a JOIN recs b ON a.true_id = b.true_id
     AND a.unique_id < b.unique_id''').fetchall()[0][0]
 p, r = correct / max(predicted, 1), correct / max(actual, 1)
-print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"wall": wall, "rss_mb": float(next(x for x in open('/proc/self/status') if x.startswith('VmHWM:')).split()[1]) / 1024,
                   "precision": p, "recall": r, "f1": 2 * p * r / (p + r) if p + r else 0.0}))
 """
 """The tail of a Splink child script (Splink's own interpreter, so it cannot import coexist): time, peak

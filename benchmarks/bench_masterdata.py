@@ -74,7 +74,7 @@ for source in entity.sources:
 t = time.perf_counter()
 inc = Resolver(con).resolve("customer", entity, incremental=True)
 inc_wall = time.perf_counter() - t
-print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **quality,
+print(json.dumps({"wall": wall, "rss_mb": float(next(x for x in open('/proc/self/status') if x.startswith('VmHWM:')).split()[1]) / 1024, **quality,
                   "incremental_wall": inc_wall, "incremental_changed": inc.changed_records,
                   "incremental_touched": inc.touched_clusters}))
 """

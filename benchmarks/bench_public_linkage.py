@@ -79,7 +79,7 @@ t = time.perf_counter()
 Resolver(con).resolve("person", entity)
 wall = time.perf_counter() - t
 quality = pairwise_quality(con, "person", pq.read_table(path, columns=["source_system", "source_id", "true_id"]))
-print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **quality}))
+print(json.dumps({"wall": wall, "rss_mb": float(next(x for x in open('/proc/self/status') if x.startswith('VmHWM:')).split()[1]) / 1024, **quality}))
 """
 
 SPLINK = (
