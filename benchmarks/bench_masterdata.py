@@ -26,8 +26,6 @@ import time
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import polars as pl
 from _child import SPLINK_QUALITY, run_child  # type: ignore[import-not-found]
 from rich.console import Console
 from rich.table import Table
@@ -144,36 +142,7 @@ def standardise_for_splink(source: Path, target: Path) -> float:
 
 def make_records(n_records: int, path: Path, seed: int) -> int:
     """About two source records per company (PSA + ERP, with duplicates): n_records / 1.98 companies."""
-    spec = generator.Scale(
-        customers=max(10, int(n_records / 1.98)), projects_per_customer=1, resources=10, time_entries=10, seed=seed
-    )
-    _, psa, erp = generator.build_customers(spec, np.random.default_rng(seed))
-    frame = pl.concat(
-        [
-            psa.select(
-                source_system=pl.lit("psa"),
-                source_id=pl.col("client_id").cast(pl.String),
-                name="client_name",
-                tax_id="tax_id",
-                country="billing_country",
-                city="billing_city",
-                postcode="billing_postcode",
-                street="billing_address",
-                true_id="true_id",
-            ),
-            erp.select(
-                source_system=pl.lit("erp"),
-                source_id="cust_no",
-                name="name",
-                tax_id="vat_no",
-                country="country",
-                city="city",
-                postcode="postcode",
-                street="street",
-                true_id="true_id",
-            ),
-        ]
-    )
+    frame = generator.customer_records(max(10, int(n_records / 1.98)), seed)
     frame.write_parquet(path)
     return frame.height
 

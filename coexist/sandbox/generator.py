@@ -605,6 +605,33 @@ def build_customers(spec: Scale, rng: np.random.Generator) -> tuple[pl.DataFrame
     return truth, pl.DataFrame(psa_rows), pl.DataFrame(erp_rows)
 
 
+def customer_records(customers: int, seed: int) -> pl.DataFrame:
+    """The PSA and ERP customer records of `customers` companies in one frame with the same columns
+    (source_system, source_id, name, tax_id, country, city, postcode, street, true_id): master
+    data's input without the databases, for benchmarks and training tests."""
+    spec = Scale(customers=customers, projects_per_customer=1, resources=10, time_entries=10, seed=seed)
+    _, psa, erp = build_customers(spec, np.random.default_rng(seed))
+    names = ("source_id", "name", "tax_id", "country", "city", "postcode", "street")
+    psa_columns = (
+        "client_id",
+        "client_name",
+        "tax_id",
+        "billing_country",
+        "billing_city",
+        "billing_postcode",
+        "billing_address",
+    )
+    erp_columns = ("cust_no", "name", "vat_no", "country", "city", "postcode", "street")
+    return pl.concat(
+        frame.select(
+            pl.lit(system).alias("source_system"),
+            *(pl.col(c).cast(pl.String).alias(n) for c, n in zip(columns, names, strict=True)),
+            "true_id",
+        )
+        for system, frame, columns in (("psa", psa, psa_columns), ("erp", erp, erp_columns))
+    )
+
+
 def build_projects(
     spec: Scale,
     truth_customers: pl.DataFrame,

@@ -8,8 +8,6 @@ import string
 from pathlib import Path
 
 import duckdb
-import numpy as np
-import polars as pl
 import pyarrow as pa
 import pytest
 
@@ -360,34 +358,7 @@ def test_each_comparison_learns_from_the_cleanest_rule_that_can_estimate_it() ->
     Averaged over the rules, EM took those for matches and learned that a third of matches differ
     in tax number; estimated from the cleanest rule (here the tax rule teaches the name's m), with
     the known m held fixed in the name block, it is close to the truth, as is the address's."""
-    spec = generator.Scale(customers=50_000, projects_per_customer=1, resources=10, time_entries=10, seed=3)
-    _, psa, erp = generator.build_customers(spec, np.random.default_rng(3))
-    records = pl.concat(
-        [
-            psa.select(
-                source_system=pl.lit("psa"),
-                source_id=pl.col("client_id").cast(pl.String),
-                name="client_name",
-                tax_id="tax_id",
-                country="billing_country",
-                city="billing_city",
-                postcode="billing_postcode",
-                street="billing_address",
-                true_id="true_id",
-            ),
-            erp.select(
-                source_system=pl.lit("erp"),
-                source_id="cust_no",
-                name="name",
-                tax_id="vat_no",
-                country="country",
-                city="city",
-                postcode="postcode",
-                street="street",
-                true_id="true_id",
-            ),
-        ]
-    )
+    records = generator.customer_records(50_000, seed=3)
     con = duckdb.connect()
     con.register("_records", records.to_arrow())
     con.execute("CREATE TABLE records AS SELECT * FROM _records")
