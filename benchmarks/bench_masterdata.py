@@ -36,27 +36,13 @@ from masterdata import standardise
 console = Console()
 
 COEXIST = """
-import json, resource, sys, time, duckdb, pyarrow.parquet as pq
+import json, sys, time, duckdb, pyarrow.parquet as pq
+from _child import peak_rss_mb
 from masterdata.evaluate import pairwise_quality
-from masterdata.model import Comparison, builtin_entities
+from coexist.sandbox.generator import customer_entity
 from masterdata.resolve import Resolver
 path, db, trained, limit = sys.argv[1], sys.argv[2], sys.argv[3] == "trained", sys.argv[4]
-entity = builtin_entities()["customer"].model_copy(deep=True)
-if trained:  # no weight set by hand: every level learned; the address as one comparison (README)
-    entity.comparisons = [c for c in entity.comparisons if c.name not in ("postcode", "city", "street")] + [
-        Comparison.model_validate({"name": "address", "levels": [
-            {"when": "l.postcode_std <> '' AND l.postcode_std = r.postcode_std AND l.street_std = r.street_std",
-             "label": "street+postcode"},
-            {"when": "l.postcode_std <> '' AND l.postcode_std = r.postcode_std", "label": "postcode"},
-            {"when": "l.city_std = r.city_std AND l.street_std = r.street_std", "label": "street+city"},
-            {"when": "l.city_std = r.city_std", "label": "city"},
-            {"when": "TRUE", "label": "different"}]})]
-    for comparison in entity.comparisons:
-        for level in comparison.levels:
-            level.weight = None
-for source in entity.sources:
-    source.sql = (f"SELECT source_id, name, tax_id, country, city, postcode, street, NULL::VARCHAR AS currency, "
-                  f"NULL::TIMESTAMP AS updated_at FROM read_parquet('{path}') WHERE source_system = '{source.system}'")
+entity = customer_entity(f"read_parquet('{path}')", learned=trained)
 con = duckdb.connect(db)
 con.execute("SET enable_progress_bar = false")
 con.execute("SET preserve_insertion_order = false")
@@ -75,14 +61,14 @@ for source in entity.sources:
 t = time.perf_counter()
 inc = Resolver(con).resolve("customer", entity, incremental=True)
 inc_wall = time.perf_counter() - t
-print(json.dumps({"wall": wall, "rss_mb": float(next(x for x in open('/proc/self/status') if x.startswith('VmHWM:')).split()[1]) / 1024, **quality,
+print(json.dumps({"wall": wall, "rss_mb": peak_rss_mb(), **quality,
                   "incremental_wall": inc_wall, "incremental_changed": inc.changed_records,
                   "incremental_touched": inc.touched_clusters}))
 """
 
 SPLINK = (
     """
-import json, resource, sys, time, duckdb
+import json, sys, time, duckdb
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 path, tmp, standardise_seconds, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]

@@ -45,7 +45,8 @@ print("{}")
 """
 
 COEXIST = """
-import json, resource, sys, time, duckdb, pyarrow.parquet as pq
+import json, sys, time, duckdb, pyarrow.parquet as pq
+from _child import peak_rss_mb
 from masterdata.evaluate import pairwise_quality
 from masterdata.model import Entity
 from masterdata.resolve import Resolver
@@ -79,12 +80,12 @@ t = time.perf_counter()
 Resolver(con).resolve("person", entity)
 wall = time.perf_counter() - t
 quality = pairwise_quality(con, "person", pq.read_table(path, columns=["source_system", "source_id", "true_id"]))
-print(json.dumps({"wall": wall, "rss_mb": float(next(x for x in open('/proc/self/status') if x.startswith('VmHWM:')).split()[1]) / 1024, **quality}))
+print(json.dumps({"wall": wall, "rss_mb": peak_rss_mb(), **quality}))
 """
 
 SPLINK = (
     """
-import json, resource, sys, time, duckdb
+import json, sys, time, duckdb
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 path, link_type = sys.argv[1], sys.argv[2]

@@ -69,7 +69,8 @@ UNION ALL SELECT 'missing_in_psa', count(*) FROM base WHERE h BETWEEN 100 AND 10
 """
 
 COEXIST = """
-import json, resource, sys, time
+import json, sys, time
+from _child import peak_rss_mb
 from pathlib import Path
 from coexist.config import DuckDBSettings
 from core import warehouse
@@ -93,12 +94,13 @@ wall = time.perf_counter() - t
 t = time.perf_counter()
 again = Engine(con).run(name, rule)  # the scheduled case: the same inputs again, every break already known
 repeat = time.perf_counter() - t
-print(json.dumps({{"wall": wall, "rss_mb": float(next(x for x in open('/proc/self/status') if x.startswith('VmHWM:')).split()[1]) / 1024,
+print(json.dumps({{"wall": wall, "rss_mb": peak_rss_mb(),
                   "counts": result.counts_by_type, "repeat": repeat, "repeat_new": again.new_breaks}}))
 """
 
 PLAIN = """
-import json, resource, sys, time, duckdb
+import json, sys, time, duckdb
+from _child import peak_rss_mb
 left, right, db, memory = sys.argv[1:5]
 con = duckdb.connect(db)
 con.execute("SET enable_progress_bar = false")
@@ -113,12 +115,13 @@ rows = con.execute(f'''
   FROM {{rel(left)}} l FULL OUTER JOIN {{rel(right)}} r ON l.entry_id = r.psa_entry_ref
   GROUP BY 1''').fetchall()
 wall = time.perf_counter() - t
-print(json.dumps({{"wall": wall, "rss_mb": float(next(x for x in open('/proc/self/status') if x.startswith('VmHWM:')).split()[1]) / 1024,
+print(json.dumps({{"wall": wall, "rss_mb": peak_rss_mb(),
                   "counts": {{str(k): v for k, v in rows if k}}}}))
 """
 
 DATACOMPY = """
-import json, resource, sys, time
+import json, sys, time
+from _child import peak_rss_mb
 import polars as pl
 import datacompy
 left, right = sys.argv[1:3]
@@ -130,7 +133,7 @@ cmp = datacompy.PolarsCompare(df1, df2, join_columns=["entry_id"], abs_tol=0.01)
 unequal = {{c["column"]: c["unequal_cnt"] for c in cmp.column_stats}}
 counts = {{"left_only": cmp.df1_unq_rows.height, "right_only": cmp.df2_unq_rows.height, **unequal}}
 wall = time.perf_counter() - t
-print(json.dumps({{"wall": wall, "rss_mb": float(next(x for x in open('/proc/self/status') if x.startswith('VmHWM:')).split()[1]) / 1024,
+print(json.dumps({{"wall": wall, "rss_mb": peak_rss_mb(),
                   "counts": counts}}))
 """
 

@@ -31,6 +31,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from coexist.sandbox import drift
 from coexist.sandbox.servers import SandboxState, my_app_connect, pg_app_connect, reset_data
 from core.errors import UsageError
+from masterdata.model import Comparison, Entity, builtin_entities
 
 # ---------------------------------------------------------------- the firm's fixed shape
 
@@ -630,6 +631,40 @@ def customer_records(customers: int, seed: int) -> pl.DataFrame:
         )
         for system, frame, columns in (("psa", psa, psa_columns), ("erp", erp, erp_columns))
     )
+
+
+def customer_entity(records: str, learned: bool) -> Entity:
+    """The built-in customer entity reading `records` (a relation with the columns of
+    `customer_records`); `learned`: as the README's recipe has it for training, no weight set by
+    hand and the fields of an address in one comparison."""
+    entity = builtin_entities()["customer"].model_copy(deep=True)
+    for source in entity.sources:
+        source.sql = (
+            "SELECT source_id, name, tax_id, country, city, postcode, street, NULL::VARCHAR AS currency, "
+            f"NULL::TIMESTAMP AS updated_at FROM {records} WHERE source_system = '{source.system}'"
+        )
+    if not learned:
+        return entity
+    address = Comparison.model_validate(
+        {
+            "name": "address",
+            "levels": [
+                {
+                    "when": "l.postcode_std <> '' AND l.postcode_std = r.postcode_std AND l.street_std = r.street_std",
+                    "label": "street+postcode",
+                },
+                {"when": "l.postcode_std <> '' AND l.postcode_std = r.postcode_std", "label": "postcode"},
+                {"when": "l.city_std = r.city_std AND l.street_std = r.street_std", "label": "street+city"},
+                {"when": "l.city_std = r.city_std", "label": "city"},
+                {"when": "TRUE", "label": "different"},
+            ],
+        }
+    )
+    entity.comparisons = [c for c in entity.comparisons if c.name not in ("postcode", "city", "street")] + [address]
+    for comparison in entity.comparisons:
+        for level in comparison.levels:
+            level.weight = None
+    return entity
 
 
 def build_projects(

@@ -14,21 +14,11 @@ import pytest
 from coexist.sandbox import generator
 from masterdata import train
 from masterdata.evaluate import pairwise_quality
-from masterdata.model import Comparison, Entity, builtin_entities
+from masterdata.model import Entity
 from masterdata.resolve import Resolver
 from tests.harness import cli
 
 M_A, M_B, CARD_A, CARD_B = 0.9, 0.7, 40, 800
-ADDRESS_LEVELS = [  # the README's one comparison for the fields of an address
-    {
-        "when": "l.postcode_std <> '' AND l.postcode_std = r.postcode_std AND l.street_std = r.street_std",
-        "label": "street+postcode",
-    },
-    {"when": "l.postcode_std <> '' AND l.postcode_std = r.postcode_std", "label": "postcode"},
-    {"when": "l.city_std = r.city_std AND l.street_std = r.street_std", "label": "street+city"},
-    {"when": "l.city_std = r.city_std", "label": "city"},
-    {"when": "TRUE", "label": "different"},
-]
 
 
 def _typo(text: str, rnd: random.Random) -> str:
@@ -362,18 +352,7 @@ def test_each_comparison_learns_from_the_cleanest_rule_that_can_estimate_it() ->
     con = duckdb.connect()
     con.register("_records", records.to_arrow())
     con.execute("CREATE TABLE records AS SELECT * FROM _records")
-    entity = builtin_entities()["customer"].model_copy(deep=True)
-    entity.comparisons = [c for c in entity.comparisons if c.name not in ("postcode", "city", "street")] + [
-        Comparison.model_validate({"name": "address", "levels": ADDRESS_LEVELS})
-    ]
-    for comparison in entity.comparisons:
-        for level in comparison.levels:
-            level.weight = None
-    for source in entity.sources:
-        source.sql = (
-            "SELECT source_id, name, tax_id, country, city, postcode, street, NULL::VARCHAR AS currency, "
-            f"NULL::TIMESTAMP AS updated_at FROM records WHERE source_system = '{source.system}'"
-        )
+    entity = generator.customer_entity("records", learned=True)
     Resolver(con).resolve("customer", entity)
     model = train.load(con, "customer", entity)
     assert model is not None
