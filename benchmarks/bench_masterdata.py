@@ -20,6 +20,7 @@ the built-in customer entity with every weight removed, learned from the records
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -32,6 +33,7 @@ from rich.table import Table
 
 from coexist.sandbox import generator
 from masterdata import standardise
+from masterdata.model import builtin_entities
 
 console = Console()
 
@@ -72,6 +74,7 @@ import json, sys, time, duckdb
 import splink.comparison_library as cl
 from splink import DuckDBAPI, Linker, SettingsCreator, block_on
 path, tmp, standardise_seconds, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), sys.argv[4]
+blocks = [block_on(*columns) for columns in json.loads(sys.argv[5])]
 t = time.perf_counter() - standardise_seconds
 con = duckdb.connect()
 con.execute(f"SET temp_directory = '{tmp}'")
@@ -82,9 +85,7 @@ db_api = DuckDBAPI(con)
 df = db_api.register("recs")
 settings = SettingsCreator(
     link_type="dedupe_only",
-    blocking_rules_to_generate_predictions=[block_on("tax_std"), block_on("country_std", "name_w1", "name_w2"),
-                                            block_on("country_std", "postcode_std", "name_c1"),
-                                            block_on("country_std", "street_std", "name_c1")],
+    blocking_rules_to_generate_predictions=[block_on("tax_std"), *blocks],
     comparisons=[cl.JaroWinklerAtThresholds("name_std", [0.9, 0.96]).configure(term_frequency_adjustments=True),
                  cl.ExactMatch("form_std"), cl.ExactMatch("tax_std"), cl.ExactMatch("postcode_std"),
                  cl.ExactMatch("city_std"), cl.ExactMatch("street_std"), cl.ExactMatch("country_std")],
@@ -94,7 +95,7 @@ linker = Linker(df, settings, log_level=40)
 linker.training.estimate_probability_two_random_records_match([block_on("tax_std", "country_std")], recall=0.8)
 linker.training.estimate_u_using_random_sampling(max_pairs=2e6, seed=1)
 linker.training.estimate_parameters_using_expectation_maximisation(block_on("tax_std"))
-linker.training.estimate_parameters_using_expectation_maximisation(block_on("country_std", "name_w1", "name_w2"))
+linker.training.estimate_parameters_using_expectation_maximisation(blocks[0])
 pred = linker.inference.predict(threshold_match_probability=0.9)
 clusters = linker.clustering.cluster_pairwise_predictions_at_threshold(pred, 0.9)
 clustered = clusters.as_pyarrow_table()
@@ -103,27 +104,28 @@ con.register("clustered", clustered)
     + SPLINK_QUALITY
 )
 
-# Splink gets coexist's standardised columns and block keys (the built-in customer entity's), so the
-# two differ in scoring and clustering, not in what they compare; the standardisation's time is
-# added to Splink's wall.
-STANDARDISED = """
-COPY (SELECT source_system || ':' || source_id AS unique_id, true_id, cx_company(name) AS name_std,
-    cx_legal_form(name) AS form_std, cx_taxid(tax_id) AS tax_std, cx_country(country) AS country_std,
-    cx_text(city) AS city_std, nullif(upper(regexp_replace(coalesce(postcode, ''), '[^A-Za-z0-9]', '', 'g')), '')
-      AS postcode_std, cx_street(street) AS street_std, split_part(name_std, ' ', 1) AS name_w1,
-    substr(split_part(replace(name_std, ' and ', ' '), ' ', 2), 1, 3) AS name_w2, substr(name_std, 1, 1) AS name_c1
-  FROM read_parquet('{source}')) TO '{target}' (FORMAT parquet)
-"""
 
-
-def standardise_for_splink(source: Path, target: Path) -> float:
-    """Write the records with coexist's standardised columns; returns the seconds it took."""
+def standardise_for_splink(source: Path, target: Path) -> tuple[float, list[list[str]]]:
+    """Write the records with the built-in customer entity's standardised columns (empty text as
+    NULL, which Splink reads as missing) and its block keys, so the two engines differ in scoring
+    and clustering, not in what they compare. Returns the seconds it took (added to Splink's wall)
+    and the block-key columns of each blocking rule."""
+    entity = builtin_entities()["customer"]
+    columns = [f"nullif(CAST({expr} AS VARCHAR), '') AS {name}" for name, expr in entity.standardise.items()]
+    blocks = [[f"_b{j}_{i}" for i in range(len(block))] for j, block in enumerate(entity.blocking)]
+    keys = [
+        f"{expr} AS {name}"
+        for block, names in zip(entity.blocking, blocks, strict=True)
+        for expr, name in zip(block, names, strict=True)
+    ]
     t = time.perf_counter()
     con = duckdb.connect()
     standardise.install(con)
-    con.execute(STANDARDISED.format(source=source, target=target))
+    con.execute(f"""
+        COPY (SELECT source_system || ':' || source_id AS unique_id, true_id, {", ".join(columns + keys)}
+              FROM read_parquet('{source}')) TO '{target}' (FORMAT parquet)""")
     con.close()
-    return time.perf_counter() - t
+    return time.perf_counter() - t, blocks
 
 
 def make_records(n_records: int, path: Path, seed: int) -> int:
@@ -171,7 +173,7 @@ def main() -> None:
         elif Path(args.splink_python).exists():
             with console.status(f"Splink on {rows:,}"):
                 std = work / f"customers_{n}_std.parquet"
-                seconds = standardise_for_splink(path, std)
+                seconds, blocks = standardise_for_splink(path, std)
                 theirs = run_child(
                     args.splink_python,
                     SPLINK,
@@ -179,6 +181,7 @@ def main() -> None:
                     str(work / "splink_tmp"),
                     str(seconds),
                     args.splink_memory_limit,
+                    json.dumps(blocks),
                 )
         else:
             theirs = {"error": f"no interpreter at {args.splink_python}"}
