@@ -139,7 +139,7 @@ def synthetic_event(i: int) -> tuple[bytes, bytes]:
     return orjson.dumps(key), orjson.dumps({"schema": schema, "payload": payload})
 
 
-def consume_synthetic(n: int, partitions: int, data_dir: Path) -> None:
+def consume_synthetic(n: int, partitions: int, data_dir: Path, batch_size: int = 5000) -> None:
     """Consume n synthetic 3.5 KB events from 4 partitions: the raw client, the raw client with JSON
     decoding in Python, and coexist (bulk decode + sink into a warehouse), on the same topic."""
     from kafka import KafkaConsumer, KafkaProducer
@@ -227,7 +227,7 @@ def consume_synthetic(n: int, partitions: int, data_dir: Path) -> None:
                     group_id=f"bench-coexist-{client}",
                     client=client,
                 ),
-                batch_size=5000,
+                batch_size=batch_size,
             )
             capture = Capture(data_dir / f"consume-{client}.duckdb", [reader])
             thread = threading.Thread(target=capture.run, kwargs={"install_signals": False}, daemon=True)
@@ -313,11 +313,17 @@ def main() -> None:
     parser.add_argument("--lag-seconds", type=float, default=20.0)
     parser.add_argument("--synthetic", type=int, default=60_000, help="events for the consume comparison (0: skip)")
     parser.add_argument("--synthetic-only", action="store_true", help="run the consume comparison only")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=KafkaSource.model_fields["batch_size"].default,
+        help="coexist's events per batch",
+    )
     args = parser.parse_args()
     if args.synthetic:
         scratch = Path(tempfile.mkdtemp(prefix="cx-bench-kafka-synthetic-"))
         try:
-            consume_synthetic(args.synthetic, 4, scratch)
+            consume_synthetic(args.synthetic, 4, scratch, args.batch_size)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         if args.synthetic_only:
@@ -365,8 +371,8 @@ def main() -> None:
 
             consumer = KafkaReader(
                 "bus",
-                KafkaSource(kind="kafka", bootstrap_servers=broker, topic_pattern=r"(psa|erp)\..*"),
-                batch_size=5000,
+                source := KafkaSource(kind="kafka", bootstrap_servers=broker, topic_pattern=r"(psa|erp)\..*"),
+                batch_size=source.batch_size,
             )
             capture = Capture(settings.warehouse_path, [consumer])
             con_thread = threading.Thread(target=capture.run, kwargs={"install_signals": False}, daemon=True)

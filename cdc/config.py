@@ -135,6 +135,12 @@ class KafkaSource(Strict):
     prefix_sources: dict[str, str] = Field(
         default_factory=dict, description="topic prefix (Debezium topic.prefix) -> source name; default: the prefix"
     )
+    batch_size: int = Field(
+        default=20000,
+        ge=1,
+        description="events per batch, each one warehouse commit (cdc.batch_size is the database readers'); "
+        "a batch is bounded by fetch_max_bytes too",
+    )
     client: Literal["kafka-python", "confluent-kafka"] = Field(
         default="kafka-python",
         description="consumer library; confluent-kafka (librdkafka) reads faster, but took a killed group "
@@ -146,7 +152,7 @@ class KafkaSource(Strict):
     fetch_max_bytes: int = Field(
         default=64 << 20,
         ge=1 << 20,
-        description="bytes one poll may bring (a batch is bounded by this and by cdc.batch_size events); "
+        description="bytes one poll may bring (a batch is bounded by this and by batch_size events); "
         "a partition brings at most a quarter of it",
     )
     max_poll_interval_ms: int = Field(

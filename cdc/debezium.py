@@ -178,6 +178,8 @@ class DebeziumPostgresReader:
             "provide.transaction.metadata": "true",  # BEGIN/END: whole transactions become visible at once
             "max.batch.size": str(self.batch_size),
             "max.queue.size": str(self.batch_size * 4),
+            # The queue is bounded by bytes too: a quarter of the heap, whatever the size of a row.
+            "max.queue.size.in.bytes": str(self.heap_mb * (1 << 20) // 4),
             "poll.interval.ms": "100",
             "schema.include.list": cfg.schema_name,
             "key.converter.schemas.enable": "true",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -54,11 +55,15 @@ class EventFrame:
     columns: dict[str, ColumnType | str]
     key_columns: list[str]
     data: pa.Table
+    checked: bool = False
+    """Already known to hold no unchanged-TOAST placeholder (the bulk decoder's query looked)."""
 
     def __len__(self) -> int:
         return self.data.num_rows
 
     def has_placeholders(self) -> bool:
+        if self.checked:
+            return False
         return any(
             pc.any(pc.match_substring_regex(self.data[side], PLACEHOLDER)).as_py() for side in ("after", "before")
         )
@@ -87,7 +92,7 @@ class EventFrame:
         return cls(first.source, first.table, first.columns, list(first.key), data)
 
     def filter(self, mask: pa.Array) -> EventFrame:
-        return EventFrame(self.source, self.table, self.columns, self.key_columns, self.data.filter(mask))
+        return EventFrame(self.source, self.table, self.columns, self.key_columns, self.data.filter(mask), self.checked)
 
     def to_events(self) -> list[ChangeEvent]:
         """The same changes as ChangeEvents, for the paths that need Python values."""
@@ -235,7 +240,7 @@ class BulkDecoder:
         split = [self._split(m.value) for m in messages]
         table = pa.table(
             {
-                "seq": pa.array(range(len(messages)), pa.int64()),
+                "seq": pa.array(np.arange(len(messages), dtype=np.int64)),
                 "source": pa.array([m.source for m in messages], pa.string()),
                 "table_override": pa.array([m.table for m in messages], pa.string()),
                 "part": pa.array([m.partition for m in messages], pa.string()),
@@ -273,7 +278,7 @@ class BulkDecoder:
             first = mine.slice(0, 1).to_pylist()[0]
             key_cols = [c for c in (first["key_cols"] or "").split(chr(31)) if c]
             data = pa.table({field: mine[field] for field in FRAME_FIELDS.names}, schema=FRAME_FIELDS)
-            frames.append(EventFrame(source, name, columns, key_cols, data))
+            frames.append(EventFrame(source, name, columns, key_cols, data, checked=True))
         if rest:
             more, more_dead = self._each(messages, rest)
             events = sorted(events + more, key=lambda pair: pair[0])

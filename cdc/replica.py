@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 
@@ -119,7 +120,7 @@ def apply_table(
     hooks = {c: k.prepare for c, k in kinds.items() if k.prepare is not None}
     stage = pa.table(
         {
-            "_seq": pa.array(range(len(events)), pa.int64()),
+            "_seq": pa.array(np.arange(len(events), dtype=np.int64)),
             "_op": pa.array([e.op for e in events], pa.string()),
             "_pos": pa.array([e.position for e in events], pa.string()),
             "_ts": pa.array([e.ts_ms for e in events], pa.int64()),
@@ -158,7 +159,7 @@ def apply_frame(
     Returns the applied rows' indexes and (index, reason) of the rows that do not decode."""
     stage = pa.table(
         {
-            "_seq": pa.array(range(frame.num_rows), pa.int64()),
+            "_seq": pa.array(np.arange(frame.num_rows, dtype=np.int64)),
             "_op": frame["op"],
             "_pos": frame["position"],
             "_ts": frame["ts_ms"],

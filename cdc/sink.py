@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -764,7 +765,8 @@ class DuckDBSink:
         except duckdb.ConstraintException as exc:
             raise DataConflict(_conflict(frame.source, frame.table, exc)) from None
         dead = [self._frame_dead(frame, seq, reason) for seq, reason in bad]
-        kept = EventFrame(frame.source, frame.table, frame.columns, frame.key_columns, frame.data.take(seqs))
+        data = frame.data if len(seqs) == len(frame) else frame.data.take(seqs)  # seqs are ascending and distinct
+        kept = EventFrame(frame.source, frame.table, frame.columns, frame.key_columns, data, frame.checked)
         return kept, dead
 
     @staticmethod
@@ -789,7 +791,7 @@ class DuckDBSink:
             {
                 "source": [e.source for e in events],
                 "txid": [e.txid for e in events],
-                "seq": pa.array(range(first + 1, first + 1 + len(events)), pa.int64()),
+                "seq": pa.array(np.arange(first + 1, first + 1 + len(events), dtype=np.int64)),
                 "event": [dumps(_event_document(e)) for e in events],
             }
         )
@@ -802,7 +804,7 @@ class DuckDBSink:
     def _hold_frame(self, frame: EventFrame, txid: str) -> None:
         """`_hold` for a frame: the same documents (`_event_document`), built by DuckDB."""
         first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
-        data = frame.data.append_column("seq", pa.array(range(first + 1, first + 1 + len(frame)), pa.int64()))
+        data = frame.data.append_column("seq", pa.array(np.arange(first + 1, first + 1 + len(frame), dtype=np.int64)))
         columns = _columns_document(frame.columns)
         with warehouse.registered(self.con, "_cx_held_frame", data):
             self.con.execute(

@@ -40,7 +40,7 @@ def make_reader(name: str, source: DatabaseSource | KafkaSource, settings: Setti
     if isinstance(source, KafkaSource):
         from cdc.kafka import KafkaReader
 
-        return KafkaReader(name, source, batch_size=settings.cdc.batch_size)
+        return KafkaReader(name, source, batch_size=source.batch_size)
     if isinstance(source, MariaDBSource):
         from cdc.binlog import BinlogReader
 

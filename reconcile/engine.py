@@ -20,7 +20,7 @@ import duckdb
 
 from core.warehouse import literal, new_run_id, quote, transaction
 from reconcile import incremental
-from reconcile.rules import Rule
+from reconcile.rules import Dataset, Rule
 
 CONTEXT = ("project", "period", "legal_entity", "golden_project", "customer")
 """What a break carries besides its values: where it belongs and whose it is (codes and golden ids)."""
@@ -132,6 +132,8 @@ class _Plan:
     ctx_cols: list[str] = field(init=False)
     aggregates: str = field(init=False)
     value_checks: list[tuple[str, str, str]] = field(init=False)
+    has_dups: bool = False
+    """Line grain: `_cx_dups` holds a key (set by `Engine._inputs`)."""
 
     def __post_init__(self) -> None:
         rule = self.rule
@@ -333,8 +335,9 @@ class Engine:
         """`_cx_left_agg` / `_cx_right_agg`: one row per line (line grain) or per group (aggregate grain),
         with `_n`, the number of source rows behind it.
 
-        At line grain nothing is materialised but the keys posted more than once on the right (a
-        key-only aggregate: the one extra read, of the key columns alone); the left key is taken as
+        At line grain nothing is materialised but `_cx_dups`, the keys posted more than once on the right
+        (a key-only aggregate: the one extra read, of the key columns alone, skipped when a primary key
+        or unique constraint of the right table already rules duplicates out); the left key is taken as
         unique, as a primary key is. Rows without a key stay in: they match nothing and break as missing.
         """
         con, keys = self.con, plan.keys
@@ -347,23 +350,34 @@ class Engine:
                     FROM _cx_{side} GROUP BY {group}""")
             return
         columns = _more(plan.value_cols + plan.ctx_cols)
-        con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_left_agg AS SELECT {group}, 1 AS _n, _id{columns} FROM _cx_left")
-        if plan.rule.duplicates:
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _cx_dups AS
-                SELECT {group}, count(*) AS _n FROM _cx_right WHERE {plan.has_key("")}
-                GROUP BY {group} HAVING count(*) > 1""")
-        if not plan.rule.duplicates or not con.execute("SELECT count(*) FROM _cx_dups").fetchall()[0][0]:
+        for side in ("left", "right"):
             con.execute(
-                f"CREATE OR REPLACE TEMP VIEW _cx_right_agg AS SELECT {group}, 1 AS _n, _id{columns} FROM _cx_right"
+                f"CREATE OR REPLACE TEMP VIEW _cx_{side}_agg AS SELECT {group}, 1 AS _n, _id{columns} FROM _cx_{side}"
             )
-            return
-        on = " AND ".join(f"r.{k} = d.{k}" for k in keys)
-        con.execute(f"""
-            CREATE OR REPLACE TEMP VIEW _cx_right_agg AS
-            SELECT {", ".join(f"r.{k}" for k in keys)}, coalesce(d._n, 1) AS _n,
-                   r._id{_more([f"r.{c}" for c in plan.value_cols + plan.ctx_cols])}
-            FROM _cx_right r LEFT JOIN _cx_dups d ON {on}""")
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE _cx_dups AS SELECT {group}, 0::BIGINT AS _n FROM _cx_right WHERE FALSE"
+        )
+        if plan.rule.duplicates and not self._unique(plan.rule.right, [pair[1] for pair in plan.rule.keys]):
+            con.execute(f"""
+                INSERT INTO _cx_dups SELECT {group}, count(*) FROM _cx_right WHERE {plan.has_key("")}
+                GROUP BY {group} HAVING count(*) > 1""")
+        plan.has_dups = bool(con.execute("SELECT count(*) FROM _cx_dups").fetchall()[0][0])
+
+    def _unique(self, dataset: Dataset, columns: list[str]) -> bool:
+        """Whether a table's primary key or a unique constraint is exactly these (plain) columns."""
+        if not dataset.table or not all(c.isidentifier() for c in columns):
+            return False
+        parts = dataset.table.replace('"', "").split(".")
+        schema, table = (parts[-2], parts[-1]) if len(parts) >= 2 else ("main", parts[-1])
+        wanted = sorted(c.lower() for c in columns)
+        for (names,) in self.con.execute(
+            "SELECT constraint_column_names FROM duckdb_constraints() WHERE constraint_type IN ('PRIMARY KEY', "
+            "'UNIQUE') AND lower(schema_name) = lower(?) AND lower(table_name) = lower(?)",
+            [schema, table],
+        ).fetchall():
+            if sorted(str(n).lower() for n in names) == wanted:
+                return True
+        return False
 
     def _fallback(self, plan: _Plan) -> int:
         """Rows whose key is missing on the right may still be the same thing: match them on the
@@ -390,8 +404,9 @@ class Engine:
         """The comparison pass: one full outer join of the two sides; only rows that break are kept."""
         rule, keys = plan.rule, plan.keys
         checks: list[tuple[str, str]] = []
-        if rule.duplicates and plan.line:
-            checks.append((rule.duplicate_type, "r._n > 1"))
+        if plan.line and plan.has_dups:
+            dup = " AND ".join(f"d.{k} = r.{k}" for k in keys)
+            checks.append((rule.duplicate_type, f"r._n IS NOT NULL AND EXISTS (SELECT 1 FROM _cx_dups d WHERE {dup})"))
         checks.append((rule.missing_right_type, "r._n IS NULL"))
         checks.append((rule.missing_left_type, "l._n IS NULL"))
         case = " ".join(f"WHEN {cond} THEN {literal(bt)}" for bt, cond in checks)
@@ -413,6 +428,9 @@ class Engine:
                 FROM _cx_left_agg l FULL OUTER JOIN _cx_right_agg r ON {plan.same_key("l", "r")}
                 {where}
             ) WHERE break_type IS NOT NULL""")
+        if plan.line and plan.has_dups:  # the pairs of a duplicated key carry how many rows it has on the right
+            on = " AND ".join(f"d.{k} = p.{k}" for k in keys)
+            self.con.execute(f"UPDATE _cx_pairs p SET r_n = d._n FROM _cx_dups d WHERE {on} AND p.r_n IS NOT NULL")
 
     def _breaks(self, plan: _Plan, name: str) -> None:
         """`_cx_breaks`: one row per break with both sides' values, every failing check and its id.

@@ -107,6 +107,7 @@ bootstrap_servers = "{broker}"
 topic_pattern = '(psa|erp)\\..*'
 hold_seconds = 0.5
 max_poll_interval_ms = 10000
+batch_size = 500
 """)
             env = {k: v for k, v in os.environ.items() if not k.startswith("COEXIST_")} | {
                 "COEXIST_DATA_DIR": str(data_dir),

@@ -6,7 +6,7 @@ import duckdb
 
 from reconcile import history
 from reconcile.engine import Engine
-from reconcile.rules import Rule
+from reconcile.rules import Dataset, Rule
 
 
 def test_a_rule_of_keys_alone_at_both_grains() -> None:
@@ -73,3 +73,29 @@ def test_history_records_what_changed_and_state_keeps_first_seen() -> None:
         "dup", Rule.model_validate({"left": {"table": "c"}, "right": {"table": "a"}, "keys": [["id", "id"]]})
     )
     assert dup.counts_by_type == {"missing_in_right": 2, "missing_in_left": 4}
+
+
+def test_only_a_constraint_on_exactly_the_key_rules_duplicates_out() -> None:
+    """A right table whose primary key is the rule's key cannot hold a key twice, so its duplicate check is
+    skipped; a key on other columns, or the same table name in another schema, does not skip it."""
+    con = duckdb.connect()
+    con.execute("CREATE TABLE a AS SELECT * FROM (VALUES (1), (2), (3)) t(id)")
+    con.execute("CREATE TABLE posted (posting_id INTEGER PRIMARY KEY, entry_id INTEGER)")
+    con.execute("INSERT INTO posted VALUES (10, 1), (11, 1), (12, 2)")
+    con.execute("CREATE SCHEMA other")
+    con.execute("CREATE TABLE other.posted (entry_id INTEGER PRIMARY KEY)")
+    con.execute("CREATE TABLE keyed (entry_id INTEGER PRIMARY KEY, hours INTEGER)")
+    con.execute("INSERT INTO keyed VALUES (1, 8), (2, 8), (4, 8)")
+    engine = Engine(con)
+
+    def run(right: str, key: str) -> dict[str, int]:
+        rule = Rule.model_validate({"left": {"table": "a"}, "right": {"table": right}, "keys": [["id", key]]})
+        return engine.run(right, rule).counts_by_type
+
+    def right(table: str) -> Dataset:
+        return Dataset.model_validate({"table": table})
+
+    assert engine._unique(right("keyed"), ["entry_id"]) and engine._unique(right("other.posted"), ["entry_id"])
+    assert not engine._unique(right("posted"), ["entry_id"]) and not engine._unique(right("keyed"), ["hours"])
+    assert run("posted", "entry_id") == {"duplicate_posting": 1, "missing_in_right": 1}
+    assert run("keyed", "entry_id") == {"missing_in_left": 1, "missing_in_right": 1}
