@@ -139,7 +139,7 @@ def synthetic_event(i: int) -> tuple[bytes, bytes]:
     return orjson.dumps(key), orjson.dumps({"schema": schema, "payload": payload})
 
 
-def consume_synthetic(n: int, partitions: int, data_dir: Path, batch_size: int = 5000) -> None:
+def consume_synthetic(n: int, partitions: int, data_dir: Path, batch_size: int) -> None:
     """Consume n synthetic 3.5 KB events from 4 partitions: the raw client, the raw client with JSON
     decoding in Python, and coexist (bulk decode + sink into a warehouse), on the same topic."""
     from kafka import KafkaConsumer, KafkaProducer
