@@ -255,7 +255,9 @@ class Engine:
                     f"SELECT * FROM ({sql}) s WHERE EXISTS (SELECT 1 FROM _cx_affected a WHERE "
                     f"{plan.same_key('a', 's')}) OR NOT ({plan.has_key('s.')})"
                 )
-            con.execute(f"CREATE OR REPLACE TEMP VIEW _cx_{side} AS {sql}")
+            # An incremental run's rows of changed keys are few: read once, then every step is cheap.
+            kind = "TABLE" if scope.incremental else "VIEW"
+            con.execute(f"CREATE OR REPLACE TEMP {kind} _cx_{side} AS {sql}")
         self._inputs(plan)
         fallback_matched = self._fallback(plan)
         self._compare(plan, fallback_matched)
@@ -525,9 +527,6 @@ class Engine:
         found it new, different or gone)."""
         con = self.con
 
-        def in_scope(table: str) -> str:
-            return f"({table}.key IS NULL OR {table}.key IN (SELECT key FROM _cx_scope))" if scoped else "TRUE"
-
         if scoped:
             con.execute(
                 f"CREATE OR REPLACE TEMP TABLE _cx_scope AS SELECT DISTINCT {scoped.key_text} AS key FROM _cx_affected"
@@ -552,14 +551,22 @@ class Engine:
             WHERE s.status IS DISTINCT FROM 'open' OR NOT ({same})""",
             [name, run_id, now, run_id, now],
         )
+        # The open breaks this run could resolve: all of them, or (incremental) those of the changed keys and of
+        # rows without a key, found by a join (an OR of the two would take a mark join over every open break).
+        open_ = "SELECT * FROM recon.break_state WHERE recon = ? AND status = 'open'"
+        candidates = (
+            f"({open_} AND key IN (SELECT key FROM _cx_scope) UNION ALL {open_} AND key IS NULL)"
+            if scoped
+            else f"({open_})"
+        )
         con.execute(
             f"""
             INSERT INTO _cx_state
             SELECT * REPLACE ('resolved' AS status, ? AS changed_run, ?::TIMESTAMPTZ AS changed_at,
                               ? AS resolved_run, ?::TIMESTAMPTZ AS resolved_at), 'resolved'
-            FROM recon.break_state s WHERE s.recon = ? AND s.status = 'open' AND {in_scope("s")}
-            AND NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = s.break_id)""",
-            [run_id, now, run_id, now, name],
+            FROM {candidates} s
+            WHERE NOT EXISTS (SELECT 1 FROM _cx_breaks b WHERE b.break_id = s.break_id)""",
+            [run_id, now, run_id, now] + [name] * (2 if scoped else 1),
         )
         with transaction(con):
             new, resolved = con.execute(
