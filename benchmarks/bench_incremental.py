@@ -55,12 +55,18 @@ INSERT INTO cdc.changelog SELECT 'erp', 'labor_postings', 'r', json_object('post
 """
 
 # Changes on both sides, each written to the replica table and to the changelog (before/after images).
-CHANGE = """
-CREATE OR REPLACE TEMP TABLE ch_time AS SELECT entry_id FROM replica_psa.time_entries USING SAMPLE {per_side} ROWS (reservoir, 1);
+# Sampled PSA entries changed by an amount, with their changelog (batch `n`).
+PSA_AMOUNTS = """
+CREATE OR REPLACE TEMP TABLE ch_time AS SELECT entry_id FROM replica_psa.time_entries USING SAMPLE {{per_side}} ROWS (reservoir, {seed});
 CREATE OR REPLACE TEMP TABLE old_time AS SELECT t.* FROM replica_psa.time_entries t SEMI JOIN ch_time USING (entry_id);
-UPDATE replica_psa.time_entries SET amount = amount + 10 WHERE entry_id IN (SELECT entry_id FROM ch_time);
+UPDATE replica_psa.time_entries SET amount = amount + {delta} WHERE entry_id IN (SELECT entry_id FROM ch_time);
 INSERT INTO cdc.changelog SELECT 'psa', 'time_entries', 'u', json_object('entry_id', o.entry_id), to_json(o), to_json(n),
-    NULL, '', 1, NULL, 'b1', now() FROM old_time o JOIN replica_psa.time_entries n USING (entry_id);
+    NULL, '', {n}, NULL, 'b{n}', now() FROM old_time o JOIN replica_psa.time_entries n USING (entry_id);
+"""
+
+CHANGE = (
+    PSA_AMOUNTS.format(seed=1, delta=10, n=1)
+    + """
 CREATE TEMP TABLE ch_post AS SELECT posting_id FROM replica_erp.labor_postings USING SAMPLE {per_side} ROWS (reservoir, 2);
 CREATE OR REPLACE TEMP TABLE old_post AS SELECT l.* FROM replica_erp.labor_postings l SEMI JOIN ch_post USING (posting_id);
 -- a third of the sampled postings re-keyed, a third deleted, a third posted twice
@@ -78,20 +84,19 @@ INSERT INTO replica_erp.labor_postings SELECT * FROM new_post;
 INSERT INTO cdc.changelog SELECT 'erp', 'labor_postings', 'c', json_object('posting_id', posting_id), NULL, to_json(p),
     NULL, '', 1, NULL, 'b1', now() FROM new_post p;
 """
+)
 
 # The same entries corrected on both sides: the changes a reconciliation should find nothing in.
-CONSISTENT = """
-CREATE OR REPLACE TEMP TABLE ch_time AS SELECT entry_id FROM replica_psa.time_entries USING SAMPLE {per_side} ROWS (reservoir, 3);
-CREATE OR REPLACE TEMP TABLE old_time AS SELECT t.* FROM replica_psa.time_entries t SEMI JOIN ch_time USING (entry_id);
-UPDATE replica_psa.time_entries SET amount = amount + 7 WHERE entry_id IN (SELECT entry_id FROM ch_time);
-INSERT INTO cdc.changelog SELECT 'psa', 'time_entries', 'u', json_object('entry_id', o.entry_id), to_json(o), to_json(n),
-    NULL, '', 2, NULL, 'b2', now() FROM old_time o JOIN replica_psa.time_entries n USING (entry_id);
+CONSISTENT = (
+    PSA_AMOUNTS.format(seed=3, delta=7, n=2)
+    + """
 CREATE OR REPLACE TEMP TABLE old_post AS SELECT l.* FROM replica_erp.labor_postings l
     WHERE psa_entry_ref IN (SELECT entry_id FROM ch_time);
 UPDATE replica_erp.labor_postings SET amount = amount + 7 WHERE psa_entry_ref IN (SELECT entry_id FROM ch_time);
 INSERT INTO cdc.changelog SELECT 'erp', 'labor_postings', 'u', json_object('posting_id', o.posting_id), to_json(o),
     to_json(n), NULL, '', 2, NULL, 'b2', now() FROM old_post o JOIN replica_erp.labor_postings n USING (posting_id);
 """
+)
 CHANGE_SETS = {"breaking": CHANGE, "consistent": CONSISTENT}
 
 RULE = {
