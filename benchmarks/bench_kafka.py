@@ -198,7 +198,8 @@ def consume_synthetic(n: int, partitions: int, data_dir: Path, batch_size: int) 
             consumer.subscribe(["bench.public.time_entries"])
             seen, started = 0, None
             while seen < n:
-                batch = consumer.consume(num_messages=5000, timeout=1.0)
+                # consume() waits its whole timeout when fewer than num_messages are fetched: keep it short.
+                batch = consumer.consume(num_messages=5000, timeout=0.05)
                 if batch and started is None:
                     started = time.perf_counter()  # the group join is not counted
                 for message in batch:
