@@ -100,9 +100,9 @@ class ConfluentConsumer:
 
     def _messages(self, timeout: float, max_records: int) -> list[Any]:
         """Up to `max_records` messages, as kafka-python's poll gives them: waiting up to `timeout` for
-        the first, then only for what librdkafka has fetched or is about to (`consume` alone waits the
-        whole timeout whenever fewer than `max_records` are there: a second a batch at the end of a
-        backlog, which held bench_kafka's coexist to a tenth of the client's rate)."""
+        the first, then only for what librdkafka has fetched or is about to. `consume` alone waits the
+        whole timeout whenever fewer than `max_records` are there, as at the end of a backlog or while
+        the fetcher is behind."""
         messages = list(self._consumer.consume(num_messages=max_records, timeout=0))
         if not messages:
             first = self._consumer.poll(timeout)
