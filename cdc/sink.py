@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdc.events import ChangeEvent, DeadLetter, dumps, field_type
-from cdc.frame import FRAME_FIELDS, EventFrame
+from cdc.frame import EventFrame
 from cdc.replica import LogTo, apply_frame, apply_table
 from cdc.schema import SchemaChange, widens
 from cdc.types import MACROS, ColumnType, connect_schema, infer, is_unavailable, of_replica
@@ -587,16 +587,11 @@ class DuckDBSink:
                 released = 0
                 for txid in batch.release:
                     for chunk in self._held_chunks(txid):
-                        if isinstance(chunk, EventFrame):
-                            frames, done, bad = self._apply_frames([chunk], False, batch_id, now)
-                        else:
-                            frames, (done, bad) = [], self._apply_events(chunk, False, batch_id, now)
-                        released += len(done) + sum(len(f) for f in frames)
+                        done, bad = self._apply_events(chunk, False, batch_id, now)
+                        released += len(done)
                         dead.extend(bad)
                         _merge(summary, _summarise(done))
-                        for frame in frames:
-                            _merge(summary, _summarise_frame(frame))
-                        self._count(done, [], now, frames)
+                        self._count(done, [], now)
                     con.execute("DELETE FROM cdc.held WHERE txid = ?", [txid])
                 fresh_held = [
                     e for e in batch.held if (p := positions.get((e.source, e.partition))) is None or e.position > p
@@ -807,8 +802,7 @@ class DuckDBSink:
             self.con.unregister("_cx_held")
 
     def _hold_frame(self, frame: EventFrame, txid: str) -> None:
-        """`_hold` for a frame: the same documents (`_event_document`), built by DuckDB, marked as a frame's
-        (with its key columns) so that the release reads them back as frames."""
+        """`_hold` for a frame: the same documents (`_event_document`), built by DuckDB."""
         first = self.con.execute("SELECT coalesce(max(seq), 0) FROM cdc.held").fetchall()[0][0]
         data = frame.data.append_column("seq", pa.array(np.arange(first + 1, first + 1 + len(frame), dtype=np.int64)))
         columns = _columns_document(frame.columns)
@@ -817,72 +811,23 @@ class DuckDBSink:
                 "INSERT INTO cdc.held SELECT $source, $txid, seq, json_object('source', $source, 'table', $table, "
                 "'op', op, 'key', json(coalesce(key, '{}')), 'before', json(before), 'after', json(after), "
                 "'position', position, 'ts_ms', ts_ms, 'partition', coalesce(partition, ''), 'source_info', "
-                "json('{}'), 'transaction', json_object('id', $txid), 'columns', json($columns), "
-                "'frame', json_object('key_columns', json($key_columns), 'checked', $checked)) "
+                "json('{}'), 'transaction', json_object('id', $txid), 'columns', json($columns)) "
                 "FROM _cx_held_frame ORDER BY seq",
-                {
-                    "source": frame.source,
-                    "txid": txid,
-                    "table": frame.table,
-                    "columns": dumps(columns),
-                    "key_columns": dumps(frame.key_columns),
-                    "checked": frame.checked,
-                },
+                {"source": frame.source, "txid": txid, "table": frame.table, "columns": dumps(columns)},
             )
 
-    def _held_chunks(self, txid: str, size: int = 100_000) -> Iterable[EventFrame | list[ChangeEvent]]:
-        """A held transaction's changes in order, a chunk at a time (memory stays bounded): changes held as
-        frames come back as frames, read by DuckDB (a run of one table and schema at a time); the others
-        (held as events, or by an earlier version) as ChangeEvents."""
-        runs = self.con.execute(
-            """
-            SELECT min(seq), max(seq), frame IS NOT NULL, any_value(table_name), any_value(columns),
-                   any_value(frame), bool_and(coalesce(CAST(frame->>'checked' AS BOOLEAN), false))
-            FROM (SELECT seq, source, event->>'table' AS table_name, CAST(event->'columns' AS VARCHAR) AS columns,
-                         event->'frame' AS frame,
-                         row_number() OVER (ORDER BY seq) - row_number() OVER (
-                             PARTITION BY source, event->>'table', CAST(event->'columns' AS VARCHAR),
-                                          CAST(event->'frame'->'key_columns' AS VARCHAR)
-                             ORDER BY seq) AS island
-                  FROM cdc.held WHERE txid = ?)
-            GROUP BY island, source, table_name, columns, frame IS NOT NULL, CAST(frame->'key_columns' AS VARCHAR)
-            ORDER BY 1""",
-            [txid],
-        ).fetchall()
+    def _held_chunks(self, txid: str, size: int = 20_000) -> Iterable[list[ChangeEvent]]:
+        """A held transaction's changes in order, a chunk at a time (memory stays bounded)."""
+        last = -1
         plans: dict[str, dict[str, ColumnType | str]] = {}
-        for low, high, framed, table, columns_text, frame_doc, checked in runs:
-            last = low - 1
-            while last < high:
-                if not framed:
-                    rows = self.con.execute(
-                        "SELECT seq, event FROM cdc.held WHERE txid = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
-                        [txid, last, high, size],
-                    ).fetchall()
-                    last = rows[-1][0]
-                    yield [_event_from_document(orjson.loads(doc), plans) for _, doc in rows]
-                    continue
-                data = self.con.sql(
-                    """
-                    SELECT event->>'op' AS op, nullif(event->>'key', '{}') AS key, event->>'before' AS before,
-                           event->>'after' AS after, event->>'position' AS position,
-                           CAST(event->>'ts_ms' AS BIGINT) AS ts_ms, event->>'partition' AS partition,
-                           NULL::VARCHAR AS snapshot, source, seq
-                    FROM cdc.held WHERE txid = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?""",
-                    params=[txid, last, high, size],
-                ).to_arrow_table()
-                last = data["seq"][-1].as_py()
-                if columns_text not in plans:
-                    plans[columns_text] = {
-                        n: field_type(f | {"field": n}) for n, f in orjson.loads(columns_text).items()
-                    }
-                yield EventFrame(
-                    data["source"][0].as_py(),
-                    table,
-                    plans[columns_text],
-                    orjson.loads(frame_doc)["key_columns"],
-                    data.select(FRAME_FIELDS.names).cast(FRAME_FIELDS),
-                    bool(checked),
-                )
+        while True:
+            rows = self.con.execute(
+                "SELECT seq, event FROM cdc.held WHERE txid = ? AND seq > ? ORDER BY seq LIMIT ?", [txid, last, size]
+            ).fetchall()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [_event_from_document(orjson.loads(doc), plans) for _, doc in rows]
 
     @staticmethod
     def _wanted(events: list[ChangeEvent]) -> dict[str, ColumnType]:

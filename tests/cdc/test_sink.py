@@ -9,7 +9,6 @@ import duckdb
 import pytest
 
 from cdc.events import UNAVAILABLE, ChangeEvent, position_key
-from cdc.frame import EventFrame
 from cdc.sink import Batch, DataConflict, DuckDBSink, Offset
 
 COLS = {"id": "INTEGER", "name": "VARCHAR", "amount": "DECIMAL(10,2)"}
@@ -277,24 +276,6 @@ def test_a_held_transaction_applies_as_if_it_had_come_in_one_batch(tmp_path: Pat
         held = state(sink)
     assert stats.applied == len(events) - 1 and stats.dead_letters == 1
     assert held == at_once
-
-    def frames(changes: list[ChangeEvent]) -> list[EventFrame]:
-        """Changes as the bulk decoder holds them: a frame per run of one table and schema."""
-        runs: list[list[ChangeEvent]] = []
-        for event in changes:
-            if runs and (runs[-1][0].table, runs[-1][0].columns) == (event.table, event.columns):
-                runs[-1].append(event)
-            else:
-                runs.append([event])
-        return [EventFrame.from_events(run) for run in runs]
-
-    with DuckDBSink(tmp_path / "held_frames.duckdb") as sink:
-        for part in (events[:5], events[5:10]):
-            sink.apply(Batch(held_frames=frames(part), held_txid="771", offsets=[Offset("s", "", part[-1].position)]))
-        assert sink.con.execute("SELECT count(*) FROM cdc.held").fetchall() == [(10,)]
-        stats = sink.apply(Batch(events=events[10:], release=["771"], offsets=[Offset("s", "", events[-1].position)]))
-        assert state(sink) == at_once  # released as frames where they can be, as events where not
-    assert stats.applied == len(events) - 1 and stats.dead_letters == 1
     assert at_once["t"] == [
         (1, "a3", decimal.Decimal("1.80"), "m"),
         (4, "d", decimal.Decimal("4.00"), "n"),
