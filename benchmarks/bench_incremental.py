@@ -10,8 +10,9 @@ and checks that both leave the same open breaks:
 - `breaking`: every change makes or moves a break (updated amounts on one side, re-keyed and deleted
   postings, postings made twice): the worst case, the run writes a break event per changed row;
 - `consistent`: the same entries corrected on both sides (amounts changed in the PSA and in the
-  ERP): nothing breaks, so the run's cost is finding and re-reading the changed keys. The replica and changelog are written with SQL in the shape the sink writes (the sink's own
-speed is `bench_cdc.py`'s subject).
+  ERP): nothing breaks, so the run's cost is finding and re-reading the changed keys.
+The replica and changelog are written with SQL in the shape the sink writes (the sink's own speed
+is `bench_cdc.py`'s subject).
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ INSERT INTO cdc.changelog SELECT 'psa', 'time_entries', 'u', json_object('entry_
 CHANGE = (
     PSA_AMOUNTS.format(seed=1, delta=10, n=1)
     + """
-CREATE TEMP TABLE ch_post AS SELECT posting_id FROM replica_erp.labor_postings USING SAMPLE {per_side} ROWS (reservoir, 2);
+CREATE OR REPLACE TEMP TABLE ch_post AS SELECT posting_id FROM replica_erp.labor_postings USING SAMPLE {per_side} ROWS (reservoir, 2);
 CREATE OR REPLACE TEMP TABLE old_post AS SELECT l.* FROM replica_erp.labor_postings l SEMI JOIN ch_post USING (posting_id);
 -- a third of the sampled postings re-keyed, a third deleted, a third posted twice
 UPDATE replica_erp.labor_postings SET psa_entry_ref = psa_entry_ref + 1
@@ -78,7 +79,7 @@ INSERT INTO cdc.changelog SELECT 'erp', 'labor_postings', 'u', json_object('post
 DELETE FROM replica_erp.labor_postings WHERE posting_id IN (SELECT posting_id FROM ch_post WHERE posting_id % 3 = 1);
 INSERT INTO cdc.changelog SELECT 'erp', 'labor_postings', 'd', json_object('posting_id', posting_id), to_json(o), NULL,
     NULL, '', 1, NULL, 'b1', now() FROM old_post o WHERE posting_id % 3 = 1;
-CREATE TEMP TABLE new_post AS SELECT posting_id + 100000000000 AS posting_id, psa_entry_ref, hours, amount, fiscal_period
+CREATE OR REPLACE TEMP TABLE new_post AS SELECT posting_id + 100000000000 AS posting_id, psa_entry_ref, hours, amount, fiscal_period
   FROM old_post WHERE posting_id % 3 = 2;
 INSERT INTO replica_erp.labor_postings SELECT * FROM new_post;
 INSERT INTO cdc.changelog SELECT 'erp', 'labor_postings', 'c', json_object('posting_id', posting_id), NULL, to_json(p),
