@@ -194,6 +194,9 @@ class DebeziumDecoder:
             raise DecodeError("delete without a before image (set REPLICA IDENTITY FULL or a primary key)")
         if op != "d" and after is None:
             raise DecodeError(f"{op} event without an after image")
+        for side, image in (("before", before), ("after", after)):
+            if image is not None and not isinstance(image, dict):
+                raise DecodeError(f"event {side} image is not a JSON object but {type(image).__name__}")
 
         key_payload = key_doc.get("payload", key_doc) if isinstance(key_doc, dict) and "schema" in key_doc else key_doc
         if key_payload is None:

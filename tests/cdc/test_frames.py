@@ -89,8 +89,9 @@ def row_of(table: str, i: int, rng: random.Random) -> dict[str, Any]:
 
 def stream(seed: int, n: int) -> list[Message]:
     """Inserts, updates, deletes and snapshot reads of three tables (one keyless), and the messages a
-    broker also delivers: tombstones, broken JSON, unknown ops, schemaless events, values that do not
-    decode, unchanged-TOAST placeholders, TRUNCATE."""
+    broker also delivers: tombstones, broken JSON (in a key, in a payload after a known schema), unknown
+    ops, schemaless events, images and payloads of the wrong JSON type, values that do not decode,
+    unchanged-TOAST placeholders, TRUNCATE."""
     rng = random.Random(seed)
     live: dict[str, dict[int, dict[str, Any]]] = {t: {} for t in ROW_FIELDS}
     out: list[Message] = []
@@ -113,6 +114,19 @@ def stream(seed: int, n: int) -> list[Message]:
             i = rng.choice(list(rows))
             after = rows[i] | {"body": UNAVAILABLE}
             key, value = json.dumps({"id": i}), envelope(table, "u", None, after, offset)
+        elif kind < 0.0415 and table == "docs":  # a key that is not JSON, with a good value
+            key, value = '{"id": ', envelope(table, "c", None, row_of(table, 1000 + offset, rng), offset)
+        elif kind < 0.043:  # a known schema before a payload that is not valid JSON
+            good = json.dumps(json.loads(envelope(table, "c", None, row_of(table, 1000 + offset, rng), offset)))
+            value = good[: good.index('"payload": ') + 11] + '{"op": "c", "after": {"id": 1,}}}'
+        elif kind < 0.044:  # images and a source block that are JSON strings holding objects, a payload that is not one
+            shape = rng.choice(["after", "source", "payload"])
+            doc = json.loads(envelope(table, "c", None, row_of(table, 1000 + offset, rng), offset))
+            if shape == "payload":
+                doc["payload"] = 5
+            else:
+                doc["payload"][shape] = json.dumps(doc["payload"][shape])
+            value = json.dumps(doc)
         elif kind < 0.048 and table == "docs":
             value = json.dumps(
                 {
