@@ -132,61 +132,75 @@ class Message:
 
 _ENVELOPE = """
 WITH m AS (
-    SELECT seq, source, table_override, part, koffset, k, coalesce(p, v) AS v, schema_no, p IS NOT NULL AS split
+    SELECT seq, source, table_override, part, koffset, k, coalesce(p, v) AS v, schema_no, p IS NOT NULL AS split,
+           CASE WHEN k IS NOT NULL THEN try(json_extract(k, ['$.schema', '$.payload'])) END AS kx,
+           CASE WHEN p IS NULL THEN try(json_extract(v, ['$.schema', '$.payload'])) END AS top
     FROM _cx_msgs
-    WHERE starts_with(ltrim(coalesce(p, v)), '{') AND json_valid(coalesce(p, v)) AND (k IS NULL OR json_valid(k))
-), x AS (
-    SELECT *, CASE WHEN NOT split THEN json_extract(v, ['$.schema', '$.payload']) END AS top,
-              CASE WHEN k IS NOT NULL THEN json_extract(k, ['$.schema', '$.payload']) END AS kx
-    FROM m
+    WHERE starts_with(ltrim(coalesce(p, v)), '{')
 ), e AS (
     SELECT *, split OR top[1] IS NOT NULL AS enveloped,
-           CASE WHEN split THEN v::JSON WHEN top[1] IS NOT NULL THEN top[2] ELSE v::JSON END AS payload,
-           CASE WHEN kx IS NULL THEN json(k) WHEN kx[1] IS NOT NULL THEN kx[2] ELSE json(k) END AS key_doc
-    FROM x
+           (split OR top IS NOT NULL) AND (k IS NULL OR kx IS NOT NULL) AS valid,
+           CASE WHEN split THEN v WHEN top[1] IS NOT NULL THEN CAST(top[2] AS VARCHAR) ELSE v END AS payload,
+           CASE WHEN kx IS NULL THEN NULL WHEN kx[1] IS NOT NULL THEN kx[2] ELSE json(k) END AS key_doc
+    FROM m
 ), f AS (
     SELECT seq, source, table_override, part, koffset, enveloped, split, schema_no, top[1] AS row_schema_doc, key_doc,
-           pl[1]->>'$' AS op,
-           pl[2] AS before, pl[3] AS after, pl[4] AS src, pl[5] AS ts
-    FROM (SELECT *, json_extract(payload, ['$.op', '$.before', '$.after', '$.source', '$.ts_ms']) AS pl
-          FROM e WHERE json_type(payload) = 'OBJECT')
+           pl IS NOT NULL AS parsed, pl[1]->>'$' AS op, pl[2] AS before, pl[3] AS after, pl[4] AS src,
+           pl[5]->>'$' AS ts, pl[6]->>'$' AS src_schema, pl[7]->>'$' AS src_table, pl[8]->>'$' AS src_snapshot,
+           pl[9]->>'$' AS src_ts_ms, pl[10]->>'$' AS src_coexist_position, pl[11]->>'$' AS src_sequence,
+           pl[12]->>'$' AS src_lsn
+    FROM (SELECT *, CASE WHEN valid AND starts_with(ltrim(payload), '{') THEN
+                        try(json_extract(payload, ['$.op', '$.before', '$.after', '$.source', '$.ts_ms',
+                                                   '$.source.schema', '$.source.table', '$.source.snapshot',
+                                                   '$.source.ts_ms', '$.source.coexist_position',
+                                                   '$.source.sequence', '$.source.lsn'])) END AS pl
+          FROM e)
 ), t AS (
-    SELECT *, coalesce(CAST(after AS VARCHAR), '') || coalesce(CAST(before AS VARCHAR), '') AS images FROM f
+    SELECT *, CAST(before AS VARCHAR) AS before_text, CAST(after AS VARCHAR) AS after_text FROM f
 )
 SELECT seq, source,
-       coalesce(table_override, CASE WHEN src->>'schema' IS NOT NULL AND src->>'schema' NOT IN ('public', 'dbo')
-                THEN (src->>'schema') || '_' || (src->>'table') ELSE src->>'table' END) AS table_name,
+       coalesce(table_override, CASE WHEN src_schema IS NOT NULL AND src_schema NOT IN ('public', 'dbo')
+                THEN src_schema || '_' || src_table ELSE src_table END) AS table_name,
        op, CAST(key_doc AS VARCHAR) AS key,
-       CAST(CASE WHEN json_type(before) = 'NULL' THEN NULL ELSE before END AS VARCHAR) AS before,
-       CAST(CASE WHEN json_type(after) = 'NULL' THEN NULL ELSE after END AS VARCHAR) AS after,
+       CASE WHEN before_text = 'null' THEN NULL ELSE before_text END AS before,
+       CASE WHEN after_text = 'null' THEN NULL ELSE after_text END AS after,
        {position} AS position,
-       coalesce(TRY_CAST(ts->>'$' AS BIGINT), TRY_CAST(src->>'ts_ms' AS BIGINT), 0) AS ts_ms,
+       coalesce(TRY_CAST(ts AS BIGINT), TRY_CAST(src_ts_ms AS BIGINT), 0) AS ts_ms,
        part AS partition,
-       CASE WHEN op = 'r' AND src->>'snapshot' IS NOT NULL AND src->>'snapshot' <> 'false'
-            THEN src->>'snapshot' END AS snapshot,
+       CASE WHEN op = 'r' AND src_snapshot IS NOT NULL AND src_snapshot <> 'false' THEN src_snapshot END AS snapshot,
        CASE WHEN split THEN 'known:' || schema_no
             ELSE CAST(hash(CAST(row_schema_doc AS VARCHAR)) AS VARCHAR) || ':'
                  || length(CAST(row_schema_doc AS VARCHAR)) END AS schema_id,
        CASE WHEN key_doc IS NULL THEN '' ELSE array_to_string(json_keys(key_doc), chr(31)) END AS key_cols,
-       (op IN ('c', 'u', 'r') AND json_type(after) = 'OBJECT' AND (before IS NULL OR json_type(before)
-            IN ('OBJECT', 'NULL')) OR op = 'd' AND json_type(before) = 'OBJECT')
-       AND json_type(src) = 'OBJECT' AND (src->>'table') IS NOT NULL
+       parsed AND (op IN ('c', 'u', 'r') AND starts_with(after_text, '{')
+            AND (before IS NULL OR starts_with(before_text, '{') OR before_text = 'null')
+        OR op = 'd' AND starts_with(before_text, '{'))
+       AND starts_with(CAST(src AS VARCHAR), '{') AND src_table IS NOT NULL
        AND (key_doc IS NULL OR json_type(key_doc) IN ('OBJECT', 'NULL'))
        AND enveloped AND (split OR row_schema_doc IS NOT NULL)
-       AND NOT contains(images, '__debezium_unavailable_value')
-       AND NOT contains(images, 'X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==')
-       AND NOT (contains(images, '95,') AND regexp_matches(images, $1))
+       AND NOT {placeholder_after} AND NOT {placeholder_before}
        AS plain
 FROM t
 """
-"""One row per message that is a JSON object with a JSON object payload; `plain`: it is a change the
-frames can carry (everything else is decoded message by message)."""
+"""One row per message that starts as a JSON object; `plain`: it is a valid change the frames can carry
+(everything else is decoded message by message). Each payload is parsed once: every field the frames
+need comes out of one `json_extract`, and the shapes are checked on its (minified) output text."""
 
-KAFKA_POSITION = "coalesce(src->>'coexist_position', lpad(CAST(koffset AS VARCHAR), 20, '0'))"
+
+def _placeholder(image: str) -> str:
+    """SQL: the image (JSON text) may hold an unchanged-TOAST placeholder (`PLACEHOLDER` is `$1`)."""
+    return (
+        f"coalesce(contains({image}, '__debezium_unavailable_value') "
+        f"OR contains({image}, 'X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==') "
+        f"OR contains({image}, '95,') AND regexp_matches({image}, $1), false)"
+    )
+
+
+KAFKA_POSITION = "coalesce(src_coexist_position, lpad(CAST(koffset AS VARCHAR), 20, '0'))"
 """A Kafka message's position: the publisher's own (`coexist_position`), else its offset."""
 POSTGRES_POSITION = (
-    "lpad(CAST(coalesce(TRY_CAST(regexp_extract(src->>'sequence', '^\\[\\s*\"?([0-9]+)', 1) AS UBIGINT), 0) "
-    "AS VARCHAR), 20, '0') || '/' || lpad(CAST(coalesce(TRY_CAST(src->>'lsn' AS UBIGINT), 0) AS VARCHAR), 20, '0') "
+    "lpad(CAST(coalesce(TRY_CAST(regexp_extract(src_sequence, '^\\[\\s*\"?([0-9]+)', 1) AS UBIGINT), 0) "
+    "AS VARCHAR), 20, '0') || '/' || lpad(CAST(coalesce(TRY_CAST(src_lsn AS UBIGINT), 0) AS VARCHAR), 20, '0') "
     "|| '/' || lpad(CASE WHEN op = 'd' THEN '0' ELSE '1' END, 20, '0')"
 )
 """`cdc.events.debezium_position` of the PostgreSQL connector's source block, in SQL."""
@@ -201,7 +215,11 @@ class BulkDecoder:
         """`position_sql`: a message's position from its source block (`src`, `op`, `koffset`); `kafka`:
         messages carry broker offsets (the per-event decoder gets them too)."""
         self.decoder_for = decoder_for
-        self.envelope = _ENVELOPE.replace("{position}", position_sql)
+        self.envelope = (
+            _ENVELOPE.replace("{position}", position_sql)
+            .replace("{placeholder_after}", _placeholder("after_text"))
+            .replace("{placeholder_before}", _placeholder("before_text"))
+        )
         self.kafka = kafka
         self._schemas: dict[str, dict[str, ColumnType | str]] = {}
         self._known: list[tuple[bytes, dict[str, Any]]] = []

@@ -195,7 +195,8 @@ def apply_stage(
         side: f"decode({side})" if pa.types.is_binary(stage.schema.field(side).type) else side
         for side in ("_after", "_before")
     }
-    decoded, checks = [], []
+    decoded: list[str] = []
+    checks: list[tuple[str, str]] = []
     for i, c in enumerate(data_cols):
         for image in ("a", "b"):
             raw = f"{image}j.{quote(c)}"
@@ -204,17 +205,17 @@ def apply_stage(
             failed = f"{image}n_{i} AND {image}_{i} IS NULL"
             if image == "a":
                 failed += f" AND NOT list_contains(coalesce(_toast, []), {literal(c)})"
-            checks.append(f"CASE WHEN {failed} THEN {literal(c)} END")
+            checks.append((failed, f"CASE WHEN {failed} THEN {literal(c)} END"))
     with registered(con, "_cx_stage", stage):
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _cx_dec AS SELECT _seq, _op, _pos, _ts, _toast, _key, _part, _snap, "
             f"{', '.join(decoded)} FROM (SELECT *, json_transform({text['_after']}, {shape}) AS aj, "
             f"json_transform({text['_before']}, {shape}) AS bj FROM _cx_stage)"
         )
-    failing = f"list_filter([{', '.join(checks)}], lambda x: x IS NOT NULL)"
-    bad = con.execute(
-        f"SELECT _seq, cols FROM (SELECT _seq, {failing} AS cols FROM _cx_dec) WHERE len(cols) > 0"
-    ).fetchall()
+    # The rows are filtered first: the list of failing columns is built only for the (rare) failing rows.
+    failing = f"list_filter([{', '.join(case for _, case in checks)}], lambda x: x IS NOT NULL)"
+    any_failed = " OR ".join(f"({failed})" for failed, _ in checks) or "false"
+    bad = con.execute(f"SELECT _seq, {failing} AS cols FROM _cx_dec WHERE {any_failed}").fetchall()
     if bad:
         for seq, cols in bad:
             reason = "; ".join(
