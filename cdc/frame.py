@@ -212,7 +212,8 @@ class BulkDecoder:
     def __init__(
         self, decoder_for: Callable[[str], DebeziumDecoder], position_sql: str = KAFKA_POSITION, kafka: bool = True
     ) -> None:
-        """`position_sql`: a message's position from its source block (`src`, `op`, `koffset`); `kafka`:
+        """`position_sql`: a message's position from the source block's fields (`src_coexist_position`,
+        `src_sequence`, `src_lsn`), `op` and `koffset`; `kafka`:
         messages carry broker offsets (the per-event decoder gets them too)."""
         self.decoder_for = decoder_for
         self.envelope = (
