@@ -176,7 +176,7 @@ SELECT seq, source,
             AND (before IS NULL OR starts_with(before_text, '{') OR before_text = 'null')
         OR op = 'd' AND starts_with(before_text, '{'))
        AND starts_with(CAST(src AS VARCHAR), '{') AND src_table IS NOT NULL
-       AND (key_doc IS NULL OR json_type(key_doc) IN ('OBJECT', 'NULL'))
+       AND (key_doc IS NULL OR starts_with(CAST(key_doc AS VARCHAR), '{') OR CAST(key_doc AS VARCHAR) = 'null')
        AND enveloped AND (split OR row_schema_doc IS NOT NULL)
        AND NOT {placeholder_after} AND NOT {placeholder_before}
        AS plain
@@ -195,6 +195,10 @@ def _placeholder(image: str) -> str:
         f"OR contains({image}, '95,') AND regexp_matches({image}, $1), false)"
     )
 
+
+_ENVELOPE = _ENVELOPE.replace("{placeholder_after}", _placeholder("after_text")).replace(
+    "{placeholder_before}", _placeholder("before_text")
+)
 
 KAFKA_POSITION = "coalesce(src_coexist_position, lpad(CAST(koffset AS VARCHAR), 20, '0'))"
 """A Kafka message's position: the publisher's own (`coexist_position`), else its offset."""
@@ -216,11 +220,7 @@ class BulkDecoder:
         `src_sequence`, `src_lsn`), `op` and `koffset`; `kafka`:
         messages carry broker offsets (the per-event decoder gets them too)."""
         self.decoder_for = decoder_for
-        self.envelope = (
-            _ENVELOPE.replace("{position}", position_sql)
-            .replace("{placeholder_after}", _placeholder("after_text"))
-            .replace("{placeholder_before}", _placeholder("before_text"))
-        )
+        self.envelope = _ENVELOPE.replace("{position}", position_sql)
         self.kafka = kafka
         self._schemas: dict[str, dict[str, ColumnType | str]] = {}
         self._known: list[tuple[bytes, dict[str, Any]]] = []
