@@ -36,6 +36,7 @@ from cdc.frame import FRAME_FIELDS, EventFrame
 from cdc.runner import Capture
 from cdc.sink import ApplyStats, Batch, DuckDBSink, Offset
 from cdc.types import ColumnType
+from coexist.cli.common import leave_jvm
 from coexist.config import Settings
 from coexist.sandbox import servers as sandbox
 
@@ -148,7 +149,7 @@ def bulk_insert(state: sandbox.SandboxState, source: str, first: int, n: int) ->
     if source == "psa":
         with sandbox.pg_app_connect(state) as conn:
             conn.execute(
-                "INSERT INTO bench_events (id, payload) SELECT g, md5(g::text) FROM generate_series(%s, %s) g",
+                "INSERT INTO bench_events (id, payload) SELECT g, md5(g::text) FROM generate_series(%s::bigint, %s::bigint) g",
                 (first, first + n - 1),
             )
     else:
@@ -348,3 +349,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    leave_jvm(0)  # the JVM's shutdown would wait on Debezium's threads (the readers alone and the capture's)
