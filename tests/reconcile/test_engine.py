@@ -99,3 +99,31 @@ def test_only_a_constraint_on_exactly_the_key_rules_duplicates_out() -> None:
     assert not engine._unique(right("posted"), ["entry_id"]) and not engine._unique(right("keyed"), ["hours"])
     assert run("posted", "entry_id") == {"duplicate_posting": 1, "missing_in_right": 1}
     assert run("keyed", "entry_id") == {"missing_in_left": 1, "missing_in_right": 1}
+
+
+def test_duplicates_are_the_same_whether_the_key_sorts_or_groups() -> None:
+    """An integer key's duplicates are found by sorting, any other key's by grouping: the same rows,
+    the same key held once, twice or three times, NULL keys and all, give the same breaks either way."""
+    con = duckdb.connect()
+    con.execute("SELECT setseed(0.42)")
+    con.execute("""CREATE TABLE a AS SELECT CASE WHEN i % 97 = 0 THEN NULL ELSE i END AS id, i % 5 AS amount
+                   FROM range(2000) t(i)""")
+    con.execute("""CREATE TABLE b AS SELECT CASE WHEN random() < 0.01 THEN NULL ELSE (random() * 2100)::BIGINT END
+                   AS id, (random() * 5)::INTEGER AS amount, i AS posting FROM range(2000) t(i)""")
+    con.execute("CREATE VIEW a_text AS SELECT CAST(id AS VARCHAR) AS id, amount FROM a")
+    con.execute("CREATE VIEW b_text AS SELECT CAST(id AS VARCHAR) AS id, amount, posting FROM b")
+    engine = Engine(con)
+    found = {}
+    for name, (left, right) in {"sorted": ("a", "b"), "grouped": ("a_text", "b_text")}.items():
+        rule = {"left": {"table": left}, "right": {"table": right}, "keys": [["id", "id"]], "row_id": ["id", "posting"]}
+        measures = [{"left": "amount", "right": "amount", "abs_tol": 0}]
+        engine.run(name, Rule.model_validate(rule | {"measures": measures}))
+        found[name] = con.execute(
+            "SELECT break_type, key, left_id, right_id, CAST(right_values AS VARCHAR) FROM recon.break_state "
+            "WHERE recon = ? ORDER BY ALL",
+            [name],
+        ).fetchall()
+    held = dict(con.execute("SELECT id, count(*) FROM b WHERE id IS NOT NULL GROUP BY id").fetchall())
+    duplicated = {row[1] for row in found["sorted"] if row[0] == "duplicate_posting"}
+    assert duplicated == {str(k) for k, n in held.items() if n > 1} and max(held.values()) >= 3
+    assert found["sorted"] == found["grouped"]
