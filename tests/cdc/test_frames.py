@@ -334,7 +334,10 @@ def test_embedded_debezium_batches_apply_the_same_bulk_and_one_by_one(seed: int,
         state: dict[str, Any] = {"snapshot_open": False}
         with DuckDBSink(tmp_path / f"{name}.duckdb") as sink:
             for start, end in zip(cuts, cuts[1:], strict=False):
-                for batch in reader._to_batches(records[start:end], state):  # noqa: SLF001
+                rows = [
+                    (r.key(), r.value(), r.destination()) for r in records[start:end]
+                ]  # as `jvmbatch.rows` reads them
+                for batch in reader._to_batches(rows, state):  # noqa: SLF001
                     framed += sum(len(f) for f in batch.frames)
                     sink.apply(batch)
     assert framed > 500, framed  # much of it went the bulk way, and some batches did not
