@@ -209,6 +209,7 @@ def apply_stage(
     with registered(con, "_cx_stage", stage):
         con.execute(
             "CREATE OR REPLACE TEMP TABLE _cx_dec AS SELECT _seq, _op, _pos, _ts, _toast, _key, _part, _snap, "
+            "_before IS NOT NULL AS _has_before, "
             f"{', '.join(decoded)} FROM (SELECT *, json_transform({text['_after']}, {shape}) AS aj, "
             f"json_transform({text['_before']}, {shape}) AS bj FROM _cx_stage)"
         )
@@ -243,10 +244,12 @@ def apply_stage(
             )
     after = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := a_{i}" for i, c in enumerate(data_cols)) + "))"
     before = "to_json(struct_pack(" + ", ".join(f"{quote(c)} := b_{i}" for i, c in enumerate(data_cols)) + "))"
-    if log is not None:  # the decoded images (the replica's values), not the wire forms
+    # The decoded images (the replica's values), not the wire forms; an event without a before image
+    # (PostgreSQL's default replica identity on update) logs none, not an image of NULLs.
+    if log is not None:
         con.execute(
             f"INSERT INTO cdc.changelog SELECT ?, ?, _op, coalesce(_key, '{{}}'), "
-            f"CASE WHEN _op IN ('u', 'd') THEN {before} END, "
+            f"CASE WHEN _op IN ('u', 'd') AND _has_before THEN {before} END, "
             f"CASE WHEN _op <> 'd' THEN {after} END, _pos, coalesce(_part, ''), _ts, _snap, ?, ? "
             "FROM _cx_dec",
             [log.source, log.table, log.batch_id, log.at],

@@ -68,6 +68,22 @@ def test_last_write_wins_and_replays_change_nothing(tmp_path: Path) -> None:
     assert rows(path) == [(1, "a2", decimal.Decimal("1.00")), (3, "c2", decimal.Decimal("1.00"))]
 
 
+def test_the_changelog_holds_a_before_image_only_where_the_event_had_one(tmp_path: Path) -> None:
+    """An update without a before image (PostgreSQL's default replica identity) logs none: not an image
+    of NULLs, which would claim every column was NULL before."""
+    without = ChangeEvent("s", "t", "u", {"id": 1}, None, {"id": 1, "name": "b", "amount": decimal.Decimal("2")},
+                          position_key(1, 2), 2, columns=COLS)  # fmt: skip
+    with DuckDBSink(tmp_path / "w.duckdb") as sink:
+        sink.apply(batch(ev("c", 1, 1, "a"), without, ev("u", 1, 3, "c"), ev("d", 1, 4)))
+        logged = sink.con.execute(
+            "SELECT op, before->>'name', after->>'name' FROM cdc.changelog ORDER BY position"
+        ).fetchall()
+        assert logged == [("c", None, "a"), ("u", None, "b"), ("u", "c", "c"), ("d", "x", None)]
+        assert sink.con.execute("SELECT count(*) FROM cdc.changelog WHERE op = 'u' AND before IS NULL").fetchall() == [
+            (1,)
+        ]
+
+
 def test_bad_values_go_to_dead_letter_and_the_rest_applies(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     with DuckDBSink(path) as sink:
