@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pyarrow.compute as pc
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import KafkaAdminClient, NewTopic
@@ -47,7 +48,7 @@ from cdc.events import (
     dumps_bytes,
     position_key,
 )
-from cdc.frame import BulkDecoder, Message
+from cdc.frame import BulkDecoder, EventFrame, Message
 from cdc.sink import ApplyStats, Batch, Offset
 from cdc.types import ColumnType, connect_schema, of_replica
 
@@ -326,6 +327,50 @@ def _safe(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
+@dataclass
+class _Poll:
+    """One poll's records, their decoding (a future: it runs beside the apply) and the consumer's
+    position per partition after it."""
+
+    decoded: futures.Future[Batch]
+    records: dict[TopicPartition, list[Any]]
+    positions: dict[TopicPartition, int]
+    events: int = field(init=False)
+    size: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.events = sum(len(of_tp) for of_tp in self.records.values())
+        self.size = sum(len(m.value or b"") for of_tp in self.records.values() for m in of_tp)
+
+
+def _merged(batches: list[Batch]) -> Batch:
+    """Decoded polls as one batch: a table's frames of the same row schema joined in order."""
+    if len(batches) == 1:
+        return batches[0]
+    merged = Batch()
+    last: dict[tuple[str, str], int] = {}
+    for batch in batches:
+        merged.events += batch.events
+        merged.dead_letters += batch.dead_letters
+        for frame in batch.frames:
+            at = last.get((frame.source, frame.table), -1)
+            previous = merged.frames[at] if at >= 0 else None
+            if (
+                previous is not None
+                and previous.columns == frame.columns
+                and previous.key_columns == frame.key_columns
+                and previous.checked == frame.checked
+            ):
+                data = pa.concat_tables([previous.data, frame.data])
+                merged.frames[at] = EventFrame(
+                    frame.source, frame.table, frame.columns, frame.key_columns, data, frame.checked
+                )
+            else:
+                last[(frame.source, frame.table)] = len(merged.frames)
+                merged.frames.append(frame)
+    return merged
+
+
 class _Assignments(ConsumerRebalanceListener):
     """Seeks newly assigned partitions to the offsets committed in the warehouse."""
 
@@ -333,12 +378,12 @@ class _Assignments(ConsumerRebalanceListener):
         self.reader, self.consumer, self.stored = reader, consumer, stored
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        self.reader.drain(None)  # the batch in flight was polled while they were ours
+        self.reader.flush()  # the batch in flight and the polls waiting were polled while they were ours
         self.reader.assigned -= set(revoked)
         log.info("partitions revoked: %s", sorted(f"{tp.topic}:{tp.partition}" for tp in revoked))
 
     def on_partitions_assigned(self, assigned: Any) -> None:
-        self.reader.drain(None)  # the warehouse offsets read next include it
+        self.reader.flush()  # the warehouse offsets read next include them
         for tp in assigned:
             source = self.reader.source_for(tp.topic)[0]
             state = self.stored(source, partition_id(tp.topic, tp.partition))
@@ -369,7 +414,12 @@ class KafkaReader:
         self._decoders: dict[str, DebeziumDecoder] = {}
         self.bulk = BulkDecoder(self._decoder)
         self._topic_cache: dict[str, tuple[str, str | None]] = {}
-        self._in_flight: futures.Future[tuple[Batch, dict[TopicPartition, int]]] | None = None
+        self._in_flight: futures.Future[dict[TopicPartition, int]] | None = None
+        self._waiting: list[_Poll] = []
+        """Polls decoded (or being decoded) while a batch was in flight: applied together after it."""
+        self._apply_next: Callable[[], None] = lambda: None
+        self.joined = 0
+        """Polls applied in the same batch as the poll before them (group commit), since start."""
         self.release: Callable[[], None] | None = None
         """Set by a shared warehouse: called when the reader is idle so another member can write."""
 
@@ -499,13 +549,22 @@ class KafkaReader:
         stop: threading.Event,
         idle_seconds: float | None,
     ) -> None:
-        """Poll, decode and apply as a pipeline: while batch N is applied (a worker thread), batch N+1 is
-        decoded (another) and batch N+2 polled (this thread); DuckDB works without the GIL. Only this
-        thread touches the consumer: a batch's Kafka commit follows its warehouse commit, and a
-        rebalance waits for the batch in flight."""
+        """Poll, decode and apply as a pipeline: while a batch is applied (a worker thread), the polls
+        after it are decoded (another) as they come (this thread). Polls that arrive while a batch is in
+        flight wait and are applied together after it, up to `batch_size` events and `fetch_max_bytes`
+        (group commit: a warehouse commit costs less per event in a bigger batch, so the sink catches up
+        under load). DuckDB works without the GIL. Only this thread touches the consumer: a batch's Kafka
+        commit follows its warehouse commit, and a rebalance waits for the batch in flight and the polls
+        waiting."""
         consumer = self._join(stored)
         worker = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-apply-{self.name}")
         decoder = ThreadPoolExecutor(1, thread_name_prefix=f"kafka-decode-{self.name}")
+
+        def apply_next() -> None:
+            waiting, self._waiting = self._waiting, []
+            self._in_flight = worker.submit(self._apply_decoded, apply, waiting)
+
+        self._apply_next = apply_next
         last_record = unassigned_since = time.monotonic()
         # A rebalance may wait up to the rebalance timeout (max_poll_interval_ms) for a member that died.
         stuck_after = (2 * self.config.max_poll_interval_ms + self.config.session_timeout_ms) / 1000
@@ -520,32 +579,38 @@ class KafkaReader:
                     consumer.close(autocommit=False)
                     consumer = self._join(stored)
                     unassigned_since = time.monotonic()
-                records = consumer.poll(timeout_ms=500, max_records=self.batch_size)
+                # While a batch is in flight, polls wait for it (briefly: the poll returns when it has records).
+                records = consumer.poll(timeout_ms=100 if self._waiting else 500, max_records=self.batch_size)
                 if records:
                     positions = {tp: consumer.position(tp) for tp in records}
-                    decoded = decoder.submit(self.decode, records)
-                    self.drain(consumer)
-                    self._in_flight = worker.submit(self._apply_decoded, apply, decoded, records, positions)
+                    self._waiting.append(_Poll(decoder.submit(self.decode, records), records, positions))
                     last_record = time.monotonic()
-                else:
+                busy = self._in_flight is not None and not self._in_flight.done()
+                if self._waiting and not (busy and self._room()):
+                    self.drain(consumer)
+                    self._apply_next()
+                elif not records and not self._waiting:
                     self.drain(consumer)
                     batch, moved = self._markers_batch(consumer)
                     if batch.offsets:
                         apply(batch)
-                        self._committed(consumer, batch, moved)
+                        self._remember(batch)
+                        self._commit(consumer, moved)
                     if self.release is not None:
                         self.release()
                 lag = self._report_lag(consumer)
                 if (
                     idle_seconds is not None
                     and not records
+                    and not self._waiting
                     and self.assigned
                     and lag == 0
                     and time.monotonic() - last_record >= idle_seconds
                 ):
                     return
-            self.drain(consumer)
+            self.flush(consumer)
         finally:
+            self._waiting = []
             if self._in_flight is not None:  # an error on the way out: let the batch in flight end first
                 futures.wait([self._in_flight])
                 self._in_flight = None
@@ -553,31 +618,56 @@ class KafkaReader:
             decoder.shutdown(wait=True)
             consumer.close(autocommit=False)
 
-    def _apply_decoded(
-        self,
-        apply: Callable[[Batch], ApplyStats],
-        decoded: futures.Future[Batch],
-        records: dict[TopicPartition, list[Any]],
-        positions: dict[TopicPartition, int],
-    ) -> tuple[Batch, dict[TopicPartition, int]]:
-        batch, next_offsets = self.with_offsets(decoded.result(), records, positions)
-        apply(batch)
-        return batch, next_offsets
+    def _room(self) -> bool:
+        """Whether the polls waiting leave room for another (in events and in bytes)."""
+        events = sum(poll.events for poll in self._waiting)
+        size = sum(poll.size for poll in self._waiting)
+        return events < self.batch_size and size < self.config.fetch_max_bytes
+
+    def _apply_decoded(self, apply: Callable[[Batch], ApplyStats], polls: list[_Poll]) -> dict[TopicPartition, int]:
+        """Apply polls in order, as one batch where they hold frames only (a table's changes in a batch
+        are frames or events, never both), else one batch each. Returns the next offset per partition."""
+        decoded = [poll.decoded.result() for poll in polls]
+        groups = [polls] if all(not batch.events for batch in decoded) else [[poll] for poll in polls]
+        next_offsets: dict[TopicPartition, int] = {}
+        for group in groups:
+            records: dict[TopicPartition, list[Any]] = {}
+            positions: dict[TopicPartition, int] = {}
+            for poll in group:
+                for tp, of_tp in poll.records.items():
+                    records.setdefault(tp, []).extend(of_tp)
+                positions.update(poll.positions)
+            merged = _merged([poll.decoded.result() for poll in group])
+            self.joined += len(group) - 1
+            batch, offsets = self.with_offsets(merged, records, positions)
+            apply(batch)
+            self._remember(batch)  # before the next group's offsets, which start from these
+            next_offsets.update(offsets)
+        return next_offsets
+
+    def flush(self, consumer: KafkaConsumer | None = None) -> None:
+        """Apply the batch in flight and the polls waiting, and commit them (`drain`)."""
+        self.drain(consumer)
+        if self._waiting:
+            self._apply_next()
+            self.drain(consumer)
 
     def drain(self, consumer: KafkaConsumer | None) -> None:
         """Wait for the batch in flight (its error, if any, is raised here) and commit it to Kafka
         (not from a rebalance callback, `consumer` None: it may not block on the broker)."""
         pending, self._in_flight = self._in_flight, None
         if pending is not None:
-            batch, next_offsets = pending.result()
-            self._committed(consumer, batch, next_offsets)
+            self._commit(consumer, pending.result())
 
-    def _committed(self, consumer: KafkaConsumer | None, batch: Batch, next_offsets: dict[TopicPartition, int]) -> None:
-        """A batch is in the warehouse: remember where each partition stands and tell the broker."""
+    def _remember(self, batch: Batch) -> None:
+        """A batch is in the warehouse: where each of its partitions stands now."""
         for off in batch.offsets:
             assert off.resume is not None
             tp = TopicPartition(off.resume["topic"], off.resume["partition"])
             self.committed[tp] = (off.position, int(off.resume["offset"]))
+
+    def _commit(self, consumer: KafkaConsumer | None, next_offsets: dict[TopicPartition, int]) -> None:
+        """Tell the broker where the partitions stand (the warehouse already holds it)."""
         if consumer is None:
             return
         try:

@@ -318,3 +318,101 @@ def test_the_publisher_commits_each_batch_with_its_position_on_either_client(cli
 
 def _published_position(value: bytes) -> str:
     return str(json.loads(value)["payload"]["source"]["coexist_position"])
+
+
+@pytest.mark.parametrize("client", ["kafka-python", "confluent-kafka"])
+def test_polls_waiting_behind_a_slow_apply_go_in_together_and_change_nothing(tmp_path: Path, client: str) -> None:
+    """Group commit: polls that arrive while a batch is applied wait and are applied after it, as one
+    batch where they hold frames only, one batch each where a poll has changes decoded one by one
+    (tombstones, TRUNCATE, placeholders, ...). A slow sink ends with the same warehouse as a fast one:
+    the same replica, changelog, dead letters and counts, every change once, and nothing left to read."""
+    import random
+
+    from cdc.config import KafkaSource
+    from cdc.kafka import KafkaReader
+    from cdc.sink import Batch, DuckDBSink
+    from tests.cdc.test_frames import contents, envelope, row_of, stream
+
+    rng = random.Random(11)
+
+    def partition(key: str | bytes | None) -> int:
+        """A key's changes stay in one partition, as a producer keeps them (order holds within one only)."""
+        try:
+            return int(json.loads(key or "{}").get("id", 0)) % 2
+        except (ValueError, AttributeError):
+            return 0
+
+    messages = [
+        (m.partition.split(":")[1], partition(m.key), m.key, m.value)
+        for m in stream(7, 900)
+        if m.key is not None or m.value is not None  # a keyless tombstone is nothing a broker carries
+    ]
+    for offset in range(900, 2700):  # plain changes: the polls that can be joined
+        row = row_of("orders", rng.randint(0, 300), rng)
+        key = json.dumps({"id": row["id"]})
+        messages.append(("orders", partition(key), key, envelope("orders", "c", None, row, offset)))
+
+    def as_bytes(text: str | bytes | None) -> bytes | None:
+        return text.encode() if isinstance(text, str) else text
+
+    with tansu_broker() as broker:
+        admin = KafkaAdminClient(bootstrap_servers=broker)
+        admin.create_topics([NewTopic(f"src.public.{t}", 2, 1) for t in ("orders", "notes", "docs")])
+        admin.close()
+
+        def produce(pause: float) -> None:
+            """The messages in bursts of 30, `pause` seconds apart (a live stream: polls smaller than a batch)."""
+            producer = KafkaProducer(bootstrap_servers=broker, linger_ms=0)
+            for start in range(0, len(messages), 30):
+                for table, partition, key, value in messages[start : start + 30]:
+                    producer.send(f"src.public.{table}", key=as_bytes(key), value=as_bytes(value), partition=partition)
+                producer.flush()
+                time.sleep(pause)
+            producer.close()
+
+        def capture(name: str, pause: float, while_running: Any = None) -> tuple[list[int], list[int], int]:
+            """A member run until idle (beside `while_running`), then another of its group: the changes in
+            each batch each applied, and how many polls the first joined to the poll before them."""
+            config = KafkaSource(
+                kind="kafka", bootstrap_servers=broker, group_id=name, topic_pattern=r"src\..*", client=client
+            )  # type: ignore[call-arg]
+            runs: tuple[list[int], list[int]] = ([], [])
+            joined = 0
+            with DuckDBSink(tmp_path / f"{name}.duckdb") as sink:
+                for sizes in runs:
+
+                    def apply(batch: Batch, sizes: list[int] = sizes) -> Any:
+                        time.sleep(pause)
+                        sizes.append(len(batch.events) + sum(len(f) for f in batch.frames))
+                        return sink.apply(batch)
+
+                    side = threading.Thread(target=while_running) if while_running and not sizes else None
+                    if side is not None:
+                        side.start()
+                    reader = KafkaReader(name, config, batch_size=1000)
+                    reader.run(apply, sink.offset, threading.Event(), 3)
+                    joined = joined or reader.joined
+                    if side is not None:
+                        side.join()
+                    while_running = None
+            return (*runs, joined)
+
+        slow, slow_again, joined = capture("slow", 0.4, lambda: produce(0.05))
+        fast, fast_again, _ = capture("fast", 0.0)
+    assert joined > 0, (slow, fast)  # polls that came while a batch was applied went in together
+    assert sum(fast) == sum(slow) and sum(fast_again) == sum(slow_again) == 0  # nothing was left to read
+    reference, joined = contents(tmp_path / "fast.duckdb"), contents(tmp_path / "slow.duckdb")
+    for part in reference:
+        if part != "tables":  # which copy of a keyless table's identical rows stays depends on the batches
+            assert joined[part] == reference[part], part
+    for table in reference["tables"]:
+        sql = f"SELECT * EXCLUDE (_cdc_position, _cdc_ts_ms) FROM replica_src.{table} ORDER BY ALL"
+        with (
+            duckdb.connect(str(tmp_path / "fast.duckdb"), read_only=True) as a,
+            duckdb.connect(str(tmp_path / "slow.duckdb"), read_only=True) as b,
+        ):
+            assert a.execute(sql).fetchall() == b.execute(sql).fetchall(), table
+    assert reference["tables"]["orders"] and reference["dead"]
+    with duckdb.connect(str(tmp_path / "slow.duckdb"), read_only=True) as con:  # each message's change once
+        twice = "SELECT partition, position FROM cdc.changelog GROUP BY ALL HAVING count(*) > 1"
+        assert con.execute(twice).fetchall() == []
