@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from cdc.events import ChangeEvent, DeadLetter, DebeziumDecoder, DecodeError, dumps, json_default, position_key
-from cdc.types import ColumnType
+from cdc.types import PLACEHOLDER, ColumnType
 
 FRAME_FIELDS = pa.schema(
     [
@@ -39,11 +39,6 @@ FRAME_FIELDS = pa.schema(
 )
 _OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
 _PAYLOAD = b',"payload":'
-PLACEHOLDER = (
-    r"__debezium_unavailable_value|X19kZWJleml1bV91bmF2YWlsYWJsZV92YWx1ZQ==|"
-    r"95,\s*95,\s*100,\s*101,\s*98,\s*101,\s*122,\s*105,\s*117,\s*109"
-)
-"""Debezium's unchanged-TOAST placeholder in any of its encodings (a false alarm only costs speed)."""
 
 
 @dataclass(slots=True)

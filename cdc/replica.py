@@ -17,9 +17,18 @@ import duckdb
 import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cdc.events import ChangeEvent, DeadLetter, dumps, json_default
-from cdc.types import UNAVAILABLE, UNAVAILABLE_B64, UNAVAILABLE_CODES, ColumnType, is_unavailable, of_replica
+from cdc.types import (
+    PLACEHOLDER,
+    UNAVAILABLE,
+    UNAVAILABLE_B64,
+    UNAVAILABLE_CODES,
+    ColumnType,
+    is_unavailable,
+    of_replica,
+)
 from core.warehouse import literal, quote, registered
 
 
@@ -116,15 +125,21 @@ def apply_table(
     if not events:
         return result
     kinds = column_kinds(columns, types)
-    missing = resolve_toast_in_batch(events, key_cols)
     hooks = {c: k.prepare for c, k in kinds.items() if k.prepare is not None}
+    missing: dict[int, list[str]] = {}
+    if hooks:  # a hook must not see a placeholder: resolved first, row by row
+        missing = resolve_toast_in_batch(events, key_cols)
+    afters = pa.array([_prepared(e.after, hooks) for e in events], pa.binary())
+    if not hooks and pc.any(pc.match_substring_regex(afters, PLACEHOLDER)).as_py():
+        missing = resolve_toast_in_batch(events, key_cols)  # rows with placeholders are rare: looked for in bulk
+        afters = pa.array([_prepared(e.after, hooks) for e in events], pa.binary())
     stage = pa.table(
         {
             "_seq": pa.array(np.arange(len(events), dtype=np.int64)),
             "_op": pa.array([e.op for e in events], pa.string()),
             "_pos": pa.array([e.position for e in events], pa.string()),
             "_ts": pa.array([e.ts_ms for e in events], pa.int64()),
-            "_after": pa.array([_prepared(e.after, hooks) for e in events], pa.binary()),
+            "_after": afters,
             "_before": pa.array([_prepared(e.before, hooks) for e in events], pa.binary()),
             "_toast": pa.array([missing.get(i) for i in range(len(events))], pa.list_(pa.string())),
             "_key": pa.array([dumps(e.key) if log else None for e in events], pa.string()),

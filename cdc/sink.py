@@ -455,6 +455,7 @@ class DuckDBSink:
             return
         for offset in batch.offsets:
             changed = [e.table for e in batch.events if e.source == offset.source]
+            changed += [f.table for f in batch.frames if f.source == offset.source]
             changed += [c.table for c in batch.schema_changes if c.source == offset.source]
             if offset.partition == "" and any(t in tables for t in changed):
                 pending = set((offset.resume or {}).get("resnapshot") or []) | set(tables)
@@ -847,9 +848,11 @@ class DuckDBSink:
                 if name not in wanted and value is not None and not is_unavailable(value):
                     wanted[name] = infer(value)
         for event in events:
-            for name in event.row or {}:
-                if name not in wanted:
-                    wanted[name] = of_replica("VARCHAR")
+            row = event.row or {}
+            if not row.keys() <= wanted.keys():  # compared in C; a name no type covers is rare
+                for name in row:
+                    if name not in wanted:
+                        wanted[name] = of_replica("VARCHAR")
         return wanted
 
     def _ensure_table(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pytest
@@ -123,6 +124,58 @@ def test_unavailable_toast_value_keeps_previous(tmp_path: Path) -> None:
         )
         sink.apply(batch(toast))
     assert rows(path) == [(1, "long text", decimal.Decimal("9.00"))]
+
+
+def test_unchanged_toast_in_every_encoding_keeps_the_value_from_the_replica_or_the_batch(tmp_path: Path) -> None:
+    """The placeholder as text, as base64 in a bytes column, as byte codes in a number array and inside a
+    text array: filled from the replica's row, or from an earlier change of the same key in the batch."""
+    from cdc.types import UNAVAILABLE_B64, UNAVAILABLE_CODES
+
+    cols: dict[str, Any] = {
+        "id": "INTEGER",
+        "doc": "BLOB",
+        "codes": "INTEGER[]",
+        "tags": "VARCHAR[]",
+        "note": "VARCHAR",
+    }
+
+    def change(op: str, id_: int, pos: int, **values: Any) -> ChangeEvent:
+        return ChangeEvent(
+            "s", "t", op, {"id": id_}, None, {"id": id_, **values}, position_key(1, pos), pos, columns=cols
+        )
+
+    full = {"doc": b"\x00\xffdata", "codes": [1, 2, 3], "tags": ["a", UNAVAILABLE + "?"], "note": "kept"}
+    placeholders = {"doc": UNAVAILABLE_B64, "codes": UNAVAILABLE_CODES, "tags": [UNAVAILABLE], "note": UNAVAILABLE}
+    with DuckDBSink(tmp_path / "w.duckdb") as sink:
+        sink.apply(batch(change("c", 1, 1, **full)))
+        sink.apply(
+            batch(change("u", 1, 2, **placeholders), change("c", 2, 3, **full), change("u", 2, 4, **placeholders))
+        )
+        got = sink.con.execute("SELECT id, doc, codes, tags, note FROM replica_s.t ORDER BY id").fetchall()
+    expected = (b"\x00\xffdata", [1, 2, 3], ["a", UNAVAILABLE + "?"], "kept")
+    assert got == [(1, *expected), (2, *expected)]
+
+
+@pytest.mark.parametrize("as_frames", [False, True])
+def test_a_column_the_stream_adds_is_flagged_for_backfill_in_the_committed_position(
+    tmp_path: Path, as_frames: bool
+) -> None:
+    """Rows written before a column appeared lack its values, and the log will not carry them: the
+    position committed with the batch says which tables may need a re-snapshot, so a crash before
+    the reader has looked resumes with it. The same for changes that came as frames."""
+    from cdc.frame import EventFrame
+
+    with DuckDBSink(tmp_path / "w.duckdb") as sink:
+        sink.apply(batch(ev("c", 1, 1)))
+        wider = ev("u", 1, 2, "y", extra="new")
+        wider.columns = COLS | {"extra": "VARCHAR"}
+        second = batch(wider)
+        if as_frames:
+            second.frames, second.events = [EventFrame.from_events(second.events)], []
+        stats = sink.apply(second)
+        assert stats.applied == 1 and stats.reshaped["t"].added == ["extra"]
+        stored = sink.offset("s")
+    assert stored is not None and stored["resume"] == {"resnapshot": ["t"]}
 
 
 def test_new_column_evolves_table_and_reset_rebuilds(tmp_path: Path) -> None:
