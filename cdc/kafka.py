@@ -575,7 +575,7 @@ class KafkaReader:
                 elif time.monotonic() - unassigned_since > stuck_after:
                     # A group join that never completes (seen with some brokers after a member dies): start over.
                     log.warning("no partitions for %.0f s: leaving and rejoining the group", stuck_after)
-                    self.drain(consumer)
+                    self.flush(consumer)
                     consumer.close(autocommit=False)
                     consumer = self._join(stored)
                     unassigned_since = time.monotonic()

@@ -344,10 +344,10 @@ def test_polls_waiting_behind_a_slow_apply_go_in_together_and_change_nothing(tmp
 
     messages = [
         (m.partition.split(":")[1], partition(m.key), m.key, m.value)
-        for m in stream(7, 900)
+        for m in stream(7, 600)
         if m.key is not None or m.value is not None  # a keyless tombstone is nothing a broker carries
     ]
-    for offset in range(900, 2700):  # plain changes: the polls that can be joined
+    for offset in range(600, 1800):  # plain changes: the polls that can be joined
         row = row_of("orders", rng.randint(0, 300), rng)
         key = json.dumps({"id": row["id"]})
         messages.append(("orders", partition(key), key, envelope("orders", "c", None, row, offset)))
@@ -360,19 +360,24 @@ def test_polls_waiting_behind_a_slow_apply_go_in_together_and_change_nothing(tmp
         admin.create_topics([NewTopic(f"src.public.{t}", 2, 1) for t in ("orders", "notes", "docs")])
         admin.close()
 
-        def produce(pause: float) -> None:
-            """The messages in bursts of 30, `pause` seconds apart (a live stream: polls smaller than a batch)."""
+        def produce(reader: Any) -> None:
+            """The messages in bursts of 30, 50 ms apart, once `reader` has its partitions (a live stream:
+            polls smaller than a batch). The first burst goes before: the member has something to read
+            when it joins, so it does not go idle while the stream starts."""
             producer = KafkaProducer(bootstrap_servers=broker, linger_ms=0)
             for start in range(0, len(messages), 30):
                 for table, partition, key, value in messages[start : start + 30]:
                     producer.send(f"src.public.{table}", key=as_bytes(key), value=as_bytes(value), partition=partition)
                 producer.flush()
-                time.sleep(pause)
+                deadline = time.monotonic() + 60
+                while not reader.assigned and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                time.sleep(0.05)
             producer.close()
 
-        def capture(name: str, pause: float, while_running: Any = None) -> tuple[list[int], list[int], int]:
-            """A member run until idle (beside `while_running`), then another of its group: the changes in
-            each batch each applied, and how many polls the first joined to the poll before them."""
+        def capture(name: str, pause: float, feed: Any = None) -> tuple[list[int], list[int], int]:
+            """A member run until idle (fed by `feed`), then another of its group: the changes in each
+            batch each applied, and how many polls the first joined to the poll before them."""
             config = KafkaSource(
                 kind="kafka", bootstrap_servers=broker, group_id=name, topic_pattern=r"src\..*", client=client
             )  # type: ignore[call-arg]
@@ -386,18 +391,18 @@ def test_polls_waiting_behind_a_slow_apply_go_in_together_and_change_nothing(tmp
                         sizes.append(len(batch.events) + sum(len(f) for f in batch.frames))
                         return sink.apply(batch)
 
-                    side = threading.Thread(target=while_running) if while_running and not sizes else None
+                    reader = KafkaReader(name, config, batch_size=1000)
+                    side = threading.Thread(target=feed, args=(reader,)) if feed is not None else None
                     if side is not None:
                         side.start()
-                    reader = KafkaReader(name, config, batch_size=1000)
-                    reader.run(apply, sink.offset, threading.Event(), 3)
+                    reader.run(apply, sink.offset, threading.Event(), 2)
                     joined = joined or reader.joined
                     if side is not None:
                         side.join()
-                    while_running = None
+                    feed = None
             return (*runs, joined)
 
-        slow, slow_again, joined = capture("slow", 0.4, lambda: produce(0.05))
+        slow, slow_again, joined = capture("slow", 0.4, produce)
         fast, fast_again, _ = capture("fast", 0.0)
     assert joined > 0, (slow, fast)  # polls that came while a batch was applied went in together
     assert sum(fast) == sum(slow) and sum(fast_again) == sum(slow_again) == 0  # nothing was left to read
