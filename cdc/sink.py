@@ -103,8 +103,9 @@ class Offset:
 class Batch:
     events: list[ChangeEvent] = field(default_factory=list)
     frames: list[EventFrame] = field(default_factory=list)
-    """Changes as Arrow columns, a table each (a bulk decoder's output): applied without a Python
-    object per event. A table's changes in one batch are either events or frames, never both."""
+    """Changes as Arrow columns, a frame per table and row schema, in order (a bulk decoder's output):
+    applied without a Python object per event. A table's changes in one batch are either events or
+    frames, never both."""
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: list[Offset] = field(default_factory=list)
     reset_sources: list[str] = field(default_factory=list)
